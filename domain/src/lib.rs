@@ -1,0 +1,29 @@
+//! Domain and wire types shared by every gridpulse crate and by the meter firmware.
+//!
+//! This crate is `no_std` + `alloc` capable (disable the default `std` feature) so that
+//! the `firmware` crate can build and parse exactly the payloads the server accepts.
+//! It owns the meaning of a reading (units, limits, validation), the two JSON payload
+//! formats readings arrive in, the energy-register arithmetic (rollover/reset) and the
+//! alert vocabulary that clients see on the wire.
+//!
+//! Architecture invariant: nothing here does I/O, reads a clock or allocates per
+//! reading on the parse path; time is always passed in by the caller.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod alert;
+pub mod meter_id;
+pub mod reading;
+pub mod register;
+pub mod validation;
+pub mod wire;
+
+pub use alert::{
+    AlertEvent, AlertEventKind, AlertKind, AlertRecord, AlertState, Severity, alert_id, parse_alert_id,
+};
+pub use meter_id::{MeterId, MeterIdError};
+pub use reading::Reading;
+pub use register::{RegisterStep, register_step};
+pub use validation::{ErrorReason, Limits, ReadingError};
+pub use wire::{MalformedJson, ParseError, ParsedBatch, parse_batch, parse_reading};
