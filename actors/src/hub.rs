@@ -1,0 +1,129 @@
+//! The alert hub: where every alert change is numbered, indexed and broadcast.
+//!
+//! Meter actors publish changes here; websocket sessions subscribe; the REST API queries
+//! the index. The hub assigns the stream sequence under one lock, so subscribers see
+//! events in sequence order. Alerts are rare next to readings, so one lock is cheap.
+//! Open alerts are always kept; resolved ones are kept up to `max_resolved` (the store
+//! keeps the full history once persistence lands).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use gridpulse_domain::{AlertEvent, AlertKind, AlertRecord, AlertState, MeterId};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use tokio::sync::broadcast;
+
+use crate::meter_state::AlertChange;
+use crate::metrics;
+
+/// Filters for alert queries; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct AlertFilter {
+    /// Only this meter.
+    pub meter: Option<MeterId>,
+    /// Only this kind.
+    pub kind: Option<AlertKind>,
+    /// Only this state.
+    pub state: Option<AlertState>,
+    /// Only alerts seen at or after this time, Unix ms.
+    pub since_ms: Option<i64>,
+}
+
+impl AlertFilter {
+    /// Whether `alert` passes the filter.
+    pub fn matches(&self, alert: &AlertRecord) -> bool {
+        self.meter.is_none_or(|meter| alert.meter == meter)
+            && self.kind.is_none_or(|kind| alert.kind == kind)
+            && self.state.is_none_or(|state| alert.state == state)
+            && self.since_ms.is_none_or(|since| alert.last_seen_ms >= since)
+    }
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    last_seq: u64,
+    alerts: FxHashMap<String, AlertRecord>,
+    resolved_order: VecDeque<String>,
+}
+
+/// Numbers, indexes and broadcasts alert events.
+#[derive(Debug)]
+pub struct AlertHub {
+    state: Mutex<HubState>,
+    sender: broadcast::Sender<Arc<AlertEvent>>,
+    max_resolved: usize,
+}
+
+impl AlertHub {
+    /// A hub whose subscribers may lag by up to `channel_capacity` events and which keeps
+    /// up to `max_resolved` resolved alerts.
+    pub fn new(channel_capacity: usize, max_resolved: usize) -> Arc<AlertHub> {
+        let (sender, _) = broadcast::channel(channel_capacity.max(16));
+        Arc::new(AlertHub {
+            state: Mutex::new(HubState::default()),
+            sender,
+            max_resolved,
+        })
+    }
+
+    /// Publishes changes in order.
+    pub fn publish(&self, changes: impl IntoIterator<Item = AlertChange>) {
+        let mut state = self.state.lock();
+        for (event, alert) in changes {
+            let before = state.alerts.get(&alert.id).map(|old| old.state);
+            let open_state = |s: Option<AlertState>| s.filter(|s| s.is_open()).map(AlertState::as_str);
+            metrics::record_alert_event(alert.kind, event, open_state(before), open_state(Some(alert.state)));
+            if alert.state == AlertState::Resolved && before.is_none_or(AlertState::is_open) {
+                state.resolved_order.push_back(alert.id.clone());
+                while state.resolved_order.len() > self.max_resolved {
+                    if let Some(oldest) = state.resolved_order.pop_front() {
+                        state.alerts.remove(&oldest);
+                    }
+                }
+            }
+            state.alerts.insert(alert.id.clone(), alert.clone());
+            state.last_seq += 1;
+            let numbered = Arc::new(AlertEvent {
+                seq: state.last_seq,
+                event,
+                alert,
+            });
+            // No subscriber is fine: the index above keeps the state.
+            let _ = self.sender.send(numbered);
+        }
+    }
+
+    /// Subscribes to events after the returned snapshot: the open alerts now and the
+    /// sequence number they are current at. Nothing between the two is lost.
+    pub fn subscribe(&self) -> (u64, Vec<AlertRecord>, broadcast::Receiver<Arc<AlertEvent>>) {
+        let state = self.state.lock();
+        let receiver = self.sender.subscribe();
+        let mut open: Vec<AlertRecord> = state.alerts.values().filter(|a| a.state.is_open()).cloned().collect();
+        open.sort_by(|a, b| b.first_seen_ms.cmp(&a.first_seen_ms).then_with(|| a.id.cmp(&b.id)));
+        (state.last_seq, open, receiver)
+    }
+
+    /// Number of live subscribers.
+    pub fn n_subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
+    /// One alert by id.
+    pub fn get(&self, id: &str) -> Option<AlertRecord> {
+        self.state.lock().alerts.get(id).cloned()
+    }
+
+    /// Alerts matching `filter`, newest first, at most `limit`.
+    pub fn query(&self, filter: &AlertFilter, limit: usize) -> Vec<AlertRecord> {
+        let state = self.state.lock();
+        let mut found: Vec<&AlertRecord> = state.alerts.values().filter(|a| filter.matches(a)).collect();
+        found.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms).then_with(|| a.id.cmp(&b.id)));
+        found.into_iter().take(limit).cloned().collect()
+    }
+
+    /// The sequence number of the last event published.
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().last_seq
+    }
+}

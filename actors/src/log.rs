@@ -1,0 +1,58 @@
+//! The consumer side of the reading log, as the actors see it.
+//!
+//! Readings reach the actors through a partitioned, ordered log: the in-process log in
+//! embedded mode, Kafka in distributed mode. Both implement [`ReadingSource`]; nothing in
+//! this crate knows which one it is talking to. Every meter maps to exactly one partition
+//! (`MeterId::partition`), so each meter's readings arrive in order.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use gridpulse_domain::Reading;
+
+/// One reading at its position in a partition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogRecord {
+    /// Offset within the partition.
+    pub offset: u64,
+    /// The reading.
+    pub reading: Reading,
+}
+
+/// The log could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogError {
+    /// The log is shut down; no more records will come.
+    #[error("log closed")]
+    Closed,
+    /// The log refuses more records until consumers catch up.
+    #[error("log partition {partition} is full ({capacity} records waiting): retry later")]
+    Full {
+        /// The partition that is full.
+        partition: u32,
+        /// How many records it holds at most.
+        capacity: usize,
+    },
+    /// Any other failure of the backing log.
+    #[error("log: {0}")]
+    Backend(String),
+}
+
+/// A boxed future that need not be `Send` (partition readers run on one arbiter).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Reads one partition in offset order.
+pub trait PartitionReader: Send + std::fmt::Debug + 'static {
+    /// Waits until records are available and returns up to `max` of them, in order.
+    fn next_batch(&mut self, max: usize) -> LocalFuture<'_, Result<Vec<LogRecord>, LogError>>;
+    /// Marks every record before `next_offset` as processed.
+    fn commit(&mut self, next_offset: u64);
+}
+
+/// A partitioned log of readings.
+pub trait ReadingSource: Send + Sync + std::fmt::Debug + 'static {
+    /// How many partitions the log has.
+    fn n_partitions(&self) -> u32;
+    /// Opens a reader on one partition, from its committed position.
+    fn open_partition(&self, partition: u32) -> Box<dyn PartitionReader>;
+}

@@ -1,0 +1,214 @@
+//! `MeterActor`: one actix actor per meter, a thin shell around [`MeterState`].
+//!
+//! It lives on the arbiter of its partition, receives readings from the
+//! [`PartitionActor`](crate::partition_actor::PartitionActor) in log order, and publishes
+//! the alert changes they cause to the hub. A panic while applying a reading stops the
+//! actor; its supervisor restarts it with fresh state (counted in
+//! `gridpulse_actors_restarts_total`) and the other meters carry on.
+
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix::{Actor, Context, Handler, Message, Supervised};
+use gridpulse_domain::{AlertKind, AlertRecord, MeterId, Reading};
+use tokio::sync::Notify;
+
+use crate::hub::AlertHub;
+use crate::meter_state::{AlertActionError, AlertChanges, Applied, MeterSnapshot, MeterState};
+use crate::metrics;
+use crate::thresholds::Thresholds;
+
+/// Capacity of a meter's mailbox for `send` (readings are accounted separately, see
+/// [`PartitionShared`]).
+pub const METER_MAILBOX_CAPACITY: usize = 64;
+
+/// State shared by a partition actor, its pump and its meter actors. They all run on
+/// one arbiter thread, so plain cells suffice.
+#[derive(Debug)]
+pub struct PartitionShared {
+    /// The alert hub.
+    pub hub: Arc<AlertHub>,
+    /// Readings sent to meter actors and not yet applied: the partition's mailbox depth.
+    pub in_flight: Cell<u64>,
+    /// Above this depth the pump stops reading the log ...
+    pub high_water: u64,
+    /// ... until the depth falls to this.
+    pub low_water: u64,
+    /// Whether the pump is waiting for the depth to fall.
+    pub pump_waiting: Cell<bool>,
+    /// Wakes the pump.
+    pub drained: Notify,
+    /// Stale readings seen since the last metrics flush.
+    pub n_stale: Cell<u64>,
+}
+
+impl PartitionShared {
+    fn reading_done(&self) {
+        let depth = self.in_flight.get().saturating_sub(1);
+        self.in_flight.set(depth);
+        if self.pump_waiting.get() && depth <= self.low_water {
+            self.pump_waiting.set(false);
+            self.drained.notify_one();
+        }
+    }
+}
+
+/// The actor of one meter.
+#[derive(Debug)]
+pub struct MeterActor {
+    state: MeterState,
+    thresholds: Arc<Thresholds>,
+    shared: Rc<PartitionShared>,
+    changes: AlertChanges,
+}
+
+impl MeterActor {
+    /// A meter actor with empty state.
+    pub fn new(meter: MeterId, thresholds: Arc<Thresholds>, shared: Rc<PartitionShared>) -> MeterActor {
+        MeterActor {
+            state: MeterState::new(meter),
+            thresholds,
+            shared,
+            changes: AlertChanges::new(),
+        }
+    }
+
+    fn publish(&mut self) {
+        if !self.changes.is_empty() {
+            self.shared.hub.publish(self.changes.drain(..));
+        }
+    }
+}
+
+impl Actor for MeterActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(METER_MAILBOX_CAPACITY);
+    }
+}
+
+impl Supervised for MeterActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        metrics::record_restart();
+        tracing::warn!(meter = %self.state.meter(), "meter actor restarting with fresh state");
+        self.state = MeterState::new(self.state.meter());
+        self.changes.clear();
+    }
+}
+
+/// Apply one reading (sent by the partition actor, in log order).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ApplyReading(pub Reading);
+
+impl Handler<ApplyReading> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, message: ApplyReading, ctx: &mut Self::Context) {
+        self.shared.reading_done();
+        let (state, thresholds, changes) = (&mut self.state, &self.thresholds, &mut self.changes);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(&message.0, thresholds, changes)));
+        match outcome {
+            Ok(Applied::Accepted) => self.publish(),
+            Ok(Applied::Stale) => self.shared.n_stale.set(self.shared.n_stale.get() + 1),
+            Err(_) => {
+                tracing::error!(meter = %self.state.meter(), "meter actor panicked applying a reading");
+                actix::ActorContext::stop(ctx);
+            }
+        }
+    }
+}
+
+/// Raise "no data" if the meter has been silent too long (sent by the partition sweep).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CheckNoData {
+    /// Wall clock now, Unix ms.
+    pub now_ms: i64,
+    /// Wall-clock time the last reading arrived, Unix ms.
+    pub last_arrival_ms: i64,
+}
+
+impl Handler<CheckNoData> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CheckNoData, _ctx: &mut Self::Context) {
+        self.state
+            .check_no_data(message.now_ms, message.last_arrival_ms, &self.thresholds, &mut self.changes);
+        self.publish();
+    }
+}
+
+/// Returns a serialisable snapshot of the meter's state.
+#[derive(Debug, Message)]
+#[rtype(result = "MeterSnapshot")]
+pub struct Observe;
+
+impl Handler<Observe> for MeterActor {
+    type Result = actix::MessageResult<Observe>;
+
+    fn handle(&mut self, _message: Observe, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.state.snapshot(&self.thresholds))
+    }
+}
+
+/// What to do to an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertAction {
+    /// Acknowledge it.
+    Acknowledge,
+    /// Resolve it.
+    Resolve,
+}
+
+/// Acknowledge or resolve one of the meter's open alerts.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<AlertRecord, AlertActionError>")]
+pub struct AlertCommand {
+    /// What to do.
+    pub action: AlertAction,
+    /// The alert's kind.
+    pub kind: AlertKind,
+    /// The alert's first-seen time (part of its id).
+    pub first_seen_ms: i64,
+    /// Who does it.
+    pub by: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+}
+
+impl Handler<AlertCommand> for MeterActor {
+    type Result = Result<AlertRecord, AlertActionError>;
+
+    fn handle(&mut self, command: AlertCommand, _ctx: &mut Self::Context) -> Self::Result {
+        let AlertCommand {
+            action,
+            kind,
+            first_seen_ms,
+            by,
+            at_ms,
+        } = command;
+        let result = match action {
+            AlertAction::Acknowledge => self.state.acknowledge(kind, first_seen_ms, &by, at_ms, &mut self.changes),
+            AlertAction::Resolve => self.state.resolve(kind, first_seen_ms, &by, at_ms, &mut self.changes),
+        };
+        self.publish();
+        result
+    }
+}
+
+/// Replace the meter's thresholds.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetThresholds(pub Arc<Thresholds>);
+
+impl Handler<SetThresholds> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, message: SetThresholds, _ctx: &mut Self::Context) {
+        self.thresholds = message.0;
+    }
+}

@@ -1,0 +1,102 @@
+//! Prometheus metrics of the actor system (`gridpulse_actors_*`), one helper per event.
+//!
+//! Hot-path counters are added per batch, never per reading, and never carry a meter
+//! label (cardinality).
+
+use std::sync::LazyLock;
+
+use gridpulse_domain::{AlertEventKind, AlertKind};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec};
+
+#[allow(clippy::expect_used)]
+static READINGS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("gridpulse_actors_readings_applied_total", "Readings routed to meter actors")
+        .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static READINGS_STALE: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gridpulse_actors_readings_stale_total",
+        "Duplicate or late readings ignored by live meter state"
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static METERS_LIVE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("gridpulse_actors_meters_live", "Meter actors alive").expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static MAILBOX_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "gridpulse_actors_mailbox_depth_messages",
+        "Readings sent to meter actors and not yet processed, per partition",
+        &["partition"]
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!("gridpulse_actors_restarts_total", "Meter actors restarted by their supervisor")
+        .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static ALERT_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_actors_alert_events_total",
+        "Alert lifecycle events by kind and event",
+        &["kind", "event"]
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static ALERTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!("gridpulse_actors_alerts_open", "Open alerts by kind and state", &["kind", "state"])
+        .expect("metric registers once")
+});
+
+/// A batch of readings was routed; `n_stale` of them were duplicates or late.
+pub fn record_readings(n_applied: u64, n_stale: u64) {
+    READINGS_APPLIED.inc_by(n_applied);
+    if n_stale > 0 {
+        READINGS_STALE.inc_by(n_stale);
+    }
+}
+
+/// Counts stale readings found by meter actors.
+pub fn record_stale(n_stale: u64) {
+    READINGS_STALE.inc_by(n_stale);
+}
+
+/// Meter actors were created (positive) or stopped (negative).
+pub fn record_meters_live(delta: i64) {
+    METERS_LIVE.add(delta);
+}
+
+/// Sets the in-flight depth of one partition's meter mailboxes.
+pub fn record_mailbox_depth(partition: u32, depth: u64) {
+    MAILBOX_DEPTH.with_label_values(&[&partition.to_string()]).set(depth as i64);
+}
+
+/// A meter actor was restarted by its supervisor.
+pub fn record_restart() {
+    RESTARTS.inc();
+}
+
+/// An alert event was published; `open_delta` moves the open-alert gauge.
+pub fn record_alert_event(kind: AlertKind, event: AlertEventKind, state_before: Option<&'static str>, state_after: Option<&'static str>) {
+    let event_name = match event {
+        AlertEventKind::Raised => "raised",
+        AlertEventKind::Updated => "updated",
+        AlertEventKind::Acknowledged => "acknowledged",
+        AlertEventKind::Resolved => "resolved",
+    };
+    ALERT_EVENTS.with_label_values(&[kind.as_str(), event_name]).inc();
+    if state_before != state_after {
+        if let Some(state) = state_before {
+            ALERTS_OPEN.with_label_values(&[kind.as_str(), state]).dec();
+        }
+        if let Some(state) = state_after {
+            ALERTS_OPEN.with_label_values(&[kind.as_str(), state]).inc();
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `MeterSystem`: starts the partition actors on worker arbiters and is the one handle
+//! the API uses to reach meters (observe, page, alert commands, thresholds).
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter, MailboxError};
+use gridpulse_domain::{AlertRecord, MeterId, parse_alert_id};
+use tokio::sync::Notify;
+
+use crate::clock::Clock;
+use crate::hub::AlertHub;
+use crate::log::ReadingSource;
+use crate::meter_actor::{AlertAction, AlertCommand, Observe, PartitionShared};
+use crate::meter_state::{AlertActionError, MeterSnapshot};
+use crate::partition_actor::{CountMeters, FindMeter, ListMeterIds, PartitionActor, PartitionConfig, SetMeterThresholds};
+use crate::thresholds::{Thresholds, ThresholdsError};
+
+/// Settings of the actor system.
+#[derive(Debug, Clone)]
+pub struct SystemConfig {
+    /// Worker threads (arbiters) hosting partitions; 0 means one per core.
+    pub n_workers: usize,
+    /// Most records routed per batch.
+    pub max_batch: usize,
+    /// Readings in flight per partition above which its pump pauses.
+    pub max_in_flight: u64,
+    /// Thresholds of meters without their own.
+    pub default_thresholds: Thresholds,
+    /// How often partitions look for silent meters.
+    pub no_data_sweep: Duration,
+}
+
+impl Default for SystemConfig {
+    fn default() -> Self {
+        SystemConfig {
+            n_workers: 0,
+            max_batch: 4096,
+            max_in_flight: 65_536,
+            default_thresholds: Thresholds::default(),
+            no_data_sweep: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a request to the actor system failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    /// The actor system is shutting down.
+    #[error("actor system unavailable: {0}")]
+    Unavailable(#[from] MailboxError),
+    /// No meter with this id has reported.
+    #[error("meter not found")]
+    MeterNotFound,
+    /// The alert id is malformed or names no open alert.
+    #[error("alert not found or not open")]
+    AlertNotOpen,
+    /// Rejected thresholds.
+    #[error(transparent)]
+    Thresholds(#[from] ThresholdsError),
+}
+
+impl From<AlertActionError> for SystemError {
+    fn from(_: AlertActionError) -> Self {
+        SystemError::AlertNotOpen
+    }
+}
+
+/// Handle on the running meter actors.
+#[derive(Debug, Clone)]
+pub struct MeterSystem {
+    partitions: Arc<Vec<Addr<PartitionActor>>>,
+    hub: Arc<AlertHub>,
+    clock: Arc<dyn Clock>,
+    _arbiters: Arc<ArbiterGuard>,
+}
+
+/// Stops the worker arbiters when the last handle goes.
+#[derive(Debug)]
+struct ArbiterGuard(Vec<Arbiter>);
+
+impl Drop for ArbiterGuard {
+    fn drop(&mut self) {
+        for arbiter in &self.0 {
+            arbiter.stop();
+        }
+    }
+}
+
+impl MeterSystem {
+    /// Starts one partition actor per partition of `source`, spread over worker
+    /// arbiters. Must be called inside a running actix `System`.
+    pub fn start(config: SystemConfig, source: Arc<dyn ReadingSource>, hub: Arc<AlertHub>, clock: Arc<dyn Clock>) -> MeterSystem {
+        let n_workers = if config.n_workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.n_workers
+        };
+        let arbiters: Vec<Arbiter> = (0..n_workers).map(|_| Arbiter::new()).collect();
+        let partition_config = PartitionConfig {
+            max_batch: config.max_batch,
+            default_thresholds: Arc::new(config.default_thresholds.clone()),
+            clock: Arc::clone(&clock),
+            no_data_sweep: config.no_data_sweep,
+        };
+        let max_in_flight = config.max_in_flight;
+        let partitions = (0..source.n_partitions())
+            .map(|partition| {
+                let arbiter = &arbiters[partition as usize % n_workers];
+                let reader = source.open_partition(partition);
+                let partition_config = partition_config.clone();
+                let hub = Arc::clone(&hub);
+                PartitionActor::start_in_arbiter(&arbiter.handle(), move |_ctx| {
+                    let shared = Rc::new(PartitionShared {
+                        hub,
+                        in_flight: Cell::new(0),
+                        high_water: max_in_flight,
+                        low_water: max_in_flight / 2,
+                        pump_waiting: Cell::new(false),
+                        drained: Notify::new(),
+                        n_stale: Cell::new(0),
+                    });
+                    PartitionActor::new(partition, partition_config, shared, reader)
+                })
+            })
+            .collect();
+        MeterSystem {
+            partitions: Arc::new(partitions),
+            hub,
+            clock,
+            _arbiters: Arc::new(ArbiterGuard(arbiters)),
+        }
+    }
+
+    /// The alert hub.
+    pub fn hub(&self) -> &Arc<AlertHub> {
+        &self.hub
+    }
+
+    fn partition_of(&self, meter: &MeterId) -> &Addr<PartitionActor> {
+        &self.partitions[meter.partition(self.partitions.len() as u32) as usize]
+    }
+
+    async fn find(&self, meter: MeterId) -> Result<Addr<crate::meter_actor::MeterActor>, SystemError> {
+        self.partition_of(&meter)
+            .send(FindMeter(meter))
+            .await?
+            .ok_or(SystemError::MeterNotFound)
+    }
+
+    /// The live state of one meter.
+    pub async fn observe(&self, meter: MeterId) -> Result<MeterSnapshot, SystemError> {
+        Ok(self.find(meter).await?.send(Observe).await?)
+    }
+
+    /// Meter ids in order, after `after`, at most `limit`.
+    pub async fn list_meters(&self, after: Option<MeterId>, limit: usize) -> Result<Vec<MeterId>, SystemError> {
+        let mut all = Vec::new();
+        for partition in self.partitions.iter() {
+            all.extend(partition.send(ListMeterIds { after, limit }).await?);
+        }
+        all.sort_unstable();
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// How many meters are live.
+    pub async fn count_meters(&self) -> Result<usize, SystemError> {
+        let mut total = 0;
+        for partition in self.partitions.iter() {
+            total += partition.send(CountMeters).await?;
+        }
+        Ok(total)
+    }
+
+    /// Acknowledges or resolves the open alert `alert_id` on behalf of `by`.
+    pub async fn alert_command(&self, alert_id: &str, action: AlertAction, by: &str) -> Result<AlertRecord, SystemError> {
+        let (meter, kind, first_seen_ms) = parse_alert_id(alert_id).ok_or(SystemError::AlertNotOpen)?;
+        let actor = self.find(meter).await.map_err(|error| match error {
+            SystemError::MeterNotFound => SystemError::AlertNotOpen,
+            other => other,
+        })?;
+        let command = AlertCommand {
+            action,
+            kind,
+            first_seen_ms,
+            by: by.to_owned(),
+            at_ms: self.clock.now_ms(),
+        };
+        Ok(actor.send(command).await??)
+    }
+
+    /// Replaces one meter's thresholds after validating them.
+    pub async fn set_thresholds(&self, meter: MeterId, thresholds: Thresholds) -> Result<(), SystemError> {
+        thresholds.validate()?;
+        let found = self
+            .partition_of(&meter)
+            .send(SetMeterThresholds {
+                meter,
+                thresholds: Arc::new(thresholds),
+            })
+            .await?;
+        if found { Ok(()) } else { Err(SystemError::MeterNotFound) }
+    }
+}
