@@ -1,1 +1,18 @@
-//! placeholder
+//! The gridpulse API server and the embedded system it fronts.
+//!
+//! REST (`/api/...`), the alert websocket (`/ws/alerts`), `/metrics`, `/healthz`,
+//! `/readyz` and the live page at `/`, over actix-web; [`embedded`] assembles the whole
+//! one-process system used by `gridpulse run`, the tests and the benchmarks.
+//!
+//! Architecture invariant: `api` is the only crate that knows HTTP; it reaches meters
+//! only through `MeterSystem` and the log, never by holding actor state.
+//! Architecture invariant: errors map to HTTP statuses in one place (`error.rs`).
+
+pub mod embedded;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+pub mod ws;
+
+pub use embedded::{EmbeddedConfig, EmbeddedSystem};

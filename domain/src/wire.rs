@@ -278,6 +278,9 @@ struct RawFields {
 }
 
 /// One element of a body: an object's fields, or the JSON type found instead.
+// Transient and on the stack while one body is parsed: boxing the fields would cost an
+// allocation per reading for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum RawReading {
     Object(RawFields),
@@ -345,6 +348,7 @@ impl<'de> Deserialize<'de> for RawReading {
 }
 
 /// A whole body: one reading or an array of readings.
+#[allow(clippy::large_enum_variant)]
 enum RawBody {
     One(RawReading),
     Many(Vec<RawReading>),

@@ -1,1 +1,14 @@
-//! placeholder
+//! Where readings enter gridpulse: the in-process log, the shared accept path and the
+//! meter simulator (the MQTT bridge and bulk import join them later).
+//!
+//! Architecture invariant: every reading is parsed and validated by
+//! `gridpulse_domain` before it reaches a log; ingest never talks to actors directly,
+//! only through the log.
+
+pub mod accept;
+pub mod memory_log;
+pub mod metrics;
+pub mod simulator;
+
+pub use accept::{IngestError, IngestReport, ingest_json};
+pub use memory_log::InProcessLog;

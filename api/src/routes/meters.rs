@@ -1,0 +1,76 @@
+//! Meters: paged list, live state, thresholds.
+
+use actix_web::{HttpResponse, get, put, web};
+use gridpulse_actors::{MeterSnapshot, Thresholds};
+use serde::{Deserialize, Serialize};
+
+use super::{parse_meter, read_body};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Default and largest page sizes of `GET /api/meters`.
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MeterPage {
+    meters: Vec<MeterSnapshot>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    total: usize,
+}
+
+/// Parses a `limit` query parameter.
+pub fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match text {
+        None => Ok(default),
+        Some(text) => match text.parse::<usize>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
+            _ => Err(ApiError::bad_field("limit", format!("must be a whole number from 1 to {max}"))),
+        },
+    }
+}
+
+/// Lists meters in id order, `limit` per page, with their live state.
+#[get("/api/meters")]
+pub async fn list_meters(state: web::Data<AppState>, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+    let after = query.after.as_deref().map(|text| parse_meter("after", text)).transpose()?;
+    let limit = parse_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    let ids = state.meters.list_meters(after, limit + 1).await?;
+    let next = (ids.len() > limit).then(|| ids[limit - 1].to_string());
+    let mut meters = Vec::with_capacity(limit);
+    for id in ids.into_iter().take(limit) {
+        meters.push(state.meters.observe(id).await?);
+    }
+    let total = state.meters.count_meters().await?;
+    Ok(HttpResponse::Ok().json(MeterPage { meters, next, total }))
+}
+
+/// The live state of one meter: last reading, rolling usage, forecast, open alerts.
+#[get("/api/meters/{id}")]
+pub async fn get_meter(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let meter = parse_meter("id", &id)?;
+    Ok(HttpResponse::Ok().json(state.meters.observe(meter).await?))
+}
+
+/// Replaces a meter's thresholds (fields left out keep their defaults).
+#[put("/api/meters/{id}/thresholds")]
+pub async fn put_thresholds(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let meter = parse_meter("id", &id)?;
+    let body = read_body(payload, 64 * 1024).await?;
+    let thresholds: Thresholds = serde_json::from_slice(&body).map_err(|error| ApiError::BadBody(format!("thresholds: {error}")))?;
+    state.meters.set_thresholds(meter, thresholds.clone()).await?;
+    Ok(HttpResponse::Ok().json(thresholds))
+}

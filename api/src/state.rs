@@ -1,0 +1,22 @@
+//! What every handler can reach: the log, the meter system, limits and the clock.
+
+use std::sync::Arc;
+
+use gridpulse_actors::{Clock, MeterSystem};
+use gridpulse_domain::Limits;
+use gridpulse_ingest::InProcessLog;
+
+/// Shared application state (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Where accepted readings go.
+    pub log: Arc<InProcessLog>,
+    /// The meter actors.
+    pub meters: MeterSystem,
+    /// Validation limits for incoming readings.
+    pub limits: Limits,
+    /// Wall clock (validation of future timestamps, alert commands).
+    pub clock: Arc<dyn Clock>,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: usize,
+}

@@ -1,0 +1,163 @@
+//! `GET /ws/alerts`: live alert events over a websocket.
+//!
+//! On connect the client gets `{"type":"snapshot","seq":N,"alerts":[...]}` (the open
+//! alerts that pass its filters, unless `snapshot=false`), then one
+//! `{"type":"alert","seq":..,"event":..,"alert":{..}}` per change after `N`, in sequence
+//! order, with no gap between snapshot and stream. Filters (query): `meter`, `kind`,
+//! `min_severity`. The server pings every 20 s and closes connections silent for 60 s.
+//! A client too slow to keep up with the stream (more than the hub's channel capacity
+//! behind) is closed with a reason rather than slowing anyone else down.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, get, web};
+use actix_ws::{CloseCode, CloseReason, Message};
+use futures_util::StreamExt;
+use gridpulse_domain::{AlertEvent, AlertKind, AlertRecord, MeterId, Severity};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::error::ApiError;
+use crate::routes::alerts::parse_kind;
+use crate::routes::parse_meter;
+use crate::state::AppState;
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WsQuery {
+    meter: Option<String>,
+    kind: Option<String>,
+    min_severity: Option<String>,
+    snapshot: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Subscription {
+    meter: Option<MeterId>,
+    kind: Option<AlertKind>,
+    min_severity: Severity,
+}
+
+impl Subscription {
+    fn matches(&self, alert: &AlertRecord) -> bool {
+        self.meter.is_none_or(|meter| meter == alert.meter)
+            && self.kind.is_none_or(|kind| kind == alert.kind)
+            && alert.severity >= self.min_severity
+    }
+}
+
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    r#type: &'static str,
+    seq: u64,
+    alerts: &'a [AlertRecord],
+}
+
+#[derive(Serialize)]
+struct EventMessage<'a> {
+    r#type: &'static str,
+    #[serde(flatten)]
+    event: &'a AlertEvent,
+}
+
+/// Upgrades to a websocket streaming alert events.
+#[get("/ws/alerts")]
+pub async fn ws_alerts(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Payload,
+    query: web::Query<WsQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let subscription = Subscription {
+        meter: query.meter.as_deref().map(|text| parse_meter("meter", text)).transpose()?,
+        kind: query.kind.as_deref().map(parse_kind).transpose()?,
+        min_severity: match query.min_severity.as_deref() {
+            None | Some("info") => Severity::Info,
+            Some("warning") => Severity::Warning,
+            Some("critical") => Severity::Critical,
+            Some(_) => return Err(ApiError::bad_field("min_severity", "must be one of info, warning, critical").into()),
+        },
+    };
+    let send_snapshot = query.snapshot.unwrap_or(true);
+    let (response, session, messages) = actix_ws::handle(&request, body)?;
+    let hub = std::sync::Arc::clone(state.meters.hub());
+    actix_web::rt::spawn(async move {
+        crate::metrics::record_websocket_clients(1);
+        let (seq, open, events) = hub.subscribe();
+        drop(hub);
+        serve(session, messages, subscription, send_snapshot.then_some((seq, open)), events).await;
+        crate::metrics::record_websocket_clients(-1);
+    });
+    Ok(response)
+}
+
+async fn serve(
+    mut session: actix_ws::Session,
+    mut messages: actix_ws::MessageStream,
+    subscription: Subscription,
+    snapshot: Option<(u64, Vec<AlertRecord>)>,
+    mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<AlertEvent>>,
+) {
+    if let Some((seq, open)) = snapshot {
+        let alerts: Vec<AlertRecord> = open.into_iter().filter(|alert| subscription.matches(alert)).collect();
+        let Ok(text) = serde_json::to_string(&Snapshot {
+            r#type: "snapshot",
+            seq,
+            alerts: &alerts,
+        }) else {
+            return;
+        };
+        if session.text(text).await.is_err() {
+            return;
+        }
+    }
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    let close_reason = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(event) => {
+                    if !subscription.matches(&event.alert) {
+                        continue;
+                    }
+                    let Ok(text) = serde_json::to_string(&EventMessage { r#type: "alert", event: &event }) else {
+                        continue;
+                    };
+                    if session.text(text).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(n_missed)) => {
+                    break Some(CloseReason {
+                        code: CloseCode::Again,
+                        description: Some(format!("client too slow: {n_missed} events missed; reconnect")),
+                    });
+                }
+                Err(RecvError::Closed) => break Some(CloseReason { code: CloseCode::Restart, description: Some("server shutting down".into()) }),
+            },
+            message = messages.next() => match message {
+                Some(Ok(Message::Ping(bytes))) => {
+                    last_heard = tokio::time::Instant::now();
+                    if session.pong(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break None,
+                Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > IDLE_TIMEOUT {
+                    break Some(CloseReason { code: CloseCode::Away, description: Some("idle timeout".into()) });
+                }
+                if session.ping(b"").await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = session.close(close_reason).await;
+}

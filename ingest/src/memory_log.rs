@@ -1,0 +1,259 @@
+//! The in-process log: embedded mode's stand-in for Kafka's `readings` topic.
+//!
+//! Partitioned like the topic (a meter always maps to the same partition, see
+//! `MeterId::partition`), ordered within a partition, with offsets, batched reads and
+//! commits. Appends are all-or-nothing across partitions and bounded: a full partition
+//! refuses the append (`LogError::Full`) so producers slow down instead of the process
+//! growing without bound. It is held in memory; the embedded store of the persistence
+//! issue makes it durable.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use gridpulse_actors::log::{LocalFuture, LogError, LogRecord, PartitionReader, ReadingSource};
+use gridpulse_domain::Reading;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    /// Offset of `records[0]`.
+    base_offset: u64,
+    records: VecDeque<Reading>,
+    closed: bool,
+}
+
+#[derive(Debug, Default)]
+struct Partition {
+    state: Mutex<PartitionState>,
+    /// One consumer per partition: `notify_one` keeps a permit, so no wake-up is lost.
+    appended: Notify,
+}
+
+/// A bounded, partitioned, in-memory log of readings.
+#[derive(Debug)]
+pub struct InProcessLog {
+    partitions: Vec<Arc<Partition>>,
+    capacity: usize,
+}
+
+impl InProcessLog {
+    /// A log of `n_partitions` partitions holding at most `capacity` unconsumed records
+    /// each.
+    pub fn new(n_partitions: u32, capacity: usize) -> Arc<InProcessLog> {
+        Arc::new(InProcessLog {
+            partitions: (0..n_partitions.max(1)).map(|_| Arc::default()).collect(),
+            capacity: capacity.max(1),
+        })
+    }
+
+    /// Appends readings, each to its meter's partition; all or none.
+    pub fn append(&self, readings: &[Reading]) -> Result<(), LogError> {
+        if readings.is_empty() {
+            return Ok(());
+        }
+        let n_partitions = self.partitions.len() as u32;
+        let mut per_partition = vec![0usize; self.partitions.len()];
+        for reading in readings {
+            per_partition[reading.meter.partition(n_partitions) as usize] += 1;
+        }
+        // Lock the partitions involved in index order (no deadlock), check, then append.
+        let mut guards = Vec::with_capacity(self.partitions.len());
+        for (idx, partition) in self.partitions.iter().enumerate() {
+            if per_partition[idx] == 0 {
+                guards.push(None);
+                continue;
+            }
+            let state = partition.state.lock();
+            if state.closed {
+                return Err(LogError::Closed);
+            }
+            if state.records.len() + per_partition[idx] > self.capacity {
+                return Err(LogError::Full {
+                    partition: idx as u32,
+                    capacity: self.capacity,
+                });
+            }
+            guards.push(Some(state));
+        }
+        for reading in readings {
+            let idx = reading.meter.partition(n_partitions) as usize;
+            if let Some(state) = guards[idx].as_mut() {
+                state.records.push_back(*reading);
+            }
+        }
+        drop(guards);
+        for (idx, partition) in self.partitions.iter().enumerate() {
+            if per_partition[idx] > 0 {
+                partition.appended.notify_one();
+            }
+        }
+        Ok(())
+    }
+
+    /// Records appended and not yet committed, over all partitions.
+    pub fn pending(&self) -> usize {
+        self.partitions.iter().map(|p| p.state.lock().records.len()).sum()
+    }
+
+    /// Closes the log: appends fail and readers end once drained.
+    pub fn close(&self) {
+        for partition in &self.partitions {
+            partition.state.lock().closed = true;
+            partition.appended.notify_one();
+        }
+    }
+}
+
+impl ReadingSource for InProcessLog {
+    fn n_partitions(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    fn open_partition(&self, partition: u32) -> Box<dyn PartitionReader> {
+        let log = Arc::clone(&self.partitions[partition as usize % self.partitions.len()]);
+        let position = log.state.lock().base_offset;
+        Box::new(InProcessReader { log, position })
+    }
+}
+
+/// Reads one partition of the in-process log.
+#[derive(Debug)]
+pub struct InProcessReader {
+    log: Arc<Partition>,
+    /// Next offset to read.
+    position: u64,
+}
+
+impl PartitionReader for InProcessReader {
+    fn next_batch(&mut self, max: usize) -> LocalFuture<'_, Result<Vec<LogRecord>, LogError>> {
+        Box::pin(async move {
+            loop {
+                {
+                    let state = self.log.state.lock();
+                    let start = self.position.saturating_sub(state.base_offset) as usize;
+                    if start < state.records.len() {
+                        let end = (start + max.max(1)).min(state.records.len());
+                        let records = state
+                            .records
+                            .range(start..end)
+                            .zip(self.position..)
+                            .map(|(reading, offset)| LogRecord {
+                                offset,
+                                reading: *reading,
+                            })
+                            .collect();
+                        self.position += (end - start) as u64;
+                        return Ok(records);
+                    }
+                    if state.closed {
+                        return Err(LogError::Closed);
+                    }
+                }
+                self.log.appended.notified().await;
+            }
+        })
+    }
+
+    fn commit(&mut self, next_offset: u64) {
+        let mut state = self.log.state.lock();
+        let n_done = next_offset.saturating_sub(state.base_offset).min(state.records.len() as u64);
+        state.records.drain(..n_done as usize);
+        state.base_offset += n_done;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridpulse_domain::MeterId;
+
+    fn reading(meter: &str, ts_ms: i64) -> Reading {
+        Reading {
+            meter: MeterId::new(meter).unwrap(),
+            ts_ms,
+            voltage: 230.0,
+            current: 1.0,
+            power_w: 100.0,
+            energy_wh: 0.0,
+            credit: None,
+            seq: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_per_meter_order_offsets_and_commits() {
+        let log = InProcessLog::new(4, 100);
+        let readings: Vec<Reading> = (0..40).map(|i| reading(&format!("m{}", i % 5), i)).collect();
+        log.append(&readings).unwrap();
+        let mut seen = Vec::new();
+        for partition in 0..4 {
+            let mut reader = log.open_partition(partition);
+            let mut expected_offset = 0;
+            while log.partitions[partition as usize].state.lock().records.len() as u64 > expected_offset {
+                let batch = reader.next_batch(3).await.unwrap();
+                assert!(batch.len() <= 3);
+                for record in &batch {
+                    assert_eq!(record.offset, expected_offset);
+                    assert_eq!(record.reading.meter.partition(4), partition);
+                    expected_offset += 1;
+                    seen.push(record.reading);
+                }
+            }
+            reader.commit(expected_offset);
+        }
+        assert_eq!(log.pending(), 0);
+        // Every reading once, and each meter's readings in append order.
+        assert_eq!(seen.len(), 40);
+        for meter in 0..5 {
+            let ts: Vec<i64> = seen.iter().filter(|r| r.meter.as_str() == format!("m{meter}")).map(|r| r.ts_ms).collect();
+            assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
+            assert_eq!(ts.len(), 8);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_partition_refuses_the_whole_append() {
+        let log = InProcessLog::new(1, 3);
+        log.append(&[reading("a", 1), reading("a", 2)]).unwrap();
+        assert_eq!(
+            log.append(&[reading("b", 1), reading("a", 3)]),
+            Err(LogError::Full {
+                partition: 0,
+                capacity: 3
+            })
+        );
+        assert_eq!(log.pending(), 2);
+        let mut reader = log.open_partition(0);
+        let batch = reader.next_batch(10).await.unwrap();
+        reader.commit(batch[1].offset + 1);
+        log.append(&[reading("b", 1), reading("a", 3)]).unwrap();
+        let batch = reader.next_batch(10).await.unwrap();
+        assert_eq!(batch.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![2, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readers_wait_for_appends_and_end_on_close() {
+        let log = InProcessLog::new(1, 10);
+        let mut reader = log.open_partition(0);
+        // Partition readers are not `Send` (they run on one arbiter): use a LocalSet.
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let waiter = tokio::task::spawn_local(async move {
+                    let first = reader.next_batch(10).await;
+                    let second = reader.next_batch(10).await;
+                    (first, second)
+                });
+                tokio::task::yield_now().await;
+                log.append(&[reading("a", 1)]).unwrap();
+                tokio::task::yield_now().await;
+                log.close();
+                let (first, second) = waiter.await.unwrap();
+                assert_eq!(first.unwrap().len(), 1);
+                assert_eq!(second, Err(LogError::Closed));
+            })
+            .await;
+        assert_eq!(log.append(&[reading("a", 2)]), Err(LogError::Closed));
+    }
+}

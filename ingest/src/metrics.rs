@@ -1,0 +1,36 @@
+//! Prometheus metrics of ingest (`gridpulse_ingest_*`).
+
+use std::sync::LazyLock;
+
+use prometheus::{IntCounterVec, register_int_counter_vec};
+
+#[allow(clippy::expect_used)]
+static ACCEPTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_ingest_readings_accepted_total",
+        "Readings accepted into the log, by source",
+        &["source"]
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_ingest_readings_rejected_total",
+        "Readings rejected, by source and reason",
+        &["source", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// `n` readings from `source` were appended to the log.
+pub fn record_accepted(source: &str, n: u64) {
+    if n > 0 {
+        ACCEPTED.with_label_values(&[source]).inc_by(n);
+    }
+}
+
+/// `n` readings from `source` were rejected for `reason`.
+pub fn record_rejected(source: &str, reason: &str, n: u64) {
+    REJECTED.with_label_values(&[source, reason]).inc_by(n);
+}
