@@ -36,7 +36,9 @@ impl AlertFilter {
         self.meter.is_none_or(|meter| alert.meter == meter)
             && self.kind.is_none_or(|kind| alert.kind == kind)
             && self.state.is_none_or(|state| alert.state == state)
-            && self.since_ms.is_none_or(|since| alert.last_seen_ms >= since)
+            && self
+                .since_ms
+                .is_none_or(|since| alert.last_seen_ms >= since)
     }
 }
 
@@ -72,8 +74,14 @@ impl AlertHub {
         let mut state = self.state.lock();
         for (event, alert) in changes {
             let before = state.alerts.get(&alert.id).map(|old| old.state);
-            let open_state = |s: Option<AlertState>| s.filter(|s| s.is_open()).map(AlertState::as_str);
-            metrics::record_alert_event(alert.kind, event, open_state(before), open_state(Some(alert.state)));
+            let open_state =
+                |s: Option<AlertState>| s.filter(|s| s.is_open()).map(AlertState::as_str);
+            metrics::record_alert_event(
+                alert.kind,
+                event,
+                open_state(before),
+                open_state(Some(alert.state)),
+            );
             if alert.state == AlertState::Resolved && before.is_none_or(AlertState::is_open) {
                 state.resolved_order.push_back(alert.id.clone());
                 while state.resolved_order.len() > self.max_resolved {
@@ -99,8 +107,17 @@ impl AlertHub {
     pub fn subscribe(&self) -> (u64, Vec<AlertRecord>, broadcast::Receiver<Arc<AlertEvent>>) {
         let state = self.state.lock();
         let receiver = self.sender.subscribe();
-        let mut open: Vec<AlertRecord> = state.alerts.values().filter(|a| a.state.is_open()).cloned().collect();
-        open.sort_by(|a, b| b.first_seen_ms.cmp(&a.first_seen_ms).then_with(|| a.id.cmp(&b.id)));
+        let mut open: Vec<AlertRecord> = state
+            .alerts
+            .values()
+            .filter(|a| a.state.is_open())
+            .cloned()
+            .collect();
+        open.sort_by(|a, b| {
+            b.first_seen_ms
+                .cmp(&a.first_seen_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         (state.last_seq, open, receiver)
     }
 
@@ -117,8 +134,16 @@ impl AlertHub {
     /// Alerts matching `filter`, newest first, at most `limit`.
     pub fn query(&self, filter: &AlertFilter, limit: usize) -> Vec<AlertRecord> {
         let state = self.state.lock();
-        let mut found: Vec<&AlertRecord> = state.alerts.values().filter(|a| filter.matches(a)).collect();
-        found.sort_by(|a, b| b.last_seen_ms.cmp(&a.last_seen_ms).then_with(|| a.id.cmp(&b.id)));
+        let mut found: Vec<&AlertRecord> = state
+            .alerts
+            .values()
+            .filter(|a| filter.matches(a))
+            .collect();
+        found.sort_by(|a, b| {
+            b.last_seen_ms
+                .cmp(&a.last_seen_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         found.into_iter().take(limit).cloned().collect()
     }
 

@@ -10,6 +10,7 @@ use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::{Actor, Context, Handler, Message, Supervised};
 use gridpulse_domain::{AlertKind, AlertRecord, MeterId, Reading};
@@ -42,10 +43,14 @@ pub struct PartitionShared {
     pub drained: Notify,
     /// Stale readings seen since the last metrics flush.
     pub n_stale: Cell<u64>,
+    /// Readings applied by this partition's meters, ever (read from other threads;
+    /// written only by this partition's thread, so never contended).
+    pub n_applied: Arc<AtomicU64>,
 }
 
 impl PartitionShared {
     fn reading_done(&self) {
+        self.n_applied.fetch_add(1, Ordering::Relaxed);
         let depth = self.in_flight.get().saturating_sub(1);
         self.in_flight.set(depth);
         if self.pump_waiting.get() && depth <= self.low_water {
@@ -61,23 +66,25 @@ pub struct MeterActor {
     state: MeterState,
     thresholds: Arc<Thresholds>,
     shared: Rc<PartitionShared>,
-    changes: AlertChanges,
 }
 
 impl MeterActor {
     /// A meter actor with empty state.
-    pub fn new(meter: MeterId, thresholds: Arc<Thresholds>, shared: Rc<PartitionShared>) -> MeterActor {
+    pub fn new(
+        meter: MeterId,
+        thresholds: Arc<Thresholds>,
+        shared: Rc<PartitionShared>,
+    ) -> MeterActor {
         MeterActor {
             state: MeterState::new(meter),
             thresholds,
             shared,
-            changes: AlertChanges::new(),
         }
     }
 
-    fn publish(&mut self) {
-        if !self.changes.is_empty() {
-            self.shared.hub.publish(self.changes.drain(..));
+    fn publish(&self, changes: AlertChanges) {
+        if !changes.is_empty() {
+            self.shared.hub.publish(changes);
         }
     }
 }
@@ -95,7 +102,6 @@ impl Supervised for MeterActor {
         metrics::record_restart();
         tracing::warn!(meter = %self.state.meter(), "meter actor restarting with fresh state");
         self.state = MeterState::new(self.state.meter());
-        self.changes.clear();
     }
 }
 
@@ -109,10 +115,13 @@ impl Handler<ApplyReading> for MeterActor {
 
     fn handle(&mut self, message: ApplyReading, ctx: &mut Self::Context) {
         self.shared.reading_done();
-        let (state, thresholds, changes) = (&mut self.state, &self.thresholds, &mut self.changes);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(&message.0, thresholds, changes)));
+        let mut changes = AlertChanges::new();
+        let (state, thresholds) = (&mut self.state, &self.thresholds);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            state.apply(&message.0, thresholds, &mut changes)
+        }));
         match outcome {
-            Ok(Applied::Accepted) => self.publish(),
+            Ok(Applied::Accepted) => self.publish(changes),
             Ok(Applied::Stale) => self.shared.n_stale.set(self.shared.n_stale.get() + 1),
             Err(_) => {
                 tracing::error!(meter = %self.state.meter(), "meter actor panicked applying a reading");
@@ -136,9 +145,14 @@ impl Handler<CheckNoData> for MeterActor {
     type Result = ();
 
     fn handle(&mut self, message: CheckNoData, _ctx: &mut Self::Context) {
-        self.state
-            .check_no_data(message.now_ms, message.last_arrival_ms, &self.thresholds, &mut self.changes);
-        self.publish();
+        let mut changes = AlertChanges::new();
+        self.state.check_no_data(
+            message.now_ms,
+            message.last_arrival_ms,
+            &self.thresholds,
+            &mut changes,
+        );
+        self.publish(changes);
     }
 }
 
@@ -191,11 +205,18 @@ impl Handler<AlertCommand> for MeterActor {
             by,
             at_ms,
         } = command;
+        let mut changes = AlertChanges::new();
         let result = match action {
-            AlertAction::Acknowledge => self.state.acknowledge(kind, first_seen_ms, &by, at_ms, &mut self.changes),
-            AlertAction::Resolve => self.state.resolve(kind, first_seen_ms, &by, at_ms, &mut self.changes),
+            AlertAction::Acknowledge => {
+                self.state
+                    .acknowledge(kind, first_seen_ms, &by, at_ms, &mut changes)
+            }
+            AlertAction::Resolve => {
+                self.state
+                    .resolve(kind, first_seen_ms, &by, at_ms, &mut changes)
+            }
         };
-        self.publish();
+        self.publish(changes);
         result
     }
 }

@@ -119,7 +119,12 @@ impl MeterState {
     }
 
     /// Applies one validated reading, pushing the alert changes it causes onto `changes`.
-    pub fn apply(&mut self, reading: &Reading, thresholds: &Thresholds, changes: &mut AlertChanges) -> Applied {
+    pub fn apply(
+        &mut self,
+        reading: &Reading,
+        thresholds: &Thresholds,
+        changes: &mut AlertChanges,
+    ) -> Applied {
         let ts_ms = reading.ts_ms;
         if let Some(last) = &self.last
             && ts_ms <= last.ts_ms
@@ -132,7 +137,8 @@ impl MeterState {
         // Energy: classify the register step before anything else moves.
         let day_start = day_start_ms(ts_ms);
         if day_start != self.day_start_ms {
-            self.energy_yesterday_wh = if day_start == self.day_start_ms.saturating_add(86_400_000) {
+            self.energy_yesterday_wh = if day_start == self.day_start_ms.saturating_add(86_400_000)
+            {
                 self.energy_today_wh
             } else {
                 0.0
@@ -141,14 +147,25 @@ impl MeterState {
             self.day_start_ms = day_start;
         }
         if let Some(last) = self.last {
-            let step = register_step(last.energy_wh, reading.energy_wh, ts_ms - last.ts_ms, thresholds.max_power_w);
+            let step = register_step(
+                last.energy_wh,
+                reading.energy_wh,
+                ts_ms - last.ts_ms,
+                thresholds.max_power_w,
+            );
             self.energy_today_wh += step.counted_wh();
             if let RegisterStep::Reset {
                 previous_wh,
                 current_wh,
             } = step
             {
-                self.raise(AlertKind::RegisterDecrease, current_wh, previous_wh, ts_ms, changes);
+                self.raise(
+                    AlertKind::RegisterDecrease,
+                    current_wh,
+                    previous_wh,
+                    ts_ms,
+                    changes,
+                );
             }
         }
 
@@ -160,7 +177,8 @@ impl MeterState {
         let warmed = self.n_readings > u64::from(thresholds.spike_warmup_readings);
         let spike_level = self.baseline_w * thresholds.spike_factor;
         if warmed {
-            let is_spike = power_w > spike_level && power_w - self.baseline_w >= thresholds.spike_min_delta_w;
+            let is_spike =
+                power_w > spike_level && power_w - self.baseline_w >= thresholds.spike_min_delta_w;
             if is_spike {
                 self.raise(AlertKind::PowerSpike, power_w, spike_level, ts_ms, changes);
             } else if power_w < self.baseline_w * thresholds.spike_clear_factor {
@@ -225,7 +243,11 @@ impl MeterState {
         } else {
             1.0 / self.n_readings as f64
         };
-        let sample = if warmed { power_w.min(spike_level) } else { power_w };
+        let sample = if warmed {
+            power_w.min(spike_level)
+        } else {
+            power_w
+        };
         self.baseline_w += alpha * (sample - self.baseline_w);
     }
 
@@ -272,7 +294,14 @@ impl MeterState {
         }
     }
 
-    fn raise(&mut self, kind: AlertKind, value: f64, threshold: f64, ts_ms: i64, changes: &mut AlertChanges) {
+    fn raise(
+        &mut self,
+        kind: AlertKind,
+        value: f64,
+        threshold: f64,
+        ts_ms: i64,
+        changes: &mut AlertChanges,
+    ) {
         let bit = 1u8 << kind.index();
         if self.latched & bit != 0 {
             return;
@@ -324,7 +353,11 @@ impl MeterState {
         }
     }
 
-    fn open_mut(&mut self, kind: AlertKind, first_seen_ms: i64) -> Result<&mut OpenAlert, AlertActionError> {
+    fn open_mut(
+        &mut self,
+        kind: AlertKind,
+        first_seen_ms: i64,
+    ) -> Result<&mut OpenAlert, AlertActionError> {
         match &mut self.open[kind.index()] {
             Some(open) if open.record.first_seen_ms == first_seen_ms => Ok(open),
             _ => Err(AlertActionError::NotOpen),
@@ -388,8 +421,14 @@ impl MeterState {
         let fallback_w = average_1h_w.unwrap_or(self.baseline_w);
         let (next_hour_wh, rest_of_today_wh) = match self.last {
             Some(_) => (
-                Some(self.profile.forecast_wh(at_ms, at_ms + 3_600_000, fallback_w)),
-                Some(self.profile.forecast_wh(at_ms, day_end_ms(at_ms), fallback_w)),
+                Some(
+                    self.profile
+                        .forecast_wh(at_ms, at_ms + 3_600_000, fallback_w),
+                ),
+                Some(
+                    self.profile
+                        .forecast_wh(at_ms, day_end_ms(at_ms), fallback_w),
+                ),
             ),
             None => (None, None),
         };

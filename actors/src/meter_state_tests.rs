@@ -33,21 +33,31 @@ fn feed_voltages(state: &mut MeterState, voltages: &[f64]) -> Vec<(AlertEventKin
     for (idx, voltage) in voltages.iter().enumerate() {
         let mut changes = AlertChanges::new();
         let ts = T0 + idx as i64 * STEP_MS;
-        state.apply(&reading(ts, *voltage, 1.0, 200.0, idx as f64), &thresholds, &mut changes);
+        state.apply(
+            &reading(ts, *voltage, 1.0, 200.0, idx as f64),
+            &thresholds,
+            &mut changes,
+        );
         events.extend(changes);
     }
     events
 }
 
 fn kinds(events: &[(AlertEventKind, AlertRecord)]) -> Vec<(AlertEventKind, AlertKind)> {
-    events.iter().map(|(event, alert)| (*event, alert.kind)).collect()
+    events
+        .iter()
+        .map(|(event, alert)| (*event, alert.kind))
+        .collect()
 }
 
 #[test]
 fn over_voltage_raises_once_counts_repeats_and_clears_with_hysteresis() {
     let mut state = MeterState::new(meter());
     // 254 raises; 252 is inside the hysteresis band (keeps it open); 249 clears.
-    let events = feed_voltages(&mut state, &[230.0, 254.0, 255.0, 252.0, 256.0, 249.0, 230.0]);
+    let events = feed_voltages(
+        &mut state,
+        &[230.0, 254.0, 255.0, 252.0, 256.0, 249.0, 230.0],
+    );
     assert_eq!(
         kinds(&events),
         vec![
@@ -72,7 +82,11 @@ fn under_voltage_and_over_current_fire() {
     let thresholds = Thresholds::default();
     let mut state = MeterState::new(meter());
     let mut changes = AlertChanges::new();
-    state.apply(&reading(T0, 190.0, 80.0, 14_000.0, 0.0), &thresholds, &mut changes);
+    state.apply(
+        &reading(T0, 190.0, 80.0, 14_000.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
     assert_eq!(
         kinds(&changes),
         vec![
@@ -87,7 +101,10 @@ fn repeat_raises_emit_throttled_updates() {
     let mut state = MeterState::new(meter());
     // 30 readings over the limit, 5 s apart: one raise, then an update every 10 s.
     let events = feed_voltages(&mut state, &[260.0; 30]);
-    let n_updates = events.iter().filter(|(event, _)| *event == AlertEventKind::Updated).count();
+    let n_updates = events
+        .iter()
+        .filter(|(event, _)| *event == AlertEventKind::Updated)
+        .count();
     assert_eq!(events[0].0, AlertEventKind::Raised);
     assert_eq!(n_updates, 14);
     assert_eq!(state.open_alerts().next().unwrap().count, 30);
@@ -100,26 +117,59 @@ fn acknowledge_then_resolve_and_commands_on_closed_alerts_fail() {
     let first_seen = T0;
     let mut changes = AlertChanges::new();
     let acked = state
-        .acknowledge(AlertKind::OverVoltage, first_seen, "alice", T0 + 1, &mut changes)
+        .acknowledge(
+            AlertKind::OverVoltage,
+            first_seen,
+            "alice",
+            T0 + 1,
+            &mut changes,
+        )
         .unwrap();
     assert_eq!(acked.state, AlertState::Acknowledged);
     assert_eq!(acked.acknowledged_by.as_deref(), Some("alice"));
     // Acknowledging again changes nothing and emits nothing.
     let again = state
-        .acknowledge(AlertKind::OverVoltage, first_seen, "bob", T0 + 2, &mut changes)
+        .acknowledge(
+            AlertKind::OverVoltage,
+            first_seen,
+            "bob",
+            T0 + 2,
+            &mut changes,
+        )
         .unwrap();
     assert_eq!(again.acknowledged_by.as_deref(), Some("alice"));
     assert_eq!(changes.len(), 1);
     let resolved = state
-        .resolve(AlertKind::OverVoltage, first_seen, "bob", T0 + 3, &mut changes)
+        .resolve(
+            AlertKind::OverVoltage,
+            first_seen,
+            "bob",
+            T0 + 3,
+            &mut changes,
+        )
         .unwrap();
-    assert_eq!((resolved.state, resolved.resolved_by.as_deref()), (AlertState::Resolved, Some("bob")));
     assert_eq!(
-        state.resolve(AlertKind::OverVoltage, first_seen, "bob", T0 + 4, &mut changes),
+        (resolved.state, resolved.resolved_by.as_deref()),
+        (AlertState::Resolved, Some("bob"))
+    );
+    assert_eq!(
+        state.resolve(
+            AlertKind::OverVoltage,
+            first_seen,
+            "bob",
+            T0 + 4,
+            &mut changes
+        ),
         Err(AlertActionError::NotOpen)
     );
     assert_eq!(
-        state.acknowledge(AlertKind::OverCurrent, first_seen, "bob", T0 + 4, &mut changes),
+        state.acknowledge(
+            AlertKind::OverCurrent,
+            first_seen,
+            "bob",
+            T0 + 4,
+            &mut changes
+        ),
         Err(AlertActionError::NotOpen)
     );
 }
@@ -129,18 +179,35 @@ fn manual_resolve_while_condition_holds_waits_for_a_clear() {
     let mut state = MeterState::new(meter());
     feed_voltages(&mut state, &[260.0]);
     let mut changes = AlertChanges::new();
-    state.resolve(AlertKind::OverVoltage, T0, "ops", T0, &mut changes).unwrap();
+    state
+        .resolve(AlertKind::OverVoltage, T0, "ops", T0, &mut changes)
+        .unwrap();
     // Still over the limit: no new alert (no flapping after a manual resolve).
     let thresholds = Thresholds::default();
     let mut changes = AlertChanges::new();
     for idx in 1..5 {
-        state.apply(&reading(T0 + idx * STEP_MS, 260.0, 1.0, 200.0, 0.0), &thresholds, &mut changes);
+        state.apply(
+            &reading(T0 + idx * STEP_MS, 260.0, 1.0, 200.0, 0.0),
+            &thresholds,
+            &mut changes,
+        );
     }
     assert!(changes.is_empty(), "{changes:?}");
     // It clears, then rises again: a new alert with a new id.
-    state.apply(&reading(T0 + 5 * STEP_MS, 240.0, 1.0, 200.0, 0.0), &thresholds, &mut changes);
-    state.apply(&reading(T0 + 6 * STEP_MS, 260.0, 1.0, 200.0, 0.0), &thresholds, &mut changes);
-    assert_eq!(kinds(&changes), vec![(AlertEventKind::Raised, AlertKind::OverVoltage)]);
+    state.apply(
+        &reading(T0 + 5 * STEP_MS, 240.0, 1.0, 200.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
+    state.apply(
+        &reading(T0 + 6 * STEP_MS, 260.0, 1.0, 200.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::OverVoltage)]
+    );
     assert_eq!(changes[0].1.first_seen_ms, T0 + 6 * STEP_MS);
 }
 
@@ -149,11 +216,39 @@ fn duplicates_and_late_readings_change_nothing() {
     let thresholds = Thresholds::default();
     let mut state = MeterState::new(meter());
     let mut changes = AlertChanges::new();
-    assert_eq!(state.apply(&reading(T0, 230.0, 1.0, 200.0, 100.0), &thresholds, &mut changes), Applied::Accepted);
-    assert_eq!(state.apply(&reading(T0 + STEP_MS, 230.0, 1.0, 200.0, 110.0), &thresholds, &mut changes), Applied::Accepted);
+    assert_eq!(
+        state.apply(
+            &reading(T0, 230.0, 1.0, 200.0, 100.0),
+            &thresholds,
+            &mut changes
+        ),
+        Applied::Accepted
+    );
+    assert_eq!(
+        state.apply(
+            &reading(T0 + STEP_MS, 230.0, 1.0, 200.0, 110.0),
+            &thresholds,
+            &mut changes
+        ),
+        Applied::Accepted
+    );
     let before = state.snapshot(&thresholds);
-    assert_eq!(state.apply(&reading(T0 + STEP_MS, 260.0, 1.0, 200.0, 110.0), &thresholds, &mut changes), Applied::Stale);
-    assert_eq!(state.apply(&reading(T0, 260.0, 1.0, 200.0, 100.0), &thresholds, &mut changes), Applied::Stale);
+    assert_eq!(
+        state.apply(
+            &reading(T0 + STEP_MS, 260.0, 1.0, 200.0, 110.0),
+            &thresholds,
+            &mut changes
+        ),
+        Applied::Stale
+    );
+    assert_eq!(
+        state.apply(
+            &reading(T0, 260.0, 1.0, 200.0, 100.0),
+            &thresholds,
+            &mut changes
+        ),
+        Applied::Stale
+    );
     let after = state.snapshot(&thresholds);
     assert_eq!(before.energy_today_wh, after.energy_today_wh);
     assert_eq!(before.last_reading, after.last_reading);
@@ -177,12 +272,23 @@ fn energy_today_handles_rollover_reset_and_midnight() {
         (day2 + 20_000, 3.0),       // +3
     ];
     for (ts, energy) in steps {
-        state.apply(&reading(ts, 230.0, 1.0, 200.0, energy), &thresholds, &mut changes);
+        state.apply(
+            &reading(ts, 230.0, 1.0, 200.0, energy),
+            &thresholds,
+            &mut changes,
+        );
     }
     let snapshot = state.snapshot(&thresholds);
-    assert!((snapshot.energy_today_wh - 28.0).abs() < 1e-9, "{}", snapshot.energy_today_wh);
+    assert!(
+        (snapshot.energy_today_wh - 28.0).abs() < 1e-9,
+        "{}",
+        snapshot.energy_today_wh
+    );
     assert!((snapshot.energy_yesterday_wh - 10.0).abs() < 1e-9);
-    assert_eq!(kinds(&changes), vec![(AlertEventKind::Raised, AlertKind::RegisterDecrease)]);
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::RegisterDecrease)]
+    );
     assert_eq!(changes[0].1.value, 0.0);
     assert_eq!(changes[0].1.threshold, 15.0);
     // An event alert does not clear by itself.
@@ -196,23 +302,45 @@ fn power_spike_needs_a_warm_baseline_and_clears() {
     let mut changes = AlertChanges::new();
     let mut ts = T0;
     // A cold meter's first readings never count as spikes.
-    state.apply(&reading(ts, 230.0, 30.0, 6000.0, 0.0), &thresholds, &mut changes);
+    state.apply(
+        &reading(ts, 230.0, 30.0, 6000.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
     for _ in 0..20 {
         ts += STEP_MS;
-        state.apply(&reading(ts, 230.0, 2.0, 400.0, 0.0), &thresholds, &mut changes);
+        state.apply(
+            &reading(ts, 230.0, 2.0, 400.0, 0.0),
+            &thresholds,
+            &mut changes,
+        );
     }
     assert!(changes.is_empty(), "{changes:?}");
     let baseline = state.snapshot(&thresholds).baseline_power_w;
     // 3 kW over a ~400 W baseline: spike.
     ts += STEP_MS;
-    state.apply(&reading(ts, 230.0, 20.0, 4000.0, 0.0), &thresholds, &mut changes);
-    assert_eq!(kinds(&changes), vec![(AlertEventKind::Raised, AlertKind::PowerSpike)]);
+    state.apply(
+        &reading(ts, 230.0, 20.0, 4000.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::PowerSpike)]
+    );
     // The spike barely moves the baseline.
     let moved = state.snapshot(&thresholds).baseline_power_w - baseline;
     assert!(moved < baseline * 0.01, "baseline moved by {moved}");
     ts += STEP_MS;
-    state.apply(&reading(ts, 230.0, 2.0, 400.0, 0.0), &thresholds, &mut changes);
-    assert_eq!(changes.last().map(|(event, _)| *event), Some(AlertEventKind::Resolved));
+    state.apply(
+        &reading(ts, 230.0, 2.0, 400.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        changes.last().map(|(event, _)| *event),
+        Some(AlertEventKind::Resolved)
+    );
 }
 
 #[test]
@@ -220,16 +348,33 @@ fn no_data_raises_after_timeout_and_clears_on_the_next_reading() {
     let thresholds = Thresholds::default();
     let mut state = MeterState::new(meter());
     let mut changes = AlertChanges::new();
-    state.apply(&reading(T0, 230.0, 1.0, 200.0, 0.0), &thresholds, &mut changes);
+    state.apply(
+        &reading(T0, 230.0, 1.0, 200.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
     let arrival = T0 + 200;
     state.check_no_data(arrival + 60_000, arrival, &thresholds, &mut changes);
-    assert!(changes.is_empty(), "exactly at the timeout is not yet silent");
+    assert!(
+        changes.is_empty(),
+        "exactly at the timeout is not yet silent"
+    );
     state.check_no_data(arrival + 61_000, arrival, &thresholds, &mut changes);
     state.check_no_data(arrival + 62_000, arrival, &thresholds, &mut changes);
-    assert_eq!(kinds(&changes), vec![(AlertEventKind::Raised, AlertKind::NoData)]);
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::NoData)]
+    );
     assert_eq!(changes[0].1.id, format!("m-1.no_data.{}", T0 + 60_000));
-    state.apply(&reading(T0 + 90_000, 230.0, 1.0, 200.0, 0.0), &thresholds, &mut changes);
-    assert_eq!(kinds(&changes).last(), Some(&(AlertEventKind::Resolved, AlertKind::NoData)));
+    state.apply(
+        &reading(T0 + 90_000, 230.0, 1.0, 200.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes).last(),
+        Some(&(AlertEventKind::Resolved, AlertKind::NoData))
+    );
 }
 
 #[test]
@@ -241,13 +386,21 @@ fn snapshot_has_rolling_usage_and_forecast() {
     let mut energy = 0.0;
     for idx in 0..1440 {
         let ts = T0 + idx * STEP_MS;
-        state.apply(&reading(ts, 230.0, 3.0, 600.0, energy), &thresholds, &mut changes);
+        state.apply(
+            &reading(ts, 230.0, 3.0, 600.0, energy),
+            &thresholds,
+            &mut changes,
+        );
         energy += 600.0 * STEP_MS as f64 / 3_600_000.0;
     }
     let snapshot = state.snapshot(&thresholds);
     assert_eq!(snapshot.average_power_w.one_minute, Some(600.0));
     assert_eq!(snapshot.average_power_w.one_hour, Some(600.0));
-    assert!((snapshot.energy_today_wh - 1199.1666).abs() < 0.01, "{}", snapshot.energy_today_wh);
+    assert!(
+        (snapshot.energy_today_wh - 1199.1666).abs() < 0.01,
+        "{}",
+        snapshot.energy_today_wh
+    );
     assert!((snapshot.forecast.next_hour_wh.unwrap() - 600.0).abs() < 1.0);
     // From ~02:00 to midnight at 600 W: ~22 h × 600 W.
     let rest = snapshot.forecast.rest_of_today_wh.unwrap();

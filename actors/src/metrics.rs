@@ -6,12 +6,18 @@
 use std::sync::LazyLock;
 
 use gridpulse_domain::{AlertEventKind, AlertKind};
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec};
+use prometheus::{
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec, register_int_counter,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+};
 
 #[allow(clippy::expect_used)]
 static READINGS_APPLIED: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("gridpulse_actors_readings_applied_total", "Readings routed to meter actors")
-        .expect("metric registers once")
+    register_int_counter!(
+        "gridpulse_actors_readings_applied_total",
+        "Readings routed to meter actors"
+    )
+    .expect("metric registers once")
 });
 #[allow(clippy::expect_used)]
 static READINGS_STALE: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -23,7 +29,8 @@ static READINGS_STALE: LazyLock<IntCounter> = LazyLock::new(|| {
 });
 #[allow(clippy::expect_used)]
 static METERS_LIVE: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("gridpulse_actors_meters_live", "Meter actors alive").expect("metric registers once")
+    register_int_gauge!("gridpulse_actors_meters_live", "Meter actors alive")
+        .expect("metric registers once")
 });
 #[allow(clippy::expect_used)]
 static MAILBOX_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
@@ -36,8 +43,11 @@ static MAILBOX_DEPTH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
 });
 #[allow(clippy::expect_used)]
 static RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!("gridpulse_actors_restarts_total", "Meter actors restarted by their supervisor")
-        .expect("metric registers once")
+    register_int_counter!(
+        "gridpulse_actors_restarts_total",
+        "Meter actors restarted by their supervisor"
+    )
+    .expect("metric registers once")
 });
 #[allow(clippy::expect_used)]
 static ALERT_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -50,8 +60,12 @@ static ALERT_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 #[allow(clippy::expect_used)]
 static ALERTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    register_int_gauge_vec!("gridpulse_actors_alerts_open", "Open alerts by kind and state", &["kind", "state"])
-        .expect("metric registers once")
+    register_int_gauge_vec!(
+        "gridpulse_actors_alerts_open",
+        "Open alerts by kind and state",
+        &["kind", "state"]
+    )
+    .expect("metric registers once")
 });
 
 /// A batch of readings was routed; `n_stale` of them were duplicates or late.
@@ -74,7 +88,9 @@ pub fn record_meters_live(delta: i64) {
 
 /// Sets the in-flight depth of one partition's meter mailboxes.
 pub fn record_mailbox_depth(partition: u32, depth: u64) {
-    MAILBOX_DEPTH.with_label_values(&[&partition.to_string()]).set(depth as i64);
+    MAILBOX_DEPTH
+        .with_label_values(&[&partition.to_string()])
+        .set(depth as i64);
 }
 
 /// A meter actor was restarted by its supervisor.
@@ -83,14 +99,21 @@ pub fn record_restart() {
 }
 
 /// An alert event was published; `open_delta` moves the open-alert gauge.
-pub fn record_alert_event(kind: AlertKind, event: AlertEventKind, state_before: Option<&'static str>, state_after: Option<&'static str>) {
+pub fn record_alert_event(
+    kind: AlertKind,
+    event: AlertEventKind,
+    state_before: Option<&'static str>,
+    state_after: Option<&'static str>,
+) {
     let event_name = match event {
         AlertEventKind::Raised => "raised",
         AlertEventKind::Updated => "updated",
         AlertEventKind::Acknowledged => "acknowledged",
         AlertEventKind::Resolved => "resolved",
     };
-    ALERT_EVENTS.with_label_values(&[kind.as_str(), event_name]).inc();
+    ALERT_EVENTS
+        .with_label_values(&[kind.as_str(), event_name])
+        .inc();
     if state_before != state_after {
         if let Some(state) = state_before {
             ALERTS_OPEN.with_label_values(&[kind.as_str(), state]).dec();

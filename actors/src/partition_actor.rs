@@ -91,7 +91,9 @@ impl Actor for PartitionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4);
-        ctx.run_interval(self.config.no_data_sweep, |actor, _ctx| actor.sweep_no_data());
+        ctx.run_interval(self.config.no_data_sweep, |actor, _ctx| {
+            actor.sweep_no_data()
+        });
         let Some(reader) = self.reader.take() else {
             return;
         };
@@ -157,7 +159,8 @@ impl Handler<RouteBatch> for PartitionActor {
                     let thresholds = Arc::clone(&self.config.default_thresholds);
                     let shared = Rc::clone(&self.shared);
                     let no_data_timeout_ms = i64::from(thresholds.no_data_timeout_s) * 1000;
-                    let addr = Supervisor::start(move |_ctx| MeterActor::new(meter, thresholds, shared));
+                    let addr =
+                        Supervisor::start(move |_ctx| MeterActor::new(meter, thresholds, shared));
                     metrics::record_meters_live(1);
                     self.sorted_ids = None;
                     self.meters.entry(meter).or_insert(MeterEntry {
@@ -172,7 +175,9 @@ impl Handler<RouteBatch> for PartitionActor {
             entry.no_data_checked = false;
             entry.addr.do_send(ApplyReading(record.reading));
         }
-        self.shared.in_flight.set(self.shared.in_flight.get() + n_records);
+        self.shared
+            .in_flight
+            .set(self.shared.in_flight.get() + n_records);
         let n_stale = self.shared.n_stale.replace(0);
         metrics::record_readings(n_records, n_stale);
     }
@@ -215,7 +220,11 @@ impl Handler<ListMeterIds> for PartitionActor {
             Some(after) => sorted.partition_point(|id| *id <= after),
             None => 0,
         };
-        sorted[start..].iter().take(message.limit).copied().collect()
+        sorted[start..]
+            .iter()
+            .take(message.limit)
+            .copied()
+            .collect()
     }
 }
 

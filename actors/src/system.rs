@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, MailboxError};
@@ -15,7 +16,9 @@ use crate::hub::AlertHub;
 use crate::log::ReadingSource;
 use crate::meter_actor::{AlertAction, AlertCommand, Observe, PartitionShared};
 use crate::meter_state::{AlertActionError, MeterSnapshot};
-use crate::partition_actor::{CountMeters, FindMeter, ListMeterIds, PartitionActor, PartitionConfig, SetMeterThresholds};
+use crate::partition_actor::{
+    CountMeters, FindMeter, ListMeterIds, PartitionActor, PartitionConfig, SetMeterThresholds,
+};
 use crate::thresholds::{Thresholds, ThresholdsError};
 
 /// Settings of the actor system.
@@ -74,6 +77,7 @@ pub struct MeterSystem {
     partitions: Arc<Vec<Addr<PartitionActor>>>,
     hub: Arc<AlertHub>,
     clock: Arc<dyn Clock>,
+    n_applied: Arc<Vec<Arc<AtomicU64>>>,
     _arbiters: Arc<ArbiterGuard>,
 }
 
@@ -92,7 +96,12 @@ impl Drop for ArbiterGuard {
 impl MeterSystem {
     /// Starts one partition actor per partition of `source`, spread over worker
     /// arbiters. Must be called inside a running actix `System`.
-    pub fn start(config: SystemConfig, source: Arc<dyn ReadingSource>, hub: Arc<AlertHub>, clock: Arc<dyn Clock>) -> MeterSystem {
+    pub fn start(
+        config: SystemConfig,
+        source: Arc<dyn ReadingSource>,
+        hub: Arc<AlertHub>,
+        clock: Arc<dyn Clock>,
+    ) -> MeterSystem {
         let n_workers = if config.n_workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -106,8 +115,11 @@ impl MeterSystem {
             no_data_sweep: config.no_data_sweep,
         };
         let max_in_flight = config.max_in_flight;
+        let n_applied: Vec<Arc<AtomicU64>> =
+            (0..source.n_partitions()).map(|_| Arc::default()).collect();
         let partitions = (0..source.n_partitions())
             .map(|partition| {
+                let applied = Arc::clone(&n_applied[partition as usize]);
                 let arbiter = &arbiters[partition as usize % n_workers];
                 let reader = source.open_partition(partition);
                 let partition_config = partition_config.clone();
@@ -121,6 +133,7 @@ impl MeterSystem {
                         pump_waiting: Cell::new(false),
                         drained: Notify::new(),
                         n_stale: Cell::new(0),
+                        n_applied: applied,
                     });
                     PartitionActor::new(partition, partition_config, shared, reader)
                 })
@@ -130,8 +143,17 @@ impl MeterSystem {
             partitions: Arc::new(partitions),
             hub,
             clock,
+            n_applied: Arc::new(n_applied),
             _arbiters: Arc::new(ArbiterGuard(arbiters)),
         }
+    }
+
+    /// Readings applied by meter actors since start (stale ones included).
+    pub fn n_applied(&self) -> u64 {
+        self.n_applied
+            .iter()
+            .map(|n| n.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// The alert hub.
@@ -143,7 +165,10 @@ impl MeterSystem {
         &self.partitions[meter.partition(self.partitions.len() as u32) as usize]
     }
 
-    async fn find(&self, meter: MeterId) -> Result<Addr<crate::meter_actor::MeterActor>, SystemError> {
+    async fn find(
+        &self,
+        meter: MeterId,
+    ) -> Result<Addr<crate::meter_actor::MeterActor>, SystemError> {
         self.partition_of(&meter)
             .send(FindMeter(meter))
             .await?
@@ -156,7 +181,11 @@ impl MeterSystem {
     }
 
     /// Meter ids in order, after `after`, at most `limit`.
-    pub async fn list_meters(&self, after: Option<MeterId>, limit: usize) -> Result<Vec<MeterId>, SystemError> {
+    pub async fn list_meters(
+        &self,
+        after: Option<MeterId>,
+        limit: usize,
+    ) -> Result<Vec<MeterId>, SystemError> {
         let mut all = Vec::new();
         for partition in self.partitions.iter() {
             all.extend(partition.send(ListMeterIds { after, limit }).await?);
@@ -176,8 +205,14 @@ impl MeterSystem {
     }
 
     /// Acknowledges or resolves the open alert `alert_id` on behalf of `by`.
-    pub async fn alert_command(&self, alert_id: &str, action: AlertAction, by: &str) -> Result<AlertRecord, SystemError> {
-        let (meter, kind, first_seen_ms) = parse_alert_id(alert_id).ok_or(SystemError::AlertNotOpen)?;
+    pub async fn alert_command(
+        &self,
+        alert_id: &str,
+        action: AlertAction,
+        by: &str,
+    ) -> Result<AlertRecord, SystemError> {
+        let (meter, kind, first_seen_ms) =
+            parse_alert_id(alert_id).ok_or(SystemError::AlertNotOpen)?;
         let actor = self.find(meter).await.map_err(|error| match error {
             SystemError::MeterNotFound => SystemError::AlertNotOpen,
             other => other,
@@ -193,7 +228,11 @@ impl MeterSystem {
     }
 
     /// Replaces one meter's thresholds after validating them.
-    pub async fn set_thresholds(&self, meter: MeterId, thresholds: Thresholds) -> Result<(), SystemError> {
+    pub async fn set_thresholds(
+        &self,
+        meter: MeterId,
+        thresholds: Thresholds,
+    ) -> Result<(), SystemError> {
         thresholds.validate()?;
         let found = self
             .partition_of(&meter)
@@ -202,6 +241,10 @@ impl MeterSystem {
                 thresholds: Arc::new(thresholds),
             })
             .await?;
-        if found { Ok(()) } else { Err(SystemError::MeterNotFound) }
+        if found {
+            Ok(())
+        } else {
+            Err(SystemError::MeterNotFound)
+        }
     }
 }

@@ -107,13 +107,21 @@ impl Thresholds {
                 self.over_current_clear_a <= self.over_current_a,
                 "must not exceed over_current_a",
             ),
-            ("spike_factor", self.spike_factor > 1.0, "must be greater than 1"),
+            (
+                "spike_factor",
+                self.spike_factor > 1.0,
+                "must be greater than 1",
+            ),
             (
                 "spike_clear_factor",
                 self.spike_clear_factor >= 1.0 && self.spike_clear_factor <= self.spike_factor,
                 "must be between 1 and spike_factor",
             ),
-            ("no_data_timeout_s", self.no_data_timeout_s >= 1, "must be at least 1 second"),
+            (
+                "no_data_timeout_s",
+                self.no_data_timeout_s >= 1,
+                "must be at least 1 second",
+            ),
         ];
         for (field, ok, reason) in checks {
             if !ok {

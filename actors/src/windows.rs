@@ -71,7 +71,11 @@ impl PowerWindows {
                 continue;
             }
             // The oldest minute is only partly inside the window.
-            let weight = if back == minutes { 1.0 - into_minute } else { 1.0 };
+            let weight = if back == minutes {
+                1.0 - into_minute
+            } else {
+                1.0
+            };
             let idx = minute.rem_euclid(N_BUCKETS as i64) as usize;
             sum += f64::from(self.sums_w[idx]) * weight;
             count += f64::from(self.counts[idx]) * weight;
@@ -178,7 +182,11 @@ mod tests {
         // 1 h of readings every 5 s: 100 W for the first 45 min, then 1000 W.
         let mut ts = T0;
         while ts < T0 + HOUR_MS {
-            let power = if ts < T0 + 45 * MINUTE_MS { 100.0 } else { 1000.0 };
+            let power = if ts < T0 + 45 * MINUTE_MS {
+                100.0
+            } else {
+                1000.0
+            };
             windows.record(ts, power);
             ts += 5_000;
         }
@@ -209,7 +217,11 @@ mod tests {
         let mut profile = HourProfile::default();
         for minute in 0..(25 * 60) {
             let ts = T0 + minute * MINUTE_MS;
-            let power = if (ts / HOUR_MS) % 24 == 7 { 3000.0 } else { 200.0 };
+            let power = if (ts / HOUR_MS) % 24 == 7 {
+                3000.0
+            } else {
+                200.0
+            };
             profile.record(ts, power);
         }
         assert_eq!(profile.mean_for(T0 + 7 * HOUR_MS), Some(3000.0));

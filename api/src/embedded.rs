@@ -40,13 +40,15 @@ pub struct EmbeddedConfig {
     pub max_resolved_alerts: usize,
     /// Run the simulator with this configuration.
     pub simulate: Option<SimulatorConfig>,
+    /// How often partitions look for silent meters ("no data").
+    pub no_data_sweep: Duration,
 }
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
         EmbeddedConfig {
             n_partitions: 8,
-            log_capacity: 1 << 20,
+            log_capacity: 1 << 16,
             n_workers: 0,
             n_http_workers: 2,
             max_body_bytes: 4 << 20,
@@ -55,6 +57,7 @@ impl Default for EmbeddedConfig {
             alert_channel_capacity: 16_384,
             max_resolved_alerts: 100_000,
             simulate: None,
+            no_data_sweep: Duration::from_secs(1),
         }
     }
 }
@@ -71,19 +74,26 @@ pub struct EmbeddedSystem {
 
 impl std::fmt::Debug for EmbeddedSystem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedSystem").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("EmbeddedSystem")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
 impl EmbeddedSystem {
     /// Starts everything; HTTP on `listener`. Must be called inside an actix `System`.
-    pub fn start(config: EmbeddedConfig, listener: TcpListener, clock: Arc<dyn Clock>) -> std::io::Result<EmbeddedSystem> {
+    pub fn start(
+        config: EmbeddedConfig,
+        listener: TcpListener,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<EmbeddedSystem> {
         let log = InProcessLog::new(config.n_partitions, config.log_capacity);
         let hub = AlertHub::new(config.alert_channel_capacity, config.max_resolved_alerts);
         let meters = MeterSystem::start(
             SystemConfig {
                 n_workers: config.n_workers,
                 default_thresholds: config.default_thresholds.clone(),
+                no_data_sweep: config.no_data_sweep,
                 ..SystemConfig::default()
             },
             Arc::clone(&log) as Arc<dyn gridpulse_actors::ReadingSource>,
@@ -105,10 +115,21 @@ impl EmbeddedSystem {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(app_state.clone()))
-                .app_data(web::QueryConfig::default().error_handler(|error, _request| {
-                    crate::error::ApiError::BadBody(format!("query string: {error}")).into()
-                }))
+                .app_data(
+                    web::QueryConfig::default().error_handler(|error, _request| {
+                        crate::error::ApiError::BadBody(format!("query string: {error}")).into()
+                    }),
+                )
                 .configure(crate::routes::configure)
+        })
+        // Alert events are small frames written back to back: without TCP_NODELAY,
+        // Nagle's algorithm holds each one behind the client's delayed ACK (~40 ms).
+        .on_connect(|connection, _extensions| {
+            if let Some(tcp) = connection.downcast_ref::<actix_web::rt::net::TcpStream>()
+                && let Err(error) = tcp.set_nodelay(true)
+            {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
         })
         .workers(config.n_http_workers.max(1))
         .shutdown_timeout(5)
@@ -122,7 +143,10 @@ impl EmbeddedSystem {
     }
 
     /// Starts with the system clock.
-    pub fn start_default_clock(config: EmbeddedConfig, listener: TcpListener) -> std::io::Result<EmbeddedSystem> {
+    pub fn start_default_clock(
+        config: EmbeddedConfig,
+        listener: TcpListener,
+    ) -> std::io::Result<EmbeddedSystem> {
         EmbeddedSystem::start(config, listener, Arc::new(SystemClock))
     }
 }
@@ -149,10 +173,18 @@ async fn run_simulator(config: SimulatorConfig, state: AppState) {
                 output.readings.clear();
             }
             Err(gridpulse_actors::LogError::Closed) => return,
-            Err(error) => tracing::warn!(%error, pending = output.readings.len(), "simulator paused"),
+            Err(error) => {
+                tracing::warn!(%error, pending = output.readings.len(), "simulator paused")
+            }
         }
         for payload in output.bad_payloads.drain(..) {
-            let _ = ingest_json(&state.log, &payload, state.clock.now_ms(), &state.limits, "simulator");
+            let _ = ingest_json(
+                &state.log,
+                &payload,
+                state.clock.now_ms(),
+                &state.limits,
+                "simulator",
+            );
         }
     }
 }

@@ -63,7 +63,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GRIDPULSE_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("GRIDPULSE_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .init();
     match cli.command {
@@ -75,9 +76,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let default_thresholds = match &args.thresholds {
         None => Thresholds::default(),
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading thresholds file {}", path.display()))?;
-            let thresholds: Thresholds =
-                serde_json::from_str(&text).with_context(|| format!("thresholds file {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading thresholds file {}", path.display()))?;
+            let thresholds: Thresholds = serde_json::from_str(&text)
+                .with_context(|| format!("thresholds file {}", path.display()))?;
             thresholds
                 .validate()
                 .with_context(|| format!("thresholds file {}", path.display()))?;
@@ -102,8 +104,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         ..EmbeddedConfig::default()
     };
     actix_web::rt::System::new().block_on(async move {
-        let listener =
-            TcpListener::bind(&args.listen).with_context(|| format!("cannot listen on {} (is it in use? try --listen)", args.listen))?;
+        let listener = TcpListener::bind(&args.listen).with_context(|| {
+            format!(
+                "cannot listen on {} (is it in use? try --listen)",
+                args.listen
+            )
+        })?;
         let system = EmbeddedSystem::start_default_clock(config, listener)?;
         let url = format!("http://{}", system.local_addr);
         println!("gridpulse is running (embedded mode, no servers needed)");
@@ -113,7 +119,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("  metrics            {url}/metrics");
         match args.simulate {
             Some(meters) => println!("  simulator          {meters} meters, seed {}", args.seed),
-            None => println!("  post readings to   {url}/api/readings   (or start with --simulate 100)"),
+            None => {
+                println!("  post readings to   {url}/api/readings   (or start with --simulate 100)")
+            }
         }
         println!("press Ctrl-C to stop");
         system.server.await.context("HTTP server")?;

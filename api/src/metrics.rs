@@ -6,7 +6,11 @@ use prometheus::{IntGauge, TextEncoder, register_int_gauge};
 
 #[allow(clippy::expect_used)]
 static WEBSOCKET_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
-    register_int_gauge!("gridpulse_api_websocket_clients", "Websocket clients connected").expect("metric registers once")
+    register_int_gauge!(
+        "gridpulse_api_websocket_clients",
+        "Websocket clients connected"
+    )
+    .expect("metric registers once")
 });
 
 /// A websocket client connected (+1) or left (-1).

@@ -72,13 +72,23 @@ pub async fn ws_alerts(
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let subscription = Subscription {
-        meter: query.meter.as_deref().map(|text| parse_meter("meter", text)).transpose()?,
+        meter: query
+            .meter
+            .as_deref()
+            .map(|text| parse_meter("meter", text))
+            .transpose()?,
         kind: query.kind.as_deref().map(parse_kind).transpose()?,
         min_severity: match query.min_severity.as_deref() {
             None | Some("info") => Severity::Info,
             Some("warning") => Severity::Warning,
             Some("critical") => Severity::Critical,
-            Some(_) => return Err(ApiError::bad_field("min_severity", "must be one of info, warning, critical").into()),
+            Some(_) => {
+                return Err(ApiError::bad_field(
+                    "min_severity",
+                    "must be one of info, warning, critical",
+                )
+                .into());
+            }
         },
     };
     let send_snapshot = query.snapshot.unwrap_or(true);
@@ -88,7 +98,14 @@ pub async fn ws_alerts(
         crate::metrics::record_websocket_clients(1);
         let (seq, open, events) = hub.subscribe();
         drop(hub);
-        serve(session, messages, subscription, send_snapshot.then_some((seq, open)), events).await;
+        serve(
+            session,
+            messages,
+            subscription,
+            send_snapshot.then_some((seq, open)),
+            events,
+        )
+        .await;
         crate::metrics::record_websocket_clients(-1);
     });
     Ok(response)
@@ -102,7 +119,10 @@ async fn serve(
     mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<AlertEvent>>,
 ) {
     if let Some((seq, open)) = snapshot {
-        let alerts: Vec<AlertRecord> = open.into_iter().filter(|alert| subscription.matches(alert)).collect();
+        let alerts: Vec<AlertRecord> = open
+            .into_iter()
+            .filter(|alert| subscription.matches(alert))
+            .collect();
         let Ok(text) = serde_json::to_string(&Snapshot {
             r#type: "snapshot",
             seq,

@@ -7,7 +7,9 @@ use core::fmt;
 use crate::meter_id::MeterId;
 
 /// What an alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// Voltage above the meter's over-voltage threshold.
@@ -49,14 +51,20 @@ impl AlertKind {
 
     /// Parses a wire name.
     pub fn parse(text: &str) -> Option<AlertKind> {
-        AlertKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+        AlertKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
     }
 
     /// The severity an alert of this kind is raised with.
     pub fn default_severity(self) -> Severity {
         match self {
-            AlertKind::OverVoltage | AlertKind::OverCurrent | AlertKind::RegisterDecrease => Severity::Critical,
-            AlertKind::UnderVoltage | AlertKind::PowerSpike | AlertKind::NoData => Severity::Warning,
+            AlertKind::OverVoltage | AlertKind::OverCurrent | AlertKind::RegisterDecrease => {
+                Severity::Critical
+            }
+            AlertKind::UnderVoltage | AlertKind::PowerSpike | AlertKind::NoData => {
+                Severity::Warning
+            }
         }
     }
 
@@ -73,7 +81,9 @@ impl fmt::Display for AlertKind {
 }
 
 /// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Worth knowing.
@@ -108,9 +118,13 @@ impl AlertState {
 
     /// Parses a wire name.
     pub fn parse(text: &str) -> Option<AlertState> {
-        [AlertState::Firing, AlertState::Acknowledged, AlertState::Resolved]
-            .into_iter()
-            .find(|state| state.as_str() == text)
+        [
+            AlertState::Firing,
+            AlertState::Acknowledged,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
     }
 
     /// Whether the alert is still open.
@@ -220,7 +234,11 @@ mod tests {
             assert_eq!(AlertKind::parse(kind.as_str()), Some(kind));
             assert_eq!(AlertKind::ALL[kind.index()], kind);
         }
-        for state in [AlertState::Firing, AlertState::Acknowledged, AlertState::Resolved] {
+        for state in [
+            AlertState::Firing,
+            AlertState::Acknowledged,
+            AlertState::Resolved,
+        ] {
             assert_eq!(AlertState::parse(state.as_str()), Some(state));
         }
         assert_eq!(AlertKind::parse("over-voltage"), None);

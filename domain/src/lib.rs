@@ -20,7 +20,8 @@ pub mod validation;
 pub mod wire;
 
 pub use alert::{
-    AlertEvent, AlertEventKind, AlertKind, AlertRecord, AlertState, Severity, alert_id, parse_alert_id,
+    AlertEvent, AlertEventKind, AlertKind, AlertRecord, AlertState, Severity, alert_id,
+    parse_alert_id,
 };
 pub use meter_id::{MeterId, MeterIdError};
 pub use reading::Reading;

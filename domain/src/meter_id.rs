@@ -38,7 +38,10 @@ impl fmt::Display for MeterIdError {
         match self {
             MeterIdError::Empty => write!(f, "meter id is empty"),
             MeterIdError::TooLong { len } => {
-                write!(f, "meter id is {len} bytes long, at most {MAX_METER_ID_LEN} allowed")
+                write!(
+                    f,
+                    "meter id is {len} bytes long, at most {MAX_METER_ID_LEN} allowed"
+                )
             }
             MeterIdError::BadCharacter { position } => write!(
                 f,
@@ -145,7 +148,10 @@ mod tests {
     use super::*;
 
     fn check(input: &str, expected: Result<&str, MeterIdError>) {
-        assert_eq!(MeterId::new(input).as_ref().map(MeterId::as_str), expected.as_ref().map(|s| *s));
+        assert_eq!(
+            MeterId::new(input).as_ref().map(MeterId::as_str),
+            expected.as_ref().map(|s| *s)
+        );
     }
 
     #[test]
@@ -164,8 +170,14 @@ mod tests {
     fn partition_is_stable_and_in_range() {
         // Published FNV-1a 64 test vectors: the hash must never change, or meters
         // would move partitions between versions.
-        assert_eq!(MeterId::new("a").unwrap().stable_hash(), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(MeterId::new("foobar").unwrap().stable_hash(), 0x8594_4171_f739_67e8);
+        assert_eq!(
+            MeterId::new("a").unwrap().stable_hash(),
+            0xaf63_dc4c_8601_ec8c
+        );
+        assert_eq!(
+            MeterId::new("foobar").unwrap().stable_hash(),
+            0x8594_4171_f739_67e8
+        );
         let id = MeterId::new("meter-01").unwrap();
         for n in 1..20 {
             assert!(id.partition(n) < n);

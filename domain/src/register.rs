@@ -45,7 +45,9 @@ impl RegisterStep {
     /// The energy this step counts towards usage, Wh (never negative).
     pub fn counted_wh(&self) -> f64 {
         match *self {
-            RegisterStep::Advance { delta_wh } | RegisterStep::Rollover { delta_wh, .. } => delta_wh,
+            RegisterStep::Advance { delta_wh } | RegisterStep::Rollover { delta_wh, .. } => {
+                delta_wh
+            }
             RegisterStep::Reset { .. } | RegisterStep::Implausible { .. } => 0.0,
         }
     }
@@ -53,7 +55,12 @@ impl RegisterStep {
 
 /// Classifies the step from `previous_wh` to `current_wh` over `elapsed_ms`, for a meter
 /// that can draw at most `max_power_w`.
-pub fn register_step(previous_wh: f64, current_wh: f64, elapsed_ms: i64, max_power_w: f64) -> RegisterStep {
+pub fn register_step(
+    previous_wh: f64,
+    current_wh: f64,
+    elapsed_ms: i64,
+    max_power_w: f64,
+) -> RegisterStep {
     // At least one second, plus 50 % margin and 1 Wh for register resolution.
     let elapsed_h = (elapsed_ms.max(1000) as f64) / 3_600_000.0;
     let max_wh = max_power_w * elapsed_h * 1.5 + 1.0;
@@ -92,14 +99,32 @@ mod tests {
     const MAX_W: f64 = 25_000.0;
 
     fn check(previous_wh: f64, current_wh: f64, elapsed_ms: i64, expected: RegisterStep) {
-        assert_eq!(register_step(previous_wh, current_wh, elapsed_ms, MAX_W), expected);
+        assert_eq!(
+            register_step(previous_wh, current_wh, elapsed_ms, MAX_W),
+            expected
+        );
     }
 
     #[test]
     fn classifies_steps() {
-        check(1000.0, 1010.0, 5_000, RegisterStep::Advance { delta_wh: 10.0 });
-        check(1000.0, 1000.0, 5_000, RegisterStep::Advance { delta_wh: 0.0 });
-        check(1000.0, 999.9999, 5_000, RegisterStep::Advance { delta_wh: 0.0 });
+        check(
+            1000.0,
+            1010.0,
+            5_000,
+            RegisterStep::Advance { delta_wh: 10.0 },
+        );
+        check(
+            1000.0,
+            1000.0,
+            5_000,
+            RegisterStep::Advance { delta_wh: 0.0 },
+        );
+        check(
+            1000.0,
+            999.9999,
+            5_000,
+            RegisterStep::Advance { delta_wh: 0.0 },
+        );
         // 999 990 Wh -> 5 Wh on a 6-digit Wh register: 15 Wh across the wrap.
         check(
             999_990.0,

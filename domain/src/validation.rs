@@ -119,7 +119,10 @@ impl fmt::Display for ErrorReason {
             ErrorReason::NotFinite => write!(f, "must be a finite number"),
             ErrorReason::Negative { value } => write!(f, "must not be negative, got {value}"),
             ErrorReason::OutOfRange { value, max } => {
-                write!(f, "is physically impossible: {value} exceeds the limit {max}")
+                write!(
+                    f,
+                    "is physically impossible: {value} exceeds the limit {max}"
+                )
             }
             ErrorReason::PowerExceedsApparent {
                 power_w,
@@ -133,7 +136,10 @@ impl fmt::Display for ErrorReason {
                 "is too far in the future: {ts_ms} ms is after the latest accepted {latest_ms} ms"
             ),
             ErrorReason::TooOld { ts_ms } => {
-                write!(f, "is before the year 2000: {ts_ms} ms (expected Unix milliseconds)")
+                write!(
+                    f,
+                    "is before the year 2000: {ts_ms} ms (expected Unix milliseconds)"
+                )
             }
             ErrorReason::NotInteger => write!(f, "must be a whole number of milliseconds"),
             ErrorReason::BadMeterId(error) => write!(f, "{error}"),
@@ -208,7 +214,11 @@ impl fmt::Display for ReadingError {
 impl std::error::Error for ReadingError {}
 
 /// Checks a measured quantity: finite, non-negative, at most `max`.
-pub(crate) fn check_quantity(field: &'static str, value: f64, max: f64) -> Result<f64, ReadingError> {
+pub(crate) fn check_quantity(
+    field: &'static str,
+    value: f64,
+    max: f64,
+) -> Result<f64, ReadingError> {
     if !value.is_finite() {
         return Err(ReadingError::new(field, ErrorReason::NotFinite));
     }
@@ -216,7 +226,10 @@ pub(crate) fn check_quantity(field: &'static str, value: f64, max: f64) -> Resul
         return Err(ReadingError::new(field, ErrorReason::Negative { value }));
     }
     if value > max {
-        return Err(ReadingError::new(field, ErrorReason::OutOfRange { value, max }));
+        return Err(ReadingError::new(
+            field,
+            ErrorReason::OutOfRange { value, max },
+        ));
     }
     Ok(value)
 }
@@ -230,7 +243,10 @@ pub(crate) fn check_timestamp(
 ) -> Result<i64, ReadingError> {
     let latest_ms = now_ms.saturating_add(limits.max_future_skew_ms);
     if ts_ms > latest_ms {
-        return Err(ReadingError::new(field, ErrorReason::TooFarInFuture { ts_ms, latest_ms }));
+        return Err(ReadingError::new(
+            field,
+            ErrorReason::TooFarInFuture { ts_ms, latest_ms },
+        ));
     }
     if ts_ms < limits.min_ts_ms {
         return Err(ReadingError::new(field, ErrorReason::TooOld { ts_ms }));

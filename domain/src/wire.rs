@@ -69,16 +69,24 @@ pub type ParsedBatch = Vec<Result<Reading, ReadingError>>;
 
 /// Parses a body holding exactly one reading object.
 pub fn parse_reading(bytes: &[u8], now_ms: i64, limits: &Limits) -> Result<Reading, ParseError> {
-    let raw: RawReading = serde_json::from_slice(bytes).map_err(|e| ParseError::Malformed(malformed(&e)))?;
+    let raw: RawReading =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Malformed(malformed(&e)))?;
     raw.validate(now_ms, limits).map_err(ParseError::Invalid)
 }
 
 /// Parses a body holding one reading object or an array of them.
-pub fn parse_batch(bytes: &[u8], now_ms: i64, limits: &Limits) -> Result<ParsedBatch, MalformedJson> {
+pub fn parse_batch(
+    bytes: &[u8],
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<ParsedBatch, MalformedJson> {
     let body: RawBody = serde_json::from_slice(bytes).map_err(|e| malformed(&e))?;
     Ok(match body {
         RawBody::One(raw) => alloc::vec![raw.validate(now_ms, limits)],
-        RawBody::Many(raws) => raws.into_iter().map(|raw| raw.validate(now_ms, limits)).collect(),
+        RawBody::Many(raws) => raws
+            .into_iter()
+            .map(|raw| raw.validate(now_ms, limits))
+            .collect(),
     })
 }
 
@@ -395,16 +403,27 @@ impl<'de> Deserialize<'de> for RawBody {
     }
 }
 
-fn required<T: Copy>(field: &'static str, slot: Slot<T>, expected: &'static str) -> Result<T, ReadingError> {
+fn required<T: Copy>(
+    field: &'static str,
+    slot: Slot<T>,
+    expected: &'static str,
+) -> Result<T, ReadingError> {
     match slot {
         Slot::Value(value) => Ok(value),
         Slot::Absent => Err(ReadingError::new(field, ErrorReason::Missing)),
-        Slot::WrongType(found) => Err(ReadingError::new(field, ErrorReason::WrongType { expected, found })),
+        Slot::WrongType(found) => Err(ReadingError::new(
+            field,
+            ErrorReason::WrongType { expected, found },
+        )),
         Slot::Invalid(reason) => Err(ReadingError::new(field, reason)),
     }
 }
 
-fn optional<T: Copy>(field: &'static str, slot: Slot<T>, expected: &'static str) -> Result<Option<T>, ReadingError> {
+fn optional<T: Copy>(
+    field: &'static str,
+    slot: Slot<T>,
+    expected: &'static str,
+) -> Result<Option<T>, ReadingError> {
     match slot {
         Slot::Absent => Ok(None),
         other => required(field, other, expected).map(Some),
@@ -446,10 +465,22 @@ impl RawReading {
         };
         let (format, meter, ts, power, energy) = if !matches!(fields.meter, Slot::Absent) {
             let meter = required("meter", fields.meter, "string")?;
-            (&CANONICAL, meter, fields.ts_ms, fields.power_w, fields.energy_wh)
+            (
+                &CANONICAL,
+                meter,
+                fields.ts_ms,
+                fields.power_w,
+                fields.energy_wh,
+            )
         } else if !matches!(fields.device_id, Slot::Absent) {
             let meter = required("deviceId", fields.device_id, "string")?;
-            (&SEED_FIRMWARE, meter, fields.timestamp, fields.power, fields.energy)
+            (
+                &SEED_FIRMWARE,
+                meter,
+                fields.timestamp,
+                fields.power,
+                fields.energy,
+            )
         } else {
             return Err(ReadingError::new("", ErrorReason::UnknownFormat));
         };
@@ -471,9 +502,16 @@ impl RawReading {
             None => None,
             Some(Number::Int(value)) if value >= 0 => Some(value as u64),
             Some(Number::Int(value)) => {
-                return Err(ReadingError::new("seq", ErrorReason::Negative { value: value as f64 }));
+                return Err(ReadingError::new(
+                    "seq",
+                    ErrorReason::Negative {
+                        value: value as f64,
+                    },
+                ));
             }
-            Some(Number::Float(_)) => return Err(ReadingError::new("seq", ErrorReason::NotInteger)),
+            Some(Number::Float(_)) => {
+                return Err(ReadingError::new("seq", ErrorReason::NotInteger));
+            }
         };
         Ok(Reading {
             meter,
@@ -488,7 +526,12 @@ impl RawReading {
     }
 }
 
-fn quantity(field: &'static str, slot: Slot<Number>, scale: f64, max: f64) -> Result<f64, ReadingError> {
+fn quantity(
+    field: &'static str,
+    slot: Slot<Number>,
+    scale: f64,
+    max: f64,
+) -> Result<f64, ReadingError> {
     let value = required(field, slot, "number")?.as_f64() * scale;
     check_quantity(field, value, max)
 }

@@ -1,6 +1,8 @@
 //! Parsing and validation of both payload formats, data-driven with one `check` helper.
 
-use gridpulse_domain::{ErrorReason, Limits, MeterId, ParseError, Reading, parse_batch, parse_reading};
+use gridpulse_domain::{
+    ErrorReason, Limits, MeterId, ParseError, Reading, parse_batch, parse_reading,
+};
 use proptest::prelude::*;
 
 const NOW_MS: i64 = 1_739_930_110_000;
@@ -16,7 +18,11 @@ fn check(body: &str, expected: Result<Reading, (&str, &str)>) {
     match (got, expected) {
         (Ok(reading), Ok(want)) => assert_eq!(reading, want, "body: {body}"),
         (Err(ParseError::Invalid(error)), Err((field, code))) => {
-            assert_eq!((error.field, error.reason.code()), (field, code), "body: {body}: {error}")
+            assert_eq!(
+                (error.field, error.reason.code()),
+                (field, code),
+                "body: {body}: {error}"
+            )
         }
         (got, want) => panic!("body: {body}\n got: {got:?}\nwant: {want:?}"),
     }
@@ -68,11 +74,26 @@ fn canonical_payload_is_accepted() {
 fn bad_fields_are_named_with_a_specific_reason() {
     let ok = r#""meter":"m","ts_ms":1739930000000,"current":1,"power_w":100,"energy_wh":5"#;
     check(&format!("{{{ok}}}"), Err(("voltage", "missing")));
-    check(&format!("{{{ok},\"voltage\":null}}"), Err(("voltage", "missing")));
-    check(&format!("{{{ok},\"voltage\":\"230\"}}"), Err(("voltage", "wrong_type")));
-    check(&format!("{{{ok},\"voltage\":[230]}}"), Err(("voltage", "wrong_type")));
-    check(&format!("{{{ok},\"voltage\":-1}}"), Err(("voltage", "negative")));
-    check(&format!("{{{ok},\"voltage\":5000}}"), Err(("voltage", "out_of_range")));
+    check(
+        &format!("{{{ok},\"voltage\":null}}"),
+        Err(("voltage", "missing")),
+    );
+    check(
+        &format!("{{{ok},\"voltage\":\"230\"}}"),
+        Err(("voltage", "wrong_type")),
+    );
+    check(
+        &format!("{{{ok},\"voltage\":[230]}}"),
+        Err(("voltage", "wrong_type")),
+    );
+    check(
+        &format!("{{{ok},\"voltage\":-1}}"),
+        Err(("voltage", "negative")),
+    );
+    check(
+        &format!("{{{ok},\"voltage\":5000}}"),
+        Err(("voltage", "out_of_range")),
+    );
     // JSON cannot spell NaN or infinity, but a kWh register near f64::MAX overflows to
     // infinity when scaled to Wh.
     check(
@@ -117,9 +138,15 @@ fn bad_fields_are_named_with_a_specific_reason() {
 
 #[test]
 fn malformed_json_is_reported_with_position() {
-    let got = parse_reading(b"{\"meter\": \"m\",\n \"voltage\": }", NOW_MS, &Limits::default());
+    let got = parse_reading(
+        b"{\"meter\": \"m\",\n \"voltage\": }",
+        NOW_MS,
+        &Limits::default(),
+    );
     match got {
-        Err(ParseError::Malformed(error)) => assert_eq!((error.line, error.column), (2, 13), "{error}"),
+        Err(ParseError::Malformed(error)) => {
+            assert_eq!((error.line, error.column), (2, 13), "{error}")
+        }
         other => panic!("expected malformed, got {other:?}"),
     }
     assert!(parse_batch(b"[{}, ", NOW_MS, &Limits::default()).is_err());
@@ -137,7 +164,10 @@ fn batch_keeps_good_readings_beside_bad_ones() {
     assert_eq!(results.len(), 4);
     assert_eq!(results[0].as_ref().unwrap().meter, meter("a"));
     assert_eq!(results[1].as_ref().unwrap_err().field, "voltage");
-    assert_eq!(results[2].as_ref().unwrap_err().reason, ErrorReason::NotAnObject { found: "string" });
+    assert_eq!(
+        results[2].as_ref().unwrap_err().reason,
+        ErrorReason::NotAnObject { found: "string" }
+    );
     assert_eq!(results[3].as_ref().unwrap().energy_wh, 5.0);
     // A single object is a batch of one.
     let one = parse_batch(br#"{"meter":"a"}"#, NOW_MS, &Limits::default()).unwrap();
@@ -182,17 +212,19 @@ fn arb_reading() -> impl Strategy<Value = Reading> {
         proptest::option::of(-1e6f64..1e6),
         proptest::option::of(0u64..i64::MAX as u64),
     )
-        .prop_map(|(id, ts_ms, voltage, current, power_share, energy_wh, credit, seq)| Reading {
-            meter: meter(&id),
-            ts_ms,
-            voltage,
-            current,
-            // Active power is some share of apparent power, so always plausible.
-            power_w: voltage * current * power_share,
-            energy_wh,
-            credit,
-            seq,
-        })
+        .prop_map(
+            |(id, ts_ms, voltage, current, power_share, energy_wh, credit, seq)| Reading {
+                meter: meter(&id),
+                ts_ms,
+                voltage,
+                current,
+                // Active power is some share of apparent power, so always plausible.
+                power_w: voltage * current * power_share,
+                energy_wh,
+                credit,
+                seq,
+            },
+        )
 }
 
 proptest! {

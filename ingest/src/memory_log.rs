@@ -93,7 +93,10 @@ impl InProcessLog {
 
     /// Records appended and not yet committed, over all partitions.
     pub fn pending(&self) -> usize {
-        self.partitions.iter().map(|p| p.state.lock().records.len()).sum()
+        self.partitions
+            .iter()
+            .map(|p| p.state.lock().records.len())
+            .sum()
     }
 
     /// Closes the log: appends fail and readers end once drained.
@@ -157,9 +160,15 @@ impl PartitionReader for InProcessReader {
 
     fn commit(&mut self, next_offset: u64) {
         let mut state = self.log.state.lock();
-        let n_done = next_offset.saturating_sub(state.base_offset).min(state.records.len() as u64);
+        let n_done = next_offset
+            .saturating_sub(state.base_offset)
+            .min(state.records.len() as u64);
         state.records.drain(..n_done as usize);
         state.base_offset += n_done;
+        // Give back the memory of a burst once it has been consumed.
+        if state.records.is_empty() && state.records.capacity() > 65_536 {
+            state.records.shrink_to(4096);
+        }
     }
 }
 
@@ -184,13 +193,21 @@ mod tests {
     #[tokio::test]
     async fn keeps_per_meter_order_offsets_and_commits() {
         let log = InProcessLog::new(4, 100);
-        let readings: Vec<Reading> = (0..40).map(|i| reading(&format!("m{}", i % 5), i)).collect();
+        let readings: Vec<Reading> = (0..40)
+            .map(|i| reading(&format!("m{}", i % 5), i))
+            .collect();
         log.append(&readings).unwrap();
         let mut seen = Vec::new();
         for partition in 0..4 {
             let mut reader = log.open_partition(partition);
             let mut expected_offset = 0;
-            while log.partitions[partition as usize].state.lock().records.len() as u64 > expected_offset {
+            while log.partitions[partition as usize]
+                .state
+                .lock()
+                .records
+                .len() as u64
+                > expected_offset
+            {
                 let batch = reader.next_batch(3).await.unwrap();
                 assert!(batch.len() <= 3);
                 for record in &batch {
@@ -206,7 +223,11 @@ mod tests {
         // Every reading once, and each meter's readings in append order.
         assert_eq!(seen.len(), 40);
         for meter in 0..5 {
-            let ts: Vec<i64> = seen.iter().filter(|r| r.meter.as_str() == format!("m{meter}")).map(|r| r.ts_ms).collect();
+            let ts: Vec<i64> = seen
+                .iter()
+                .filter(|r| r.meter.as_str() == format!("m{meter}"))
+                .map(|r| r.ts_ms)
+                .collect();
             assert!(ts.windows(2).all(|w| w[0] < w[1]), "{ts:?}");
             assert_eq!(ts.len(), 8);
         }
@@ -229,7 +250,10 @@ mod tests {
         reader.commit(batch[1].offset + 1);
         log.append(&[reading("b", 1), reading("a", 3)]).unwrap();
         let batch = reader.next_batch(10).await.unwrap();
-        assert_eq!(batch.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            batch.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
     }
 
     #[tokio::test(start_paused = true)]

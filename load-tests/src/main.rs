@@ -1,1 +1,32 @@
-fn main() {}
+//! gridpulse benchmarks: drive the real pipeline, print human figures and a closing
+//! block of `key=value` lines (always with `cores=`) so runs compare by script.
+//!
+//! Modes: `embedded` (parse → route → meter actor → alert evaluation → websocket).
+//! Every loop is bounded in count and time, and every server is on loopback.
+
+mod embedded;
+mod payloads;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks of gridpulse.
+#[derive(Debug, Parser)]
+#[command(name = "load-tests", about)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// The embedded pipeline: throughput, alert latency, memory per meter.
+    Embedded(embedded::EmbeddedArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.mode {
+        Mode::Embedded(args) => embedded::run(args),
+    }
+}

@@ -36,24 +36,33 @@ pub fn parse_kind(text: &str) -> Result<AlertKind, ApiError> {
 /// Lists alerts, newest first. Filters: `meter`, `kind`, `state`, `since` (Unix ms),
 /// `limit` (1–1000, default 100).
 #[get("/api/alerts")]
-pub async fn list_alerts(state: web::Data<AppState>, query: web::Query<AlertQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list_alerts(
+    state: web::Data<AppState>,
+    query: web::Query<AlertQuery>,
+) -> Result<HttpResponse, ApiError> {
     let filter = AlertFilter {
-        meter: query.meter.as_deref().map(|text| parse_meter("meter", text)).transpose()?,
+        meter: query
+            .meter
+            .as_deref()
+            .map(|text| parse_meter("meter", text))
+            .transpose()?,
         kind: query.kind.as_deref().map(parse_kind).transpose()?,
         state: query
             .state
             .as_deref()
             .map(|text| {
-                AlertState::parse(text)
-                    .ok_or_else(|| ApiError::bad_field("state", "must be one of firing, acknowledged, resolved"))
+                AlertState::parse(text).ok_or_else(|| {
+                    ApiError::bad_field("state", "must be one of firing, acknowledged, resolved")
+                })
             })
             .transpose()?,
         since_ms: query
             .since
             .as_deref()
             .map(|text| {
-                text.parse::<i64>()
-                    .map_err(|_| ApiError::bad_field("since", "must be a Unix time in milliseconds"))
+                text.parse::<i64>().map_err(|_| {
+                    ApiError::bad_field("since", "must be a Unix time in milliseconds")
+                })
             })
             .transpose()?,
     };
@@ -65,8 +74,15 @@ pub async fn list_alerts(state: web::Data<AppState>, query: web::Query<AlertQuer
 
 /// One alert with its lifecycle fields.
 #[get("/api/alerts/{id}")]
-pub async fn get_alert(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let alert = state.meters.hub().get(&id).ok_or(ApiError::NotFound("alert"))?;
+pub async fn get_alert(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let alert = state
+        .meters
+        .hub()
+        .get(&id)
+        .ok_or(ApiError::NotFound("alert"))?;
     Ok(HttpResponse::Ok().json(alert))
 }
 
@@ -86,7 +102,8 @@ async fn alert_action(
     let by = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        let body: ActionBody = serde_json::from_slice(&body).map_err(|error| ApiError::BadBody(format!("body: {error}")))?;
+        let body: ActionBody = serde_json::from_slice(&body)
+            .map_err(|error| ApiError::BadBody(format!("body: {error}")))?;
         body.by
     };
     let by = match by {
@@ -99,7 +116,9 @@ async fn alert_action(
     match state.meters.alert_command(id, action, &by).await {
         Ok(alert) => Ok(HttpResponse::Ok().json(alert)),
         Err(gridpulse_actors::SystemError::AlertNotOpen) => match state.meters.hub().get(id) {
-            Some(alert) if !alert.state.is_open() => Err(ApiError::Conflict(format!("alert {id} is already resolved"))),
+            Some(alert) if !alert.state.is_open() => Err(ApiError::Conflict(format!(
+                "alert {id} is already resolved"
+            ))),
             _ => Err(ApiError::NotFound("open alert")),
         },
         Err(error) => Err(error.into()),
@@ -108,7 +127,11 @@ async fn alert_action(
 
 /// Acknowledges an open alert. Body (optional): `{"by": "name"}`.
 #[post("/api/alerts/{id}/ack")]
-pub async fn ack_alert(state: web::Data<AppState>, id: web::Path<String>, payload: web::Payload) -> Result<HttpResponse, ApiError> {
+pub async fn ack_alert(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
     alert_action(state, &id, payload, AlertAction::Acknowledge).await
 }
 

@@ -34,15 +34,25 @@ pub fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usi
         None => Ok(default),
         Some(text) => match text.parse::<usize>() {
             Ok(limit) if (1..=max).contains(&limit) => Ok(limit),
-            _ => Err(ApiError::bad_field("limit", format!("must be a whole number from 1 to {max}"))),
+            _ => Err(ApiError::bad_field(
+                "limit",
+                format!("must be a whole number from 1 to {max}"),
+            )),
         },
     }
 }
 
 /// Lists meters in id order, `limit` per page, with their live state.
 #[get("/api/meters")]
-pub async fn list_meters(state: web::Data<AppState>, query: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
-    let after = query.after.as_deref().map(|text| parse_meter("after", text)).transpose()?;
+pub async fn list_meters(
+    state: web::Data<AppState>,
+    query: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let after = query
+        .after
+        .as_deref()
+        .map(|text| parse_meter("after", text))
+        .transpose()?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
     let ids = state.meters.list_meters(after, limit + 1).await?;
     let next = (ids.len() > limit).then(|| ids[limit - 1].to_string());
@@ -51,12 +61,19 @@ pub async fn list_meters(state: web::Data<AppState>, query: web::Query<PageQuery
         meters.push(state.meters.observe(id).await?);
     }
     let total = state.meters.count_meters().await?;
-    Ok(HttpResponse::Ok().json(MeterPage { meters, next, total }))
+    Ok(HttpResponse::Ok().json(MeterPage {
+        meters,
+        next,
+        total,
+    }))
 }
 
 /// The live state of one meter: last reading, rolling usage, forecast, open alerts.
 #[get("/api/meters/{id}")]
-pub async fn get_meter(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get_meter(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let meter = parse_meter("id", &id)?;
     Ok(HttpResponse::Ok().json(state.meters.observe(meter).await?))
 }
@@ -70,7 +87,11 @@ pub async fn put_thresholds(
 ) -> Result<HttpResponse, ApiError> {
     let meter = parse_meter("id", &id)?;
     let body = read_body(payload, 64 * 1024).await?;
-    let thresholds: Thresholds = serde_json::from_slice(&body).map_err(|error| ApiError::BadBody(format!("thresholds: {error}")))?;
-    state.meters.set_thresholds(meter, thresholds.clone()).await?;
+    let thresholds: Thresholds = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::BadBody(format!("thresholds: {error}")))?;
+    state
+        .meters
+        .set_thresholds(meter, thresholds.clone())
+        .await?;
     Ok(HttpResponse::Ok().json(thresholds))
 }

@@ -33,7 +33,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
 pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| ApiError::BadBody(format!("reading the request body failed: {error}")))?;
+        let chunk = chunk.map_err(|error| {
+            ApiError::BadBody(format!("reading the request body failed: {error}"))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::TooLarge { limit });
         }

@@ -14,8 +14,12 @@ pub async fn healthz() -> HttpResponse {
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.meters.count_meters().await {
-        Ok(_) => HttpResponse::Ok().content_type("text/plain").body("ready\n"),
-        Err(error) => HttpResponse::ServiceUnavailable().content_type("text/plain").body(format!("{error}\n")),
+        Ok(_) => HttpResponse::Ok()
+            .content_type("text/plain")
+            .body("ready\n"),
+        Err(error) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("{error}\n")),
     }
 }
 
