@@ -1,6 +1,9 @@
 //! End to end: the whole embedded system on port 0, readings over HTTP, alerts over a
 //! real websocket client (tokio-tungstenite), lifecycle over REST.
 
+// Test helpers panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;

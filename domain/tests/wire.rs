@@ -1,5 +1,8 @@
 //! Parsing and validation of both payload formats, data-driven with one `check` helper.
 
+// Test helpers panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use gridpulse_domain::{
     ErrorReason, Limits, MeterId, ParseError, Reading, parse_batch, parse_reading,
 };

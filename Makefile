@@ -1,0 +1,33 @@
+# One entry point for chores. `make test` is the test command CI runs (.ci/run).
+CARGO ?= cargo
+
+.PHONY: run test deps lint fmt bench bench-memory
+
+## Run gridpulse in embedded mode with 100 simulated meters (http://127.0.0.1:8080/).
+run:
+	$(CARGO) run --release --bin gridpulse -- run --simulate 100
+
+## Install what the tests need (idempotent), then run every test of the workspace.
+test: deps
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) test --workspace --doc
+
+## Test dependencies beyond the Rust toolchain (none yet; later: mosquitto, tansu, chromium).
+deps:
+	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from your package manager or rustup"; exit 1; }
+
+## Formatting and lints, as required before every submission.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## The embedded benchmark (throughput, alert latency, memory per meter).
+bench:
+	$(CARGO) run --release -p load-tests -- embedded --meters 100000 --duration 30s
+
+## Memory per meter at one million meters.
+bench-memory:
+	$(CARGO) run --release -p load-tests -- embedded --meters 1000000 --duration 10s --latency-duration 1s
