@@ -115,17 +115,35 @@ impl Handler<ApplyReading> for MeterActor {
 
     fn handle(&mut self, message: ApplyReading, ctx: &mut Self::Context) {
         self.shared.reading_done();
+        let stale = self.guarded(ctx, |state, thresholds, changes| {
+            state.apply(&message.0, thresholds, changes) == Applied::Stale
+        });
+        if stale == Some(true) {
+            self.shared.n_stale.set(self.shared.n_stale.get() + 1);
+        }
+    }
+}
+
+impl MeterActor {
+    /// Runs `rule` on the state and publishes the alert changes it makes. A panic is
+    /// contained here: the actor stops and its supervisor restarts it with fresh state;
+    /// nothing is published and no other meter is affected.
+    fn guarded<R>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        rule: impl FnOnce(&mut MeterState, &Thresholds, &mut AlertChanges) -> R,
+    ) -> Option<R> {
         let mut changes = AlertChanges::new();
         let (state, thresholds) = (&mut self.state, &self.thresholds);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            state.apply(&message.0, thresholds, &mut changes)
-        }));
-        match outcome {
-            Ok(Applied::Accepted) => self.publish(changes),
-            Ok(Applied::Stale) => self.shared.n_stale.set(self.shared.n_stale.get() + 1),
+        match std::panic::catch_unwind(AssertUnwindSafe(|| rule(state, thresholds, &mut changes))) {
+            Ok(result) => {
+                self.publish(changes);
+                Some(result)
+            }
             Err(_) => {
-                tracing::error!(meter = %self.state.meter(), "meter actor panicked applying a reading");
+                tracing::error!(meter = %self.state.meter(), "meter actor panicked; restarting it");
                 actix::ActorContext::stop(ctx);
+                None
             }
         }
     }
@@ -231,5 +249,88 @@ impl Handler<SetThresholds> for MeterActor {
 
     fn handle(&mut self, message: SetThresholds, _ctx: &mut Self::Context) {
         self.thresholds = message.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix::Supervisor;
+    use gridpulse_domain::MeterId;
+
+    use super::*;
+
+    /// Test hook: a rule that panics, run through the same guard as a reading.
+    #[derive(Debug, Message)]
+    #[rtype(result = "()")]
+    struct InjectPanic;
+
+    impl Handler<InjectPanic> for MeterActor {
+        type Result = ();
+
+        fn handle(&mut self, _message: InjectPanic, ctx: &mut Self::Context) {
+            self.guarded(ctx, |_, _, _| panic!("injected failure"));
+        }
+    }
+
+    fn reading(meter: MeterId, ts_ms: i64) -> Reading {
+        Reading {
+            meter,
+            ts_ms,
+            voltage: 230.0,
+            current: 1.0,
+            power_w: 200.0,
+            energy_wh: 10.0,
+            credit: None,
+            seq: None,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_panicking_meter_restarts_fresh_and_the_others_carry_on() {
+        let shared = Rc::new(PartitionShared {
+            hub: AlertHub::new(16, 16),
+            in_flight: Cell::new(0),
+            high_water: 100,
+            low_water: 50,
+            pump_waiting: Cell::new(false),
+            drained: Notify::new(),
+            n_stale: Cell::new(0),
+            n_applied: Arc::default(),
+        });
+        let thresholds = Arc::new(Thresholds::default());
+        let start = |id: &str| {
+            let (meter, thresholds, shared) = (
+                MeterId::new(id).unwrap(),
+                Arc::clone(&thresholds),
+                Rc::clone(&shared),
+            );
+            (
+                meter,
+                Supervisor::start(move |_| MeterActor::new(meter, thresholds, shared)),
+            )
+        };
+        let (meter_a, a) = start("a");
+        let (meter_b, b) = start("b");
+        a.send(ApplyReading(reading(meter_a, 1_700_000_000_000)))
+            .await
+            .unwrap();
+        b.send(ApplyReading(reading(meter_b, 1_700_000_000_000)))
+            .await
+            .unwrap();
+        let restarts_before = metrics::restarts_total();
+
+        a.send(InjectPanic).await.unwrap();
+
+        let after_a = a.send(Observe).await.unwrap();
+        let after_b = b.send(Observe).await.unwrap();
+        assert_eq!(after_a.n_readings, 0, "restarted with fresh state");
+        assert_eq!(after_b.n_readings, 1, "the other meter is untouched");
+        assert_eq!(metrics::restarts_total(), restarts_before + 1);
+        // The restarted actor keeps working.
+        a.send(ApplyReading(reading(meter_a, 1_700_000_005_000)))
+            .await
+            .unwrap();
+        assert_eq!(a.send(Observe).await.unwrap().n_readings, 1);
+        assert_eq!(shared.n_applied.load(Ordering::Relaxed), 3);
     }
 }

@@ -98,6 +98,11 @@ pub fn record_restart() {
     RESTARTS.inc();
 }
 
+/// Meter actor restarts so far.
+pub fn restarts_total() -> u64 {
+    RESTARTS.get()
+}
+
 /// An alert event was published; `open_delta` moves the open-alert gauge.
 pub fn record_alert_event(
     kind: AlertKind,
