@@ -1,6 +1,8 @@
 # One entry point for chores. `make test` is the test command CI runs (.ci/run).
 CARGO ?= cargo
+TEST_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test-output.log
 
+SHELL := /bin/bash
 .PHONY: run test deps lint fmt bench bench-memory
 
 ## Run gridpulse in embedded mode with 100 simulated meters (http://127.0.0.1:8080/).
@@ -9,8 +11,9 @@ run:
 
 ## Install what the tests need (idempotent), then run every test of the workspace.
 test: deps
-	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --workspace --doc
+	@mkdir -p $(dir $(TEST_LOG))
+	@set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee $(TEST_LOG)
+	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
 
 ## Test dependencies beyond the Rust toolchain (none yet; later: mosquitto, tansu, chromium).
 deps:
