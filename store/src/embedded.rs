@@ -1,0 +1,1 @@
+//! The embedded fjall backend (being written).

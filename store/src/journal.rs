@@ -1,0 +1,1 @@
+//! The durable reading journal (being written).

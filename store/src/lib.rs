@@ -1,0 +1,79 @@
+//! gridpulse persistence: one [`Store`] interface, two backends.
+//!
+//! * [`embedded::EmbeddedStore`] — the default: a crash-safe, pure-Rust LSM (`fjall`)
+//!   under the data directory, laid out like the Scylla tables (one keyspace partition
+//!   per table, and one per day for raw readings so retention drops whole days).
+//! * [`scylla_store::ScyllaStore`] — for scale: the `scylla` driver, CQL schema files
+//!   applied by `gridpulse migrate`, prepared statements, token-aware routing.
+//!
+//! Beside them, [`journal`] is the durable reading log of embedded mode (segment files
+//! with checksums), the stand-in for Kafka's retention of the `readings` topic.
+//!
+//! Architecture invariant: only this crate knows CQL, fjall or file formats; everything
+//! above it sees [`Store`] and plain domain types.
+//! Architecture invariant: every write is idempotent — keys are (meter, day, timestamp),
+//! (alert id) or (alert id, time, event) — so replaying after a crash writes the same
+//! rows.
+
+pub mod embedded;
+pub mod error;
+pub mod journal;
+pub mod model;
+pub mod scylla_store;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use gridpulse_domain::{MeterId, Reading};
+
+pub use error::StoreError;
+pub use model::{
+    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, Retention, SnapshotRow, StoredAlert,
+    day_bucket,
+};
+
+/// A boxed, `Send` future returned by store operations (object-safe async).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The persistence interface every backend implements.
+///
+/// Writes are idempotent upserts; reads never see a half-applied batch of one
+/// partition key. `flush` is the durability barrier: when it returns, everything written
+/// before it survives a crash.
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Upserts raw readings, keyed by (meter, day, timestamp).
+    fn write_readings<'a>(&'a self, readings: &'a [Reading]) -> StoreFuture<'a, ()>;
+    /// Reads one meter's readings in `[from_ms, to_ms)`, oldest first, paged.
+    fn read_readings<'a>(&'a self, query: &'a ReadingQuery) -> StoreFuture<'a, ReadingPage>;
+
+    /// Upserts meter state snapshots.
+    fn put_snapshots<'a>(&'a self, snapshots: &'a [SnapshotRow]) -> StoreFuture<'a, ()>;
+    /// The latest snapshot of one meter.
+    fn get_snapshot(&self, meter: MeterId) -> StoreFuture<'_, Option<SnapshotRow>>;
+    /// Records that every reading of `partition` before `offset` is reflected in stored
+    /// snapshots and rows.
+    fn put_checkpoint(&self, partition: u32, offset: u64) -> StoreFuture<'_, ()>;
+    /// The checkpoint of `partition`, if any.
+    fn get_checkpoint(&self, partition: u32) -> StoreFuture<'_, Option<u64>>;
+
+    /// Upserts alerts and appends their lifecycle history.
+    fn write_alert_events<'a>(&'a self, events: &'a [AlertHistoryEntry]) -> StoreFuture<'a, ()>;
+    /// One alert with its history, oldest entry first.
+    fn get_alert<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAlert>>;
+    /// Alerts matching `query`, newest first.
+    fn query_alerts<'a>(&'a self, query: &'a AlertQuery) -> StoreFuture<'a, Vec<gridpulse_domain::AlertRecord>>;
+
+    /// Upserts one configuration document (meter, user/account, tariff) as JSON.
+    fn put_config<'a>(&'a self, kind: ConfigKind, id: &'a str, json: &'a [u8]) -> StoreFuture<'a, ()>;
+    /// One configuration document.
+    fn get_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
+    /// Removes one configuration document.
+    fn delete_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, ()>;
+    /// All configuration documents of one kind, by id.
+    fn list_config(&self, kind: ConfigKind) -> StoreFuture<'_, Vec<(String, Vec<u8>)>>;
+
+    /// Makes everything written so far durable.
+    fn flush(&self) -> StoreFuture<'_, ()>;
+    /// Deletes data older than the retention allows, as of `now_ms`.
+    fn apply_retention(&self, now_ms: i64) -> StoreFuture<'_, u64>;
+}

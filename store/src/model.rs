@@ -1,0 +1,199 @@
+//! What is stored: rows, queries and their keys, shared by both backends.
+
+use gridpulse_domain::{AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading};
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+
+/// Milliseconds per day bucket.
+pub const DAY_MS: i64 = 86_400_000;
+
+/// The day bucket (days since the Unix epoch, UTC) holding `ts_ms`: raw readings are
+/// partitioned by (meter, day), so a partition never grows without bound.
+pub fn day_bucket(ts_ms: i64) -> i32 {
+    ts_ms.div_euclid(DAY_MS) as i32
+}
+
+/// A page of one meter's readings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReadingPage {
+    /// Readings, oldest first.
+    pub readings: Vec<Reading>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A range query over one meter's readings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadingQuery {
+    /// The meter.
+    pub meter: MeterId,
+    /// Inclusive start, Unix ms.
+    pub from_ms: i64,
+    /// Exclusive end, Unix ms.
+    pub to_ms: i64,
+    /// Page size.
+    pub limit: usize,
+    /// Resume after this cursor (from a previous page).
+    pub cursor: Option<String>,
+}
+
+/// Longest time range one reading query may span (keeps a query to at most this many
+/// day partitions).
+pub const MAX_QUERY_DAYS: i64 = 366;
+
+impl ReadingQuery {
+    /// Checks the range and decodes the cursor into the first timestamp to read.
+    pub fn start_ms(&self) -> Result<i64, StoreError> {
+        if self.to_ms <= self.from_ms {
+            return Err(StoreError::BadRequest {
+                field: "to",
+                reason: "must be after `from`".into(),
+            });
+        }
+        if (self.to_ms - self.from_ms) / DAY_MS > MAX_QUERY_DAYS {
+            return Err(StoreError::BadRequest {
+                field: "to",
+                reason: format!("the range may span at most {MAX_QUERY_DAYS} days"),
+            });
+        }
+        match &self.cursor {
+            None => Ok(self.from_ms),
+            Some(cursor) => match cursor.parse::<i64>() {
+                Ok(ts) if ts >= self.from_ms && ts <= self.to_ms => Ok(ts),
+                _ => Err(StoreError::BadRequest {
+                    field: "cursor",
+                    reason: "is not a cursor of this query".into(),
+                }),
+            },
+        }
+    }
+}
+
+/// The cursor that resumes a reading query at `next_ts_ms`.
+pub fn reading_cursor(next_ts_ms: i64) -> String {
+    next_ts_ms.to_string()
+}
+
+/// The stored state of one meter actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRow {
+    /// The meter.
+    pub meter: MeterId,
+    /// The log partition the meter belongs to.
+    pub partition: u32,
+    /// Offset of the last reading reflected in `state` (readings at or before it are
+    /// skipped on replay).
+    pub applied_offset: Option<u64>,
+    /// The actor's state, encoded by the actors crate (opaque here).
+    pub state: Vec<u8>,
+    /// Wall-clock time of the snapshot, Unix ms.
+    pub written_at_ms: i64,
+}
+
+/// One lifecycle change of one alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertHistoryEntry {
+    /// What happened.
+    pub event: AlertEventKind,
+    /// When: event time for raise/update/system resolve, wall clock for human actions.
+    pub at_ms: i64,
+    /// Who did it (`system` for automatic changes).
+    pub by: String,
+    /// The alert after the change.
+    pub alert: AlertRecord,
+}
+
+impl AlertHistoryEntry {
+    /// Builds the history entry for a published change.
+    pub fn from_change(event: AlertEventKind, alert: AlertRecord) -> AlertHistoryEntry {
+        let (at_ms, by) = match event {
+            AlertEventKind::Raised => (alert.first_seen_ms, "system".to_owned()),
+            AlertEventKind::Updated => (alert.last_seen_ms, "system".to_owned()),
+            AlertEventKind::Acknowledged => (
+                alert.acknowledged_at_ms.unwrap_or(alert.last_seen_ms),
+                alert.acknowledged_by.clone().unwrap_or_default(),
+            ),
+            AlertEventKind::Resolved => (
+                alert.resolved_at_ms.unwrap_or(alert.last_seen_ms),
+                alert.resolved_by.clone().unwrap_or_default(),
+            ),
+        };
+        AlertHistoryEntry { event, at_ms, by, alert }
+    }
+}
+
+/// An alert with its lifecycle history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredAlert {
+    /// The alert as it is now.
+    pub alert: AlertRecord,
+    /// Every change, oldest first.
+    pub history: Vec<AlertHistoryEntry>,
+}
+
+/// A query over stored alerts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AlertQuery {
+    /// Only this meter.
+    pub meter: Option<MeterId>,
+    /// Only this kind.
+    pub kind: Option<AlertKind>,
+    /// Only this state.
+    pub state: Option<AlertState>,
+    /// Only alerts first seen at or after this time, Unix ms.
+    pub since_ms: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+impl AlertQuery {
+    /// Whether `alert` passes the filters.
+    pub fn matches(&self, alert: &AlertRecord) -> bool {
+        self.meter.is_none_or(|meter| alert.meter == meter)
+            && self.kind.is_none_or(|kind| alert.kind == kind)
+            && self.state.is_none_or(|state| alert.state == state)
+            && self.since_ms.is_none_or(|since| alert.first_seen_ms >= since)
+    }
+}
+
+/// Kinds of configuration documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConfigKind {
+    /// Meter configuration (owner, tariff, thresholds).
+    Meter,
+    /// User / account.
+    User,
+    /// Tariff.
+    Tariff,
+}
+
+impl ConfigKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKind::Meter => "meter",
+            ConfigKind::User => "user",
+            ConfigKind::Tariff => "tariff",
+        }
+    }
+}
+
+/// How long each table keeps data; `None` keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Raw readings, days.
+    pub readings_days: Option<u32>,
+    /// Resolved alerts and their history, days.
+    pub alerts_days: Option<u32>,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            readings_days: Some(400),
+            alerts_days: Some(400),
+        }
+    }
+}
