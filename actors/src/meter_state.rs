@@ -12,7 +12,7 @@ use gridpulse_domain::{
     AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading, RegisterStep, alert_id,
     register_step,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::thresholds::Thresholds;
@@ -31,7 +31,7 @@ pub type AlertChange = (AlertEventKind, AlertRecord);
 pub type AlertChanges = SmallVec<[AlertChange; 2]>;
 
 /// The last accepted reading, trimmed to what the rules need.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LastReading {
     /// Event time, Unix ms.
     pub ts_ms: i64,
@@ -63,8 +63,8 @@ pub enum AlertActionError {
     NotOpen,
 }
 
-/// The in-memory state of one meter.
-#[derive(Debug, Clone)]
+/// The in-memory state of one meter. Serialisable: it is what a snapshot stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterState {
     meter: MeterId,
     last: Option<LastReading>,
@@ -83,7 +83,7 @@ pub struct MeterState {
     latched: u8,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct OpenAlert {
     record: AlertRecord,
     last_event_ms: i64,
@@ -106,6 +106,16 @@ impl MeterState {
             open: Default::default(),
             latched: 0,
         }
+    }
+
+    /// Encodes the state for a snapshot (compact binary, versioned by the store format).
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_stdvec(self)
+    }
+
+    /// Decodes a snapshot written by [`MeterState::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<MeterState, postcard::Error> {
+        postcard::from_bytes(bytes)
     }
 
     /// The meter's id.

@@ -14,11 +14,13 @@ const N_BUCKETS: usize = 60;
 const PROFILE_ALPHA: f32 = 0.5;
 
 /// Sixty one-minute buckets of power readings, indexed by event time.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PowerWindows {
     /// Newest minute (Unix minutes) that has data; `i64::MIN` when empty.
     head_minute: i64,
+    #[serde(with = "fixed_array")]
     sums_w: [f32; N_BUCKETS],
+    #[serde(with = "fixed_array")]
     counts: [u16; N_BUCKETS],
 }
 
@@ -85,7 +87,7 @@ impl PowerWindows {
 }
 
 /// Mean power by UTC hour of day, learned from complete hours, for the forecast.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HourProfile {
     /// Hour (Unix hours) being accumulated.
     hour: i64,
@@ -156,6 +158,24 @@ impl HourProfile {
             start = end;
         }
         energy_wh
+    }
+}
+
+/// Serde for fixed-size arrays longer than serde's built-in 32 (as sequences).
+mod fixed_array {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(array: &[T; N], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(array.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(deserializer: D) -> Result<[T; N], D::Error> {
+        let items: Vec<T> = Vec::deserialize(deserializer)?;
+        let len = items.len();
+        items
+            .try_into()
+            .map_err(|_| D::Error::invalid_length(len, &"a fixed-size array"))
     }
 }
 

@@ -158,16 +158,12 @@ pub struct AlertRecord {
     /// The threshold it crossed.
     pub threshold: f64,
     /// Who acknowledged it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_by: Option<String>,
     /// When it was acknowledged, Unix ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged_at_ms: Option<i64>,
     /// Who resolved it (`system` when the condition cleared).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_by: Option<String>,
     /// When it was resolved, Unix ms.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at_ms: Option<i64>,
 }
 

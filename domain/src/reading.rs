@@ -21,9 +21,7 @@ pub struct Reading {
     /// Cumulative import energy register, watt-hours.
     pub energy_wh: f64,
     /// Prepaid credit left on the meter, in the account currency, when it reports one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credit: Option<f64>,
     /// Meter-side sequence number, when the meter numbers its readings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
 }
