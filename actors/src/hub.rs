@@ -14,8 +14,13 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::sync::broadcast;
 
+use std::sync::OnceLock;
+
+use gridpulse_store::AlertHistoryEntry;
+
 use crate::meter_state::AlertChange;
 use crate::metrics;
+use crate::writer::{BatchWriter, WriterError};
 
 /// Filters for alert queries; `None` matches everything.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +31,7 @@ pub struct AlertFilter {
     pub kind: Option<AlertKind>,
     /// Only this state.
     pub state: Option<AlertState>,
-    /// Only alerts seen at or after this time, Unix ms.
+    /// Only alerts first seen at or after this time, Unix ms.
     pub since_ms: Option<i64>,
 }
 
@@ -55,6 +60,8 @@ pub struct AlertHub {
     state: Mutex<HubState>,
     sender: broadcast::Sender<Arc<AlertEvent>>,
     max_resolved: usize,
+    /// Where alert history is persisted, when a store is configured.
+    sink: OnceLock<BatchWriter<AlertHistoryEntry>>,
 }
 
 impl AlertHub {
@@ -66,13 +73,41 @@ impl AlertHub {
             state: Mutex::new(HubState::default()),
             sender,
             max_resolved,
+            sink: OnceLock::new(),
         })
+    }
+
+    /// Persists every published change through `sink` from now on (set once).
+    pub fn set_sink(&self, sink: BatchWriter<AlertHistoryEntry>) {
+        let _ = self.sink.set(sink);
+    }
+
+    /// Waits until every change published so far is durable in the store.
+    pub async fn flush(&self) -> Result<(), WriterError> {
+        match self.sink.get() {
+            Some(sink) => sink.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Loads alerts (open ones from the store after a restart) into the index without
+    /// broadcasting them.
+    pub fn seed(&self, alerts: impl IntoIterator<Item = AlertRecord>) {
+        let mut state = self.state.lock();
+        for alert in alerts {
+            state.alerts.insert(alert.id.clone(), alert);
+        }
     }
 
     /// Publishes changes in order.
     pub fn publish(&self, changes: impl IntoIterator<Item = AlertChange>) {
         let mut state = self.state.lock();
+        let sink = self.sink.get();
+        let mut to_store = Vec::new();
         for (event, alert) in changes {
+            if sink.is_some() {
+                to_store.push(AlertHistoryEntry::from_change(event, alert.clone()));
+            }
             let before = state.alerts.get(&alert.id).map(|old| old.state);
             let open_state =
                 |s: Option<AlertState>| s.filter(|s| s.is_open()).map(AlertState::as_str);
@@ -99,6 +134,13 @@ impl AlertHub {
             });
             // No subscriber is fine: the index above keeps the state.
             let _ = self.sender.send(numbered);
+        }
+        if let Some(sink) = sink
+            && !to_store.is_empty()
+            && let Err(error) = sink.try_send(to_store)
+        {
+            metrics::record_alert_persist_failure();
+            tracing::error!(%error, "alert history could not be queued for the store");
         }
     }
 
@@ -131,7 +173,7 @@ impl AlertHub {
         self.state.lock().alerts.get(id).cloned()
     }
 
-    /// Alerts matching `filter`, newest first, at most `limit`.
+    /// Alerts matching `filter`, newest (first seen) first, at most `limit`.
     pub fn query(&self, filter: &AlertFilter, limit: usize) -> Vec<AlertRecord> {
         let state = self.state.lock();
         let mut found: Vec<&AlertRecord> = state
@@ -139,9 +181,7 @@ impl AlertHub {
             .values()
             .filter(|a| filter.matches(a))
             .collect();
-        found.sort_by(|a, b| {
-            b.last_seen_ms
-                .cmp(&a.last_seen_ms)
+        found.sort_by(|a, b| { b.first_seen_ms.cmp(&a.first_seen_ms)
                 .then_with(|| a.id.cmp(&b.id))
         });
         found.into_iter().take(limit).cloned().collect()

@@ -21,6 +21,7 @@ pub mod partition_actor;
 pub mod system;
 pub mod thresholds;
 pub mod windows;
+pub mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use hub::{AlertFilter, AlertHub};

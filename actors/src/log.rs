@@ -53,6 +53,12 @@ pub trait PartitionReader: Send + std::fmt::Debug + 'static {
 pub trait ReadingSource: Send + Sync + std::fmt::Debug + 'static {
     /// How many partitions the log has.
     fn n_partitions(&self) -> u32;
-    /// Opens a reader on one partition, from its committed position.
-    fn open_partition(&self, partition: u32) -> Box<dyn PartitionReader>;
+    /// Opens a reader on one partition, at `from_offset` (the partition's checkpoint)
+    /// or at the oldest record the log still holds.
+    fn open_partition(&self, partition: u32, from_offset: Option<u64>) -> Box<dyn PartitionReader>;
+    /// Every record of `partition` before `offset` is reflected in durable state: the log
+    /// may forget them (truncate a journal, commit a consumer-group offset).
+    fn checkpointed(&self, partition: u32, offset: u64) {
+        let _ = (partition, offset);
+    }
 }

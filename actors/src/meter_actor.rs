@@ -12,9 +12,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix::{Actor, Context, Handler, Message, Supervised};
+use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Supervised, WrapFuture};
 use gridpulse_domain::{AlertKind, AlertRecord, MeterId, Reading};
+use gridpulse_store::{SnapshotRow, Store};
 use tokio::sync::Notify;
+
+use crate::clock::{Clock, SystemClock};
 
 use crate::hub::AlertHub;
 use crate::meter_state::{AlertActionError, AlertChanges, Applied, MeterSnapshot, MeterState};
@@ -46,6 +49,10 @@ pub struct PartitionShared {
     /// Readings applied by this partition's meters, ever (read from other threads;
     /// written only by this partition's thread, so never contended).
     pub n_applied: Arc<AtomicU64>,
+    /// The log partition.
+    pub partition: u32,
+    /// Where snapshots live, when persistence is on.
+    pub store: Option<Arc<dyn Store>>,
 }
 
 impl PartitionShared {
@@ -66,6 +73,8 @@ pub struct MeterActor {
     state: MeterState,
     thresholds: Arc<Thresholds>,
     shared: Rc<PartitionShared>,
+    /// Offset of the last reading applied; readings at or before it are replays.
+    applied_offset: Option<u64>,
 }
 
 impl MeterActor {
@@ -79,6 +88,51 @@ impl MeterActor {
             state: MeterState::new(meter),
             thresholds,
             shared,
+            applied_offset: None,
+        }
+    }
+
+    /// Loads the meter's snapshot before any message is handled (`ctx.wait` holds the
+    /// mailbox), so readings replayed after a restart apply on top of it.
+    fn restore(&mut self, ctx: &mut Context<Self>) {
+        let Some(store) = self.shared.store.clone() else {
+            return;
+        };
+        let meter = self.state.meter();
+        let load = async move { store.get_snapshot(meter).await };
+        ctx.wait(load.into_actor(self).map(move |result, actor, _ctx| match result {
+            Ok(None) => metrics::record_snapshot_restore("none"),
+            Ok(Some(row)) => match MeterState::decode(&row.state) {
+                Ok(state) if state.meter() == meter => {
+                    actor.state = state;
+                    actor.applied_offset = row.applied_offset;
+                    metrics::record_snapshot_restore("restored");
+                }
+                Ok(_) | Err(_) => {
+                    metrics::record_snapshot_restore("corrupt");
+                    tracing::error!(%meter, "stored snapshot is corrupt or belongs to another meter; starting from the log");
+                }
+            },
+            Err(error) => {
+                metrics::record_snapshot_restore("corrupt");
+                tracing::error!(%meter, %error, "cannot read the meter snapshot; starting from the log");
+            }
+        }));
+    }
+
+    fn snapshot_row(&self) -> Option<SnapshotRow> {
+        match self.state.encode() {
+            Ok(state) => Some(SnapshotRow {
+                meter: self.state.meter(),
+                partition: self.shared.partition,
+                applied_offset: self.applied_offset,
+                state,
+                written_at_ms: SystemClock.now_ms(),
+            }),
+            Err(error) => {
+                tracing::error!(meter = %self.state.meter(), %error, "cannot encode meter state");
+                None
+            }
         }
     }
 
@@ -94,33 +148,62 @@ impl Actor for MeterActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(METER_MAILBOX_CAPACITY);
+        self.restore(ctx);
     }
 }
 
 impl Supervised for MeterActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         metrics::record_restart();
-        tracing::warn!(meter = %self.state.meter(), "meter actor restarting with fresh state");
+        tracing::warn!(meter = %self.state.meter(), "meter actor restarting from its last snapshot");
         self.state = MeterState::new(self.state.meter());
+        self.applied_offset = None;
+        // `started` runs again after this and restores the snapshot.
     }
 }
 
 /// Apply one reading (sent by the partition actor, in log order).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct ApplyReading(pub Reading);
+pub struct ApplyReading {
+    /// The reading.
+    pub reading: Reading,
+    /// Its offset in the partition.
+    pub offset: u64,
+}
 
 impl Handler<ApplyReading> for MeterActor {
     type Result = ();
 
     fn handle(&mut self, message: ApplyReading, ctx: &mut Self::Context) {
         self.shared.reading_done();
+        // Already in the restored snapshot: a replay after a restart.
+        if self.applied_offset.is_some_and(|applied| message.offset <= applied) {
+            self.shared.n_stale.set(self.shared.n_stale.get() + 1);
+            return;
+        }
         let stale = self.guarded(ctx, |state, thresholds, changes| {
-            state.apply(&message.0, thresholds, changes) == Applied::Stale
+            state.apply(&message.reading, thresholds, changes) == Applied::Stale
         });
+        if stale.is_some() {
+            self.applied_offset = Some(message.offset);
+        }
         if stale == Some(true) {
             self.shared.n_stale.set(self.shared.n_stale.get() + 1);
         }
+    }
+}
+
+/// Returns the meter's snapshot (checkpoints ask the meters that changed).
+#[derive(Debug, Message)]
+#[rtype(result = "Option<SnapshotRow>")]
+pub struct TakeSnapshot;
+
+impl Handler<TakeSnapshot> for MeterActor {
+    type Result = Option<SnapshotRow>;
+
+    fn handle(&mut self, _message: TakeSnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        self.snapshot_row()
     }
 }
 
@@ -213,7 +296,7 @@ pub struct AlertCommand {
 }
 
 impl Handler<AlertCommand> for MeterActor {
-    type Result = Result<AlertRecord, AlertActionError>;
+    type Result = actix::ResponseFuture<Result<AlertRecord, AlertActionError>>;
 
     fn handle(&mut self, command: AlertCommand, _ctx: &mut Self::Context) -> Self::Result {
         let AlertCommand {
@@ -234,8 +317,27 @@ impl Handler<AlertCommand> for MeterActor {
                     .resolve(kind, first_seen_ms, &by, at_ms, &mut changes)
             }
         };
+        let changed = !changes.is_empty();
         self.publish(changes);
-        result
+        // A human action is not in the log, so it cannot be replayed: make the meter's
+        // state durable before answering.
+        let durable = match (&self.shared.store, changed) {
+            (Some(store), true) => self.snapshot_row().map(|row| (Arc::clone(store), row)),
+            _ => None,
+        };
+        Box::pin(async move {
+            if let Some((store, row)) = durable {
+                let written = async {
+                    store.put_snapshots(std::slice::from_ref(&row)).await?;
+                    store.flush().await
+                };
+                if let Err(error) = written.await {
+                    tracing::error!(meter = %row.meter, %error, "alert command applied but its snapshot was not stored");
+                    return Err(AlertActionError::NotDurable(error.to_string()));
+                }
+            }
+            result
+        })
     }
 }
 
@@ -272,6 +374,13 @@ mod tests {
         }
     }
 
+    fn apply(meter: MeterId, ts_ms: i64, offset: u64) -> ApplyReading {
+        ApplyReading {
+            reading: reading(meter, ts_ms),
+            offset,
+        }
+    }
+
     fn reading(meter: MeterId, ts_ms: i64) -> Reading {
         Reading {
             meter,
@@ -296,6 +405,8 @@ mod tests {
             drained: Notify::new(),
             n_stale: Cell::new(0),
             n_applied: Arc::default(),
+            partition: 0,
+            store: None,
         });
         let thresholds = Arc::new(Thresholds::default());
         let start = |id: &str| {
@@ -311,10 +422,10 @@ mod tests {
         };
         let (meter_a, a) = start("a");
         let (meter_b, b) = start("b");
-        a.send(ApplyReading(reading(meter_a, 1_700_000_000_000)))
+        a.send(apply(meter_a, 1_700_000_000_000, 0))
             .await
             .unwrap();
-        b.send(ApplyReading(reading(meter_b, 1_700_000_000_000)))
+        b.send(apply(meter_b, 1_700_000_000_000, 1))
             .await
             .unwrap();
         let restarts_before = metrics::restarts_total();
@@ -327,7 +438,7 @@ mod tests {
         assert_eq!(after_b.n_readings, 1, "the other meter is untouched");
         assert_eq!(metrics::restarts_total(), restarts_before + 1);
         // The restarted actor keeps working.
-        a.send(ApplyReading(reading(meter_a, 1_700_000_005_000)))
+        a.send(apply(meter_a, 1_700_000_005_000, 2))
             .await
             .unwrap();
         assert_eq!(a.send(Observe).await.unwrap().n_readings, 1);

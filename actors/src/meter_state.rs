@@ -61,6 +61,9 @@ pub enum AlertActionError {
     /// No open alert has this id (never existed, or already resolved).
     #[error("no open alert with this id")]
     NotOpen,
+    /// The command was applied but could not be made durable.
+    #[error("the change could not be stored: {0}")]
+    NotDurable(String),
 }
 
 /// The in-memory state of one meter. Serialisable: it is what a snapshot stores.

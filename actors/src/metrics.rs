@@ -68,6 +68,48 @@ static ALERTS_OPEN: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+#[allow(clippy::expect_used)]
+static ALERT_PERSIST_FAILURES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gridpulse_actors_alert_persist_failures_total",
+        "Alert changes that could not be queued for the store"
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static CHECKPOINTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_actors_checkpoints_total",
+        "Partition checkpoints by outcome",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static SNAPSHOT_RESTORES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_actors_snapshot_restores_total",
+        "Meter actors started from a stored snapshot, by outcome",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// An alert change could not be queued for persistence.
+pub fn record_alert_persist_failure() {
+    ALERT_PERSIST_FAILURES.inc();
+}
+
+/// A partition checkpoint finished (`ok`) or failed (`error`).
+pub fn record_checkpoint(outcome: &str) {
+    CHECKPOINTS.with_label_values(&[outcome]).inc();
+}
+
+/// A meter actor looked for its snapshot: `restored`, `none` or `corrupt`.
+pub fn record_snapshot_restore(outcome: &str) {
+    SNAPSHOT_RESTORES.with_label_values(&[outcome]).inc();
+}
+
 /// A batch of readings was routed; `n_stale` of them were duplicates or late.
 pub fn record_readings(n_applied: u64, n_stale: u64) {
     READINGS_APPLIED.inc_by(n_applied);

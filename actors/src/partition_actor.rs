@@ -5,6 +5,13 @@
 //! in log order. The pump stops reading while the meters' in-flight readings exceed the
 //! high-water mark (backpressure to the log, never an unbounded buffer). A sweep every
 //! second raises "no data" for meters silent past their timeout.
+//!
+//! With a store, the pump hands each batch's readings to the partition's
+//! [`BatchWriter`] (raw readings history) before routing it, and a periodic
+//! [`Checkpoint`] makes the partition's state durable up to an offset: every changed
+//! meter snapshots itself (its mailbox is FIFO, so the snapshot covers exactly the
+//! readings routed before), the readings and alert writers flush, the snapshots and then
+//! the checkpoint offset are stored, and the log may forget what came before it.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -14,9 +21,13 @@ use actix::{Actor, Addr, AsyncContext, Context, Handler, Message, Supervisor};
 use gridpulse_domain::MeterId;
 use rustc_hash::FxHashMap;
 
+use actix::{ActorFutureExt, ResponseActFuture, WrapFuture};
+use gridpulse_domain::Reading;
+
 use crate::clock::Clock;
-use crate::log::{LogError, LogRecord, PartitionReader};
-use crate::meter_actor::{ApplyReading, CheckNoData, MeterActor, PartitionShared, SetThresholds};
+use crate::log::{LogError, LogRecord, PartitionReader, ReadingSource};
+use crate::meter_actor::{ApplyReading, CheckNoData, MeterActor, PartitionShared, SetThresholds, TakeSnapshot};
+use crate::writer::BatchWriter;
 use crate::metrics;
 use crate::thresholds::Thresholds;
 
@@ -31,6 +42,10 @@ pub struct PartitionConfig {
     pub clock: Arc<dyn Clock>,
     /// How often to look for silent meters.
     pub no_data_sweep: Duration,
+    /// How often to checkpoint (with a store).
+    pub checkpoint_interval: Duration,
+    /// The log, told about checkpoints so it can forget what they cover.
+    pub source: Arc<dyn ReadingSource>,
 }
 
 #[derive(Debug)]
@@ -39,6 +54,8 @@ struct MeterEntry {
     last_arrival_ms: i64,
     no_data_timeout_ms: i64,
     no_data_checked: bool,
+    /// Received readings since the last checkpoint.
+    dirty: bool,
 }
 
 /// The owner of one partition's meter actors.
@@ -51,6 +68,13 @@ pub struct PartitionActor {
     /// Sorted meter ids for paging, rebuilt after new meters appear.
     sorted_ids: Option<Vec<MeterId>>,
     reader: Option<Box<dyn PartitionReader>>,
+    /// Writes raw readings to the store (with persistence).
+    readings_writer: Option<BatchWriter<Reading>>,
+    /// Offset after the last routed record.
+    next_offset: u64,
+    /// Meters with readings since the last checkpoint.
+    dirty: Vec<MeterId>,
+    checkpoint_running: bool,
 }
 
 impl PartitionActor {
@@ -60,7 +84,16 @@ impl PartitionActor {
         config: PartitionConfig,
         shared: Rc<PartitionShared>,
         reader: Box<dyn PartitionReader>,
+        start_offset: u64,
     ) -> PartitionActor {
+        let readings_writer = shared.store.as_ref().map(|store| {
+            BatchWriter::spawn(
+                "readings",
+                Arc::clone(store),
+                16,
+                Arc::new(|store: &dyn gridpulse_store::Store, readings: &[Reading]| store.write_readings(readings)),
+            )
+        });
         PartitionActor {
             partition,
             config,
@@ -68,7 +101,32 @@ impl PartitionActor {
             meters: FxHashMap::default(),
             sorted_ids: None,
             reader: Some(reader),
+            readings_writer,
+            next_offset: start_offset,
+            dirty: Vec::new(),
+            checkpoint_running: false,
         }
+    }
+
+    /// The entry of `meter`, starting its actor (which restores its snapshot) if needed.
+    fn meter_entry(&mut self, meter: MeterId, now_ms: i64) -> &mut MeterEntry {
+        let (thresholds, shared) = (&self.config.default_thresholds, &self.shared);
+        let sorted_ids = &mut self.sorted_ids;
+        self.meters.entry(meter).or_insert_with(|| {
+            let thresholds = Arc::clone(thresholds);
+            let shared = Rc::clone(shared);
+            let no_data_timeout_ms = i64::from(thresholds.no_data_timeout_s) * 1000;
+            let addr = Supervisor::start(move |_ctx| MeterActor::new(meter, thresholds, shared));
+            metrics::record_meters_live(1);
+            *sorted_ids = None;
+            MeterEntry {
+                addr,
+                last_arrival_ms: now_ms,
+                no_data_timeout_ms,
+                no_data_checked: false,
+                dirty: false,
+            }
+        })
     }
 
     fn sweep_no_data(&mut self) {
@@ -94,6 +152,13 @@ impl Actor for PartitionActor {
         ctx.run_interval(self.config.no_data_sweep, |actor, _ctx| {
             actor.sweep_no_data()
         });
+        if self.shared.store.is_some() {
+            ctx.run_interval(self.config.checkpoint_interval, |actor, ctx| {
+                if !actor.checkpoint_running {
+                    ctx.notify(Checkpoint);
+                }
+            });
+        }
         let Some(reader) = self.reader.take() else {
             return;
         };
@@ -102,6 +167,7 @@ impl Actor for PartitionActor {
             reader,
             ctx.address(),
             Rc::clone(&self.shared),
+            self.readings_writer.clone(),
             self.config.max_batch,
         ));
     }
@@ -113,6 +179,7 @@ async fn pump(
     mut reader: Box<dyn PartitionReader>,
     actor: Addr<PartitionActor>,
     shared: Rc<PartitionShared>,
+    readings_writer: Option<BatchWriter<Reading>>,
     max_batch: usize,
 ) {
     loop {
@@ -121,6 +188,13 @@ async fn pump(
                 let Some(next_offset) = records.last().map(|record| record.offset + 1) else {
                     continue;
                 };
+                // History first (bounded queue: a slow store slows the pump).
+                if let Some(writer) = &readings_writer
+                    && writer.send(records.iter().map(|record| record.reading).collect()).await.is_err()
+                {
+                    tracing::error!(partition, "readings writer stopped");
+                    break;
+                }
                 if actor.send(RouteBatch(records)).await.is_err() {
                     break;
                 }
@@ -153,27 +227,18 @@ impl Handler<RouteBatch> for PartitionActor {
         let n_records = batch.0.len() as u64;
         for record in batch.0 {
             let meter = record.reading.meter;
-            let entry = match self.meters.get_mut(&meter) {
-                Some(entry) => entry,
-                None => {
-                    let thresholds = Arc::clone(&self.config.default_thresholds);
-                    let shared = Rc::clone(&self.shared);
-                    let no_data_timeout_ms = i64::from(thresholds.no_data_timeout_s) * 1000;
-                    let addr =
-                        Supervisor::start(move |_ctx| MeterActor::new(meter, thresholds, shared));
-                    metrics::record_meters_live(1);
-                    self.sorted_ids = None;
-                    self.meters.entry(meter).or_insert(MeterEntry {
-                        addr,
-                        last_arrival_ms: now_ms,
-                        no_data_timeout_ms,
-                        no_data_checked: false,
-                    })
-                }
-            };
+            let entry = self.meter_entry(meter, now_ms);
             entry.last_arrival_ms = now_ms;
             entry.no_data_checked = false;
-            entry.addr.do_send(ApplyReading(record.reading));
+            entry.addr.do_send(ApplyReading {
+                reading: record.reading,
+                offset: record.offset,
+            });
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(meter);
+            }
+            self.next_offset = record.offset + 1;
         }
         self.shared
             .in_flight
@@ -261,5 +326,93 @@ impl Handler<SetMeterThresholds> for PartitionActor {
         entry.no_data_timeout_ms = i64::from(message.thresholds.no_data_timeout_s) * 1000;
         entry.addr.do_send(SetThresholds(message.thresholds));
         true
+    }
+}
+
+/// Make this partition's state durable up to the last routed offset; answers the
+/// checkpointed offset.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct Checkpoint;
+
+impl Handler<Checkpoint> for PartitionActor {
+    type Result = ResponseActFuture<Self, Result<u64, String>>;
+
+    fn handle(&mut self, _message: Checkpoint, _ctx: &mut Self::Context) -> Self::Result {
+        let offset = self.next_offset;
+        let Some(store) = self.shared.store.clone() else {
+            return Box::pin(actix::fut::ready(Ok(offset)));
+        };
+        self.checkpoint_running = true;
+        // Ask every changed meter for its snapshot now: each request queues behind the
+        // readings already routed to it, so together they are a consistent cut at `offset`.
+        let in_cut: Vec<MeterId> = std::mem::take(&mut self.dirty);
+        let mut requests = Vec::with_capacity(in_cut.len());
+        for meter in &in_cut {
+            if let Some(entry) = self.meters.get_mut(meter) {
+                entry.dirty = false;
+                requests.push(entry.addr.send(TakeSnapshot));
+            }
+        }
+        let (partition, hub, writer, source) = (
+            self.partition,
+            Arc::clone(&self.shared.hub),
+            self.readings_writer.clone(),
+            Arc::clone(&self.config.source),
+        );
+        let work = async move {
+            let mut rows = Vec::with_capacity(requests.len());
+            for request in requests {
+                if let Ok(Some(row)) = request.await {
+                    rows.push(row);
+                }
+            }
+            if let Some(writer) = writer {
+                writer.flush().await.map_err(|error| error.to_string())?;
+            }
+            hub.flush().await.map_err(|error| error.to_string())?;
+            store.put_snapshots(&rows).await.map_err(|error| error.to_string())?;
+            store.flush().await.map_err(|error| error.to_string())?;
+            store.put_checkpoint(partition, offset).await.map_err(|error| error.to_string())?;
+            store.flush().await.map_err(|error| error.to_string())?;
+            source.checkpointed(partition, offset);
+            tracing::debug!(partition, offset, n_snapshots = rows.len(), "checkpoint stored");
+            Ok(offset)
+        };
+        Box::pin(work.into_actor(self).map(move |result: Result<u64, String>, actor, _ctx| {
+            actor.checkpoint_running = false;
+            match &result {
+                Ok(_) => metrics::record_checkpoint("ok"),
+                Err(error) => {
+                    metrics::record_checkpoint("error");
+                    tracing::error!(partition, %error, "checkpoint failed; will retry");
+                    // Their snapshots may not be stored: they stay in the next cut.
+                    for meter in in_cut {
+                        if let Some(entry) = actor.meters.get_mut(&meter)
+                            && !entry.dirty
+                        {
+                            entry.dirty = true;
+                            actor.dirty.push(meter);
+                        }
+                    }
+                }
+            }
+            result
+        }))
+    }
+}
+
+/// Start a meter's actor (restoring its snapshot) if it is not running: a meter known
+/// to the store is observable after a restart before its next reading.
+#[derive(Debug, Message)]
+#[rtype(result = "Addr<MeterActor>")]
+pub struct EnsureMeter(pub MeterId);
+
+impl Handler<EnsureMeter> for PartitionActor {
+    type Result = actix::MessageResult<EnsureMeter>;
+
+    fn handle(&mut self, message: EnsureMeter, _ctx: &mut Self::Context) -> Self::Result {
+        let now_ms = self.config.clock.now_ms();
+        actix::MessageResult(self.meter_entry(message.0, now_ms).addr.clone())
     }
 }

@@ -14,11 +14,12 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::hub::AlertHub;
 use crate::log::ReadingSource;
-use crate::meter_actor::{AlertAction, AlertCommand, Observe, PartitionShared};
+use crate::meter_actor::{AlertAction, AlertCommand, MeterActor, Observe, PartitionShared};
 use crate::meter_state::{AlertActionError, MeterSnapshot};
 use crate::partition_actor::{
-    CountMeters, FindMeter, ListMeterIds, PartitionActor, PartitionConfig, SetMeterThresholds,
+    Checkpoint, CountMeters, EnsureMeter, FindMeter, ListMeterIds, PartitionActor, PartitionConfig, SetMeterThresholds,
 };
+use gridpulse_store::Store;
 use crate::thresholds::{Thresholds, ThresholdsError};
 
 /// Settings of the actor system.
@@ -34,6 +35,10 @@ pub struct SystemConfig {
     pub default_thresholds: Thresholds,
     /// How often partitions look for silent meters.
     pub no_data_sweep: Duration,
+    /// Where snapshots, history and checkpoints go; `None` keeps everything in memory.
+    pub store: Option<Arc<dyn Store>>,
+    /// How often partitions checkpoint (with a store).
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for SystemConfig {
@@ -44,6 +49,8 @@ impl Default for SystemConfig {
             max_in_flight: 65_536,
             default_thresholds: Thresholds::default(),
             no_data_sweep: Duration::from_secs(1),
+            store: None,
+            checkpoint_interval: Duration::from_secs(5),
         }
     }
 }
@@ -63,11 +70,17 @@ pub enum SystemError {
     /// Rejected thresholds.
     #[error(transparent)]
     Thresholds(#[from] ThresholdsError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
 }
 
 impl From<AlertActionError> for SystemError {
-    fn from(_: AlertActionError) -> Self {
-        SystemError::AlertNotOpen
+    fn from(error: AlertActionError) -> Self {
+        match error {
+            AlertActionError::NotOpen => SystemError::AlertNotOpen,
+            AlertActionError::NotDurable(message) => SystemError::Store(message),
+        }
     }
 }
 
@@ -77,6 +90,7 @@ pub struct MeterSystem {
     partitions: Arc<Vec<Addr<PartitionActor>>>,
     hub: Arc<AlertHub>,
     clock: Arc<dyn Clock>,
+    store: Option<Arc<dyn Store>>,
     n_applied: Arc<Vec<Arc<AtomicU64>>>,
     _arbiters: Arc<ArbiterGuard>,
 }
@@ -95,13 +109,24 @@ impl Drop for ArbiterGuard {
 
 impl MeterSystem {
     /// Starts one partition actor per partition of `source`, spread over worker
-    /// arbiters. Must be called inside a running actix `System`.
-    pub fn start(
+    /// arbiters, each reading from its stored checkpoint. Must be called inside a running
+    /// actix `System`.
+    pub async fn start(
         config: SystemConfig,
         source: Arc<dyn ReadingSource>,
         hub: Arc<AlertHub>,
         clock: Arc<dyn Clock>,
-    ) -> MeterSystem {
+    ) -> Result<MeterSystem, SystemError> {
+        let mut checkpoints = Vec::with_capacity(source.n_partitions() as usize);
+        for partition in 0..source.n_partitions() {
+            checkpoints.push(match &config.store {
+                Some(store) => store
+                    .get_checkpoint(partition)
+                    .await
+                    .map_err(|error| SystemError::Store(error.to_string()))?,
+                None => None,
+            });
+        }
         let n_workers = if config.n_workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -113,6 +138,8 @@ impl MeterSystem {
             default_thresholds: Arc::new(config.default_thresholds.clone()),
             clock: Arc::clone(&clock),
             no_data_sweep: config.no_data_sweep,
+            checkpoint_interval: config.checkpoint_interval,
+            source: Arc::clone(&source),
         };
         let max_in_flight = config.max_in_flight;
         let n_applied: Vec<Arc<AtomicU64>> =
@@ -121,9 +148,11 @@ impl MeterSystem {
             .map(|partition| {
                 let applied = Arc::clone(&n_applied[partition as usize]);
                 let arbiter = &arbiters[partition as usize % n_workers];
-                let reader = source.open_partition(partition);
+                let checkpoint = checkpoints[partition as usize];
+                let reader = source.open_partition(partition, checkpoint);
                 let partition_config = partition_config.clone();
                 let hub = Arc::clone(&hub);
+                let store = config.store.clone();
                 PartitionActor::start_in_arbiter(&arbiter.handle(), move |_ctx| {
                     let shared = Rc::new(PartitionShared {
                         hub,
@@ -134,18 +163,30 @@ impl MeterSystem {
                         drained: Notify::new(),
                         n_stale: Cell::new(0),
                         n_applied: applied,
+                        partition,
+                        store,
                     });
-                    PartitionActor::new(partition, partition_config, shared, reader)
+                    PartitionActor::new(partition, partition_config, shared, reader, checkpoint.unwrap_or(0))
                 })
             })
             .collect();
-        MeterSystem {
+        Ok(MeterSystem {
             partitions: Arc::new(partitions),
             hub,
             clock,
+            store: config.store.clone(),
             n_applied: Arc::new(n_applied),
             _arbiters: Arc::new(ArbiterGuard(arbiters)),
+        })
+    }
+
+    /// Checkpoints every partition now (clean shutdown); answers the offsets.
+    pub async fn checkpoint_all(&self) -> Result<Vec<u64>, SystemError> {
+        let mut offsets = Vec::with_capacity(self.partitions.len());
+        for partition in self.partitions.iter() {
+            offsets.push(partition.send(Checkpoint).await?.map_err(SystemError::Store)?);
         }
+        Ok(offsets)
     }
 
     /// Readings applied by meter actors since start (stale ones included).
@@ -165,14 +206,23 @@ impl MeterSystem {
         &self.partitions[meter.partition(self.partitions.len() as u32) as usize]
     }
 
-    async fn find(
-        &self,
-        meter: MeterId,
-    ) -> Result<Addr<crate::meter_actor::MeterActor>, SystemError> {
-        self.partition_of(&meter)
-            .send(FindMeter(meter))
-            .await?
-            .ok_or(SystemError::MeterNotFound)
+    async fn find(&self, meter: MeterId) -> Result<Addr<MeterActor>, SystemError> {
+        if let Some(actor) = self.partition_of(&meter).send(FindMeter(meter)).await? {
+            return Ok(actor);
+        }
+        // Not running: after a restart, meters come back lazily; one with a stored
+        // snapshot is started (and restored) on demand.
+        let Some(store) = &self.store else {
+            return Err(SystemError::MeterNotFound);
+        };
+        let stored = store
+            .get_snapshot(meter)
+            .await
+            .map_err(|error| SystemError::Store(error.to_string()))?;
+        if stored.is_none() {
+            return Err(SystemError::MeterNotFound);
+        }
+        Ok(self.partition_of(&meter).send(EnsureMeter(meter)).await?)
     }
 
     /// The live state of one meter.

@@ -10,7 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
+use std::path::PathBuf;
+
+use gridpulse_actors::writer::BatchWriter;
 use gridpulse_actors::{AlertHub, Clock, MeterSystem, SystemClock, SystemConfig, Thresholds};
+use gridpulse_domain::AlertState;
+use gridpulse_store::embedded::EmbeddedStore;
+use gridpulse_store::journal::{Journal, JournalOptions};
+use gridpulse_store::{AlertHistoryEntry, AlertQuery, Retention, Store, StoreError};
 use gridpulse_domain::Limits;
 use gridpulse_ingest::simulator::{Simulator, SimulatorConfig, SimulatorOutput};
 use gridpulse_ingest::{InProcessLog, ingest_json, metrics as ingest_metrics};
@@ -42,6 +49,37 @@ pub struct EmbeddedConfig {
     pub simulate: Option<SimulatorConfig>,
     /// How often partitions look for silent meters ("no data").
     pub no_data_sweep: Duration,
+    /// Persistence: `None` keeps everything in memory (lost on exit).
+    pub persistence: Option<Persistence>,
+}
+
+/// Where and how the embedded system persists.
+#[derive(Debug, Clone)]
+pub struct Persistence {
+    /// Data directory: `journal/` (the durable reading log) and `store/`.
+    pub data_dir: PathBuf,
+    /// Use this store instead of the embedded one under `data_dir/store` (ScyllaDB).
+    pub store: Option<Arc<dyn Store>>,
+    /// How often partitions checkpoint.
+    pub checkpoint_interval: Duration,
+    /// Retention of the embedded store.
+    pub retention: Retention,
+    /// fsync the journal before acknowledging readings (on by default; off only for
+    /// benchmarks of the rest of the pipeline).
+    pub sync_journal: bool,
+}
+
+impl Persistence {
+    /// Defaults under `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Persistence {
+        Persistence {
+            data_dir: data_dir.into(),
+            store: None,
+            checkpoint_interval: Duration::from_secs(5),
+            retention: Retention::default(),
+            sync_journal: true,
+        }
+    }
 }
 
 impl Default for EmbeddedConfig {
@@ -58,6 +96,7 @@ impl Default for EmbeddedConfig {
             max_resolved_alerts: 100_000,
             simulate: None,
             no_data_sweep: Duration::from_secs(1),
+            persistence: None,
         }
     }
 }
@@ -80,29 +119,92 @@ impl std::fmt::Debug for EmbeddedSystem {
     }
 }
 
+/// Why the embedded system could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory (store or journal) is unusable.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The actor system could not start.
+    #[error(transparent)]
+    Actors(#[from] gridpulse_actors::SystemError),
+    /// The HTTP listener failed.
+    #[error("HTTP listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 impl EmbeddedSystem {
-    /// Starts everything; HTTP on `listener`. Must be called inside an actix `System`.
-    pub fn start(
+    /// Starts everything; HTTP on `listener`. With persistence, recovers first: open
+    /// alerts come back from the store, each partition resumes at its checkpoint and
+    /// meters restore their snapshots lazily. Must be called inside an actix `System`.
+    pub async fn start(
         config: EmbeddedConfig,
         listener: TcpListener,
         clock: Arc<dyn Clock>,
-    ) -> std::io::Result<EmbeddedSystem> {
-        let log = InProcessLog::new(config.n_partitions, config.log_capacity);
+    ) -> Result<EmbeddedSystem, StartError> {
         let hub = AlertHub::new(config.alert_channel_capacity, config.max_resolved_alerts);
+        let (log, store) = match &config.persistence {
+            None => (InProcessLog::new(config.n_partitions, config.log_capacity), None),
+            Some(persistence) => {
+                let store: Arc<dyn Store> = match &persistence.store {
+                    Some(store) => Arc::clone(store),
+                    None => Arc::new(EmbeddedStore::open(
+                        &persistence.data_dir.join("store"),
+                        persistence.retention,
+                    )?),
+                };
+                let journal = Journal::open(
+                    &persistence.data_dir.join("journal"),
+                    config.n_partitions,
+                    JournalOptions {
+                        sync: persistence.sync_journal,
+                        ..JournalOptions::default()
+                    },
+                )?;
+                let log = InProcessLog::open_durable(Arc::new(journal), config.log_capacity);
+                hub.set_sink(BatchWriter::spawn(
+                    "alerts",
+                    Arc::clone(&store),
+                    1 << 16,
+                    Arc::new(|store: &dyn Store, entries: &[AlertHistoryEntry]| {
+                        store.write_alert_events(entries)
+                    }),
+                ));
+                for state in [AlertState::Firing, AlertState::Acknowledged] {
+                    let open = store
+                        .query_alerts(&AlertQuery {
+                            state: Some(state),
+                            limit: 1_000_000,
+                            ..AlertQuery::default()
+                        })
+                        .await?;
+                    hub.seed(open);
+                }
+                (log, Some(store))
+            }
+        };
+        let checkpoint_interval = config
+            .persistence
+            .as_ref()
+            .map_or(Duration::from_secs(5), |persistence| persistence.checkpoint_interval);
         let meters = MeterSystem::start(
             SystemConfig {
                 n_workers: config.n_workers,
                 default_thresholds: config.default_thresholds.clone(),
                 no_data_sweep: config.no_data_sweep,
+                store: store.clone(),
+                checkpoint_interval,
                 ..SystemConfig::default()
             },
             Arc::clone(&log) as Arc<dyn gridpulse_actors::ReadingSource>,
             hub,
             Arc::clone(&clock),
-        );
+        )
+        .await?;
         let state = AppState {
             log,
             meters,
+            store,
             limits: config.limits,
             clock,
             max_body_bytes: config.max_body_bytes,
@@ -143,11 +245,20 @@ impl EmbeddedSystem {
     }
 
     /// Starts with the system clock.
-    pub fn start_default_clock(
+    pub async fn start_default_clock(
         config: EmbeddedConfig,
         listener: TcpListener,
-    ) -> std::io::Result<EmbeddedSystem> {
-        EmbeddedSystem::start(config, listener, Arc::new(SystemClock))
+    ) -> Result<EmbeddedSystem, StartError> {
+        EmbeddedSystem::start(config, listener, Arc::new(SystemClock)).await
+    }
+
+    /// Clean shutdown after the HTTP server stopped: checkpoint every partition so a
+    /// restart replays nothing, then close the log.
+    pub async fn shutdown(state: &AppState) -> Result<(), gridpulse_actors::SystemError> {
+        let offsets = state.meters.checkpoint_all().await?;
+        state.log.close();
+        tracing::info!(?offsets, "checkpointed all partitions");
+        Ok(())
     }
 }
 
@@ -166,15 +277,23 @@ async fn run_simulator(config: SimulatorConfig, state: AppState) {
     loop {
         tick.tick().await;
         simulator.tick(state.clock.now_ms(), &mut output);
-        // A full log means the actors are behind: keep the readings and retry next tick.
-        match state.log.append(&output.readings) {
-            Ok(()) => {
-                ingest_metrics::record_accepted("simulator", output.readings.len() as u64);
-                output.readings.clear();
+        // Appending may wait for the journal's fsync: off the async thread. A full log
+        // means the actors are behind: keep the readings and retry next tick.
+        let readings = std::mem::take(&mut output.readings);
+        let log = Arc::clone(&state.log);
+        let appended = tokio::task::spawn_blocking(move || {
+            let result = log.append(&readings);
+            (readings, result)
+        })
+        .await;
+        match appended {
+            Ok((readings, Ok(()))) => {
+                ingest_metrics::record_accepted("simulator", readings.len() as u64);
             }
-            Err(gridpulse_actors::LogError::Closed) => return,
-            Err(error) => {
-                tracing::warn!(%error, pending = output.readings.len(), "simulator paused")
+            Ok((_, Err(gridpulse_actors::LogError::Closed))) | Err(_) => return,
+            Ok((readings, Err(error))) => {
+                tracing::warn!(%error, pending = readings.len(), "simulator paused");
+                output.readings = readings;
             }
         }
         for payload in output.bad_payloads.drain(..) {

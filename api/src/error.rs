@@ -94,6 +94,16 @@ impl From<SystemError> for ApiError {
             SystemError::AlertNotOpen => ApiError::NotFound("open alert"),
             SystemError::Thresholds(error) => ApiError::bad_field(error.field, error.reason),
             SystemError::Unavailable(error) => ApiError::Unavailable(error.to_string()),
+            SystemError::Store(error) => ApiError::Unavailable(format!("store: {error}")),
+        }
+    }
+}
+
+impl From<gridpulse_store::StoreError> for ApiError {
+    fn from(error: gridpulse_store::StoreError) -> Self {
+        match error {
+            gridpulse_store::StoreError::BadRequest { field, reason } => ApiError::bad_field(field, reason),
+            other => ApiError::Unavailable(other.to_string()),
         }
     }
 }

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use gridpulse_actors::Thresholds;
+use gridpulse_api::embedded::Persistence;
 use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
+use gridpulse_store::scylla_store::{ScyllaConfig, ScyllaStore};
 use gridpulse_ingest::simulator::SimulatorConfig;
 
 /// Real-time telemetry and alerting for smart electricity meters.
@@ -25,6 +27,9 @@ struct Cli {
 enum Command {
     /// Run everything in one process: in-process log, meter actors, API and dashboard.
     Run(RunArgs),
+    /// Create or upgrade the ScyllaDB schema (idempotent); connection from
+    /// GRIDPULSE_SCYLLA_* variables.
+    Migrate,
 }
 
 #[derive(Debug, Args)]
@@ -57,6 +62,19 @@ struct RunArgs {
     /// JSON file with default meter thresholds (fields left out keep their defaults).
     #[arg(long, value_name = "FILE", env = "GRIDPULSE_THRESHOLDS")]
     thresholds: Option<PathBuf>,
+    /// Where readings, state snapshots, alerts and the reading journal are kept.
+    #[arg(long, value_name = "DIR", env = "GRIDPULSE_DATA_DIR", default_value = "./gridpulse-data")]
+    data_dir: PathBuf,
+    /// Keep nothing on disk (everything is lost on exit).
+    #[arg(long, env = "GRIDPULSE_IN_MEMORY", conflicts_with = "scylla")]
+    in_memory: bool,
+    /// Store history and snapshots in ScyllaDB (GRIDPULSE_SCYLLA_* variables) instead of
+    /// the embedded store; the reading journal stays in --data-dir.
+    #[arg(long, env = "GRIDPULSE_SCYLLA")]
+    scylla: bool,
+    /// Seconds between checkpoints (state snapshots; bounds the replay after a crash).
+    #[arg(long, default_value_t = 5.0, env = "GRIDPULSE_CHECKPOINT_INTERVAL")]
+    checkpoint_interval: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,7 +87,26 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Migrate => migrate(),
     }
+}
+
+fn scylla_config() -> anyhow::Result<ScyllaConfig> {
+    ScyllaConfig::from_env()?.context("set GRIDPULSE_SCYLLA_NODES (comma-separated host:port) to use ScyllaDB")
+}
+
+fn migrate() -> anyhow::Result<()> {
+    let config = scylla_config()?;
+    actix_web::rt::System::new().block_on(async move {
+        let applied = gridpulse_store::scylla_store::migrate(&config).await?;
+        if applied.is_empty() {
+            println!("schema is up to date");
+        }
+        for migration in applied {
+            println!("applied {migration:?}");
+        }
+        Ok(())
+    })
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -89,6 +126,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if !(args.simulate_interval.is_finite() && args.simulate_interval >= 0.1) {
         anyhow::bail!("--simulate-interval must be at least 0.1 seconds");
     }
+    if !(args.checkpoint_interval.is_finite() && args.checkpoint_interval >= 0.05) {
+        anyhow::bail!("--checkpoint-interval must be at least 0.05 seconds");
+    }
+    let persistence = (!args.in_memory).then(|| {
+        let mut persistence = Persistence::new(&args.data_dir);
+        persistence.checkpoint_interval = std::time::Duration::from_secs_f64(args.checkpoint_interval);
+        persistence
+    });
     let config = EmbeddedConfig {
         n_partitions: args.partitions.max(1),
         n_workers: args.workers,
@@ -101,8 +146,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             interval_ms: (args.simulate_interval * 1000.0) as i64,
             ..SimulatorConfig::default()
         }),
+        persistence,
         ..EmbeddedConfig::default()
     };
+    let use_scylla = args.scylla;
     actix_web::rt::System::new().block_on(async move {
         let listener = TcpListener::bind(&args.listen).with_context(|| {
             format!(
@@ -110,7 +157,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 args.listen
             )
         })?;
-        let system = EmbeddedSystem::start_default_clock(config, listener)?;
+        let mut config = config;
+        if use_scylla && let Some(persistence) = config.persistence.as_mut() {
+            let store = ScyllaStore::connect(scylla_config()?).await?;
+            persistence.store = Some(std::sync::Arc::new(store));
+        }
+        let data_dir = config.persistence.as_ref().map(|p| p.data_dir.display().to_string());
+        let system = EmbeddedSystem::start_default_clock(config, listener)
+            .await
+            .context("starting gridpulse")?;
         let url = format!("http://{}", system.local_addr);
         println!("gridpulse is running (embedded mode, no servers needed)");
         println!("  live alerts page   {url}/");
@@ -123,8 +178,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 println!("  post readings to   {url}/api/readings   (or start with --simulate 100)")
             }
         }
+        match data_dir {
+            Some(dir) => println!("  data directory     {dir} (state survives restarts)"),
+            None => println!("  data directory     none (--in-memory: nothing is kept)"),
+        }
         println!("press Ctrl-C to stop");
+        let state = system.state.clone();
         system.server.await.context("HTTP server")?;
+        EmbeddedSystem::shutdown(&state).await.context("final checkpoint")?;
         Ok(())
     })
 }

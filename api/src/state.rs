@@ -5,6 +5,7 @@ use std::sync::Arc;
 use gridpulse_actors::{Clock, MeterSystem};
 use gridpulse_domain::Limits;
 use gridpulse_ingest::InProcessLog;
+use gridpulse_store::Store;
 
 /// Shared application state (cheap to clone).
 #[derive(Debug, Clone)]
@@ -13,6 +14,8 @@ pub struct AppState {
     pub log: Arc<InProcessLog>,
     /// The meter actors.
     pub meters: MeterSystem,
+    /// History (readings, alerts with lifecycle) when persistence is on.
+    pub store: Option<Arc<dyn Store>>,
     /// Validation limits for incoming readings.
     pub limits: Limits,
     /// Wall clock (validation of future timestamps, alert commands).

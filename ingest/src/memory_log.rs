@@ -4,14 +4,20 @@
 //! `MeterId::partition`), ordered within a partition, with offsets, batched reads and
 //! commits. Appends are all-or-nothing across partitions and bounded: a full partition
 //! refuses the append (`LogError::Full`) so producers slow down instead of the process
-//! growing without bound. It is held in memory; the embedded store of the persistence
-//! issue makes it durable.
+//! growing without bound.
+//!
+//! Durable mode ([`InProcessLog::open_durable`]): every append is first written to the
+//! [`Journal`] and fsynced, so a reading acknowledged to a client survives `kill -9`; the
+//! memory part holds only records not yet read. A reader positioned before the memory
+//! part (replay from a checkpoint after a restart) reads the journal until it catches up.
+//! Checkpoints let the journal drop whole segments before the checkpoint offset.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use gridpulse_actors::log::{LocalFuture, LogError, LogRecord, PartitionReader, ReadingSource};
 use gridpulse_domain::Reading;
+use gridpulse_store::journal::Journal;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -30,11 +36,12 @@ struct Partition {
     appended: Notify,
 }
 
-/// A bounded, partitioned, in-memory log of readings.
+/// A bounded, partitioned log of readings, in memory or journaled to disk.
 #[derive(Debug)]
 pub struct InProcessLog {
     partitions: Vec<Arc<Partition>>,
     capacity: usize,
+    journal: Option<Arc<Journal>>,
 }
 
 impl InProcessLog {
@@ -44,7 +51,35 @@ impl InProcessLog {
         Arc::new(InProcessLog {
             partitions: (0..n_partitions.max(1)).map(|_| Arc::default()).collect(),
             capacity: capacity.max(1),
+            journal: None,
         })
+    }
+
+    /// A log whose appends are durable in `journal` before they return. Offsets continue
+    /// from the journal's; readers can start anywhere the journal still holds.
+    pub fn open_durable(journal: Arc<Journal>, capacity: usize) -> Arc<InProcessLog> {
+        let partitions = (0..journal.n_partitions())
+            .map(|partition| {
+                Arc::new(Partition {
+                    state: Mutex::new(PartitionState {
+                        base_offset: journal.next_offset(partition),
+                        records: VecDeque::new(),
+                        closed: false,
+                    }),
+                    appended: Notify::new(),
+                })
+            })
+            .collect();
+        Arc::new(InProcessLog {
+            partitions,
+            capacity: capacity.max(1),
+            journal: Some(journal),
+        })
+    }
+
+    /// The journal, in durable mode.
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
     }
 
     /// Appends readings, each to its meter's partition; all or none.
@@ -75,6 +110,32 @@ impl InProcessLog {
                 });
             }
             guards.push(Some(state));
+        }
+        if let Some(journal) = &self.journal {
+            // Durable before visible: one journal write and fsync per touched partition.
+            let mut groups: Vec<Vec<Reading>> = vec![Vec::new(); self.partitions.len()];
+            for reading in readings {
+                groups[reading.meter.partition(n_partitions) as usize].push(*reading);
+            }
+            let batch: Vec<(u32, &[Reading])> = groups
+                .iter()
+                .enumerate()
+                .filter(|(_, group)| !group.is_empty())
+                .map(|(idx, group)| (idx as u32, group.as_slice()))
+                .collect();
+            let assigned = journal
+                .append(&batch)
+                .map_err(|error| LogError::Backend(error.to_string()))?;
+            for (partition, first_offset) in assigned {
+                if let Some(state) = guards[partition as usize].as_ref() {
+                    let expected = state.base_offset + state.records.len() as u64;
+                    if first_offset != expected {
+                        return Err(LogError::Backend(format!(
+                            "journal partition {partition} assigned offset {first_offset}, memory expected {expected}"
+                        )));
+                    }
+                }
+            }
         }
         for reading in readings {
             let idx = reading.meter.partition(n_partitions) as usize;
@@ -113,10 +174,30 @@ impl ReadingSource for InProcessLog {
         self.partitions.len() as u32
     }
 
-    fn open_partition(&self, partition: u32) -> Box<dyn PartitionReader> {
-        let log = Arc::clone(&self.partitions[partition as usize % self.partitions.len()]);
-        let position = log.state.lock().base_offset;
-        Box::new(InProcessReader { log, position })
+    fn open_partition(&self, partition: u32, from_offset: Option<u64>) -> Box<dyn PartitionReader> {
+        let partition = partition % self.partitions.len() as u32;
+        let log = Arc::clone(&self.partitions[partition as usize]);
+        let base_offset = log.state.lock().base_offset;
+        // Without a journal, nothing before the memory part can be read.
+        let position = match (&self.journal, from_offset) {
+            (Some(_), Some(offset)) => offset.min(base_offset),
+            (Some(_), None) => 0,
+            (None, _) => base_offset,
+        };
+        Box::new(InProcessReader {
+            log,
+            position,
+            partition,
+            journal: self.journal.clone(),
+        })
+    }
+
+    fn checkpointed(&self, partition: u32, offset: u64) {
+        if let Some(journal) = &self.journal
+            && let Err(error) = journal.truncate_before(partition, offset)
+        {
+            tracing::warn!(partition, offset, %error, "could not drop checkpointed journal segments");
+        }
     }
 }
 
@@ -126,11 +207,34 @@ pub struct InProcessReader {
     log: Arc<Partition>,
     /// Next offset to read.
     position: u64,
+    partition: u32,
+    journal: Option<Arc<Journal>>,
 }
 
 impl PartitionReader for InProcessReader {
     fn next_batch(&mut self, max: usize) -> LocalFuture<'_, Result<Vec<LogRecord>, LogError>> {
         Box::pin(async move {
+            // Replay: records before the memory part come from the journal.
+            if let Some(journal) = &self.journal {
+                let base_offset = self.log.state.lock().base_offset;
+                if self.position < base_offset {
+                    let limit = max.max(1).min((base_offset - self.position) as usize);
+                    let records = journal
+                        .read_from(self.partition, self.position, limit)
+                        .map_err(|error| LogError::Backend(error.to_string()))?;
+                    if let Some((last, _)) = records.last() {
+                        self.position = last + 1;
+                        return Ok(records
+                            .into_iter()
+                            .map(|(offset, reading)| LogRecord { offset, reading })
+                            .collect());
+                    }
+                    return Err(LogError::Backend(format!(
+                        "journal partition {} has no record at offset {} (expected up to {base_offset})",
+                        self.partition, self.position
+                    )));
+                }
+            }
             loop {
                 {
                     let state = self.log.state.lock();
@@ -199,7 +303,7 @@ mod tests {
         log.append(&readings).unwrap();
         let mut seen = Vec::new();
         for partition in 0..4 {
-            let mut reader = log.open_partition(partition);
+            let mut reader = log.open_partition(partition, None);
             let mut expected_offset = 0;
             while log.partitions[partition as usize]
                 .state
@@ -245,7 +349,7 @@ mod tests {
             })
         );
         assert_eq!(log.pending(), 2);
-        let mut reader = log.open_partition(0);
+        let mut reader = log.open_partition(0, None);
         let batch = reader.next_batch(10).await.unwrap();
         reader.commit(batch[1].offset + 1);
         log.append(&[reading("b", 1), reading("a", 3)]).unwrap();
@@ -259,7 +363,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn readers_wait_for_appends_and_end_on_close() {
         let log = InProcessLog::new(1, 10);
-        let mut reader = log.open_partition(0);
+        let mut reader = log.open_partition(0, None);
         // Partition readers are not `Send` (they run on one arbiter): use a LocalSet.
         let local = tokio::task::LocalSet::new();
         local

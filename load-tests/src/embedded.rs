@@ -156,7 +156,7 @@ async fn run_in_system(args: EmbeddedArgs, fleet: Fleet, cores: usize) -> anyhow
         ..EmbeddedConfig::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0")?;
-    let system = EmbeddedSystem::start_default_clock(config, listener)?;
+    let system = EmbeddedSystem::start_default_clock(config, listener).await?;
     let addr = system.local_addr;
     let server = system.server.handle();
     actix_web::rt::spawn(system.server);

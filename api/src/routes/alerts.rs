@@ -2,7 +2,10 @@
 
 use actix_web::{HttpResponse, get, post, web};
 use gridpulse_actors::{AlertAction, AlertFilter};
-use gridpulse_domain::{AlertKind, AlertState};
+use std::collections::HashSet;
+
+use gridpulse_domain::{AlertKind, AlertRecord, AlertState};
+use gridpulse_store::{AlertHistoryEntry, AlertQuery as StoreAlertQuery};
 use serde::{Deserialize, Serialize};
 
 use super::meters::parse_limit;
@@ -67,23 +70,60 @@ pub async fn list_alerts(
             .transpose()?,
     };
     let limit = parse_limit(query.limit.as_deref(), 100, 1000)?;
-    Ok(HttpResponse::Ok().json(AlertList {
-        alerts: state.meters.hub().query(&filter, limit),
-    }))
+    // Live alerts from the hub (freshest), history across restarts from the store.
+    let mut alerts = state.meters.hub().query(&filter, limit);
+    if let Some(store) = &state.store {
+        let stored = store
+            .query_alerts(&StoreAlertQuery {
+                meter: filter.meter,
+                kind: filter.kind,
+                state: filter.state,
+                since_ms: filter.since_ms,
+                limit,
+            })
+            .await?;
+        let live: HashSet<String> = alerts.iter().map(|alert| alert.id.clone()).collect();
+        // A stored copy may be older than the hub's, so the hub decides its state.
+        let hub = state.meters.hub();
+        alerts.extend(
+            stored
+                .into_iter()
+                .filter(|alert| !live.contains(&alert.id) && hub.get(&alert.id).is_none()),
+        );
+        alerts.sort_by(|a, b| {
+            b.first_seen_ms
+                .cmp(&a.first_seen_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        alerts.truncate(limit);
+    }
+    Ok(HttpResponse::Ok().json(AlertList { alerts }))
 }
 
-/// One alert with its lifecycle fields.
+/// One alert with its lifecycle history (oldest first).
 #[get("/api/alerts/{id}")]
 pub async fn get_alert(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let alert = state
-        .meters
-        .hub()
-        .get(&id)
-        .ok_or(ApiError::NotFound("alert"))?;
-    Ok(HttpResponse::Ok().json(alert))
+    let live = state.meters.hub().get(&id);
+    let stored = match &state.store {
+        Some(store) => store.get_alert(&id).await?,
+        None => None,
+    };
+    let (alert, history) = match (live, stored) {
+        (Some(alert), stored) => (alert, stored.map(|s| s.history).unwrap_or_default()),
+        (None, Some(stored)) => (stored.alert, stored.history),
+        (None, None) => return Err(ApiError::NotFound("alert")),
+    };
+    Ok(HttpResponse::Ok().json(AlertDetail { alert, history }))
+}
+
+#[derive(Debug, Serialize)]
+struct AlertDetail {
+    #[serde(flatten)]
+    alert: AlertRecord,
+    history: Vec<AlertHistoryEntry>,
 }
 
 #[derive(Debug, Deserialize)]

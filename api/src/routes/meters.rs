@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, get, put, web};
 use gridpulse_actors::{MeterSnapshot, Thresholds};
+use gridpulse_store::ReadingQuery;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_meter, read_body};
@@ -94,4 +95,53 @@ pub async fn put_thresholds(
         .set_thresholds(meter, thresholds.clone())
         .await?;
     Ok(HttpResponse::Ok().json(thresholds))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// Parses a Unix-milliseconds time parameter.
+pub fn parse_time(field: &'static str, text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>()
+        .map_err(|_| ApiError::bad_field(field, "must be a Unix time in milliseconds"))
+}
+
+/// A meter's stored readings in `[from, to)` (Unix ms; default: the last 24 hours),
+/// oldest first, `limit` per page (1–10000, default 1000); `next_cursor` continues.
+#[get("/api/meters/{id}/readings")]
+pub async fn get_readings(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let meter = parse_meter("id", &id)?;
+    let store = state
+        .store
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("reading history needs persistence (run without --in-memory)".into()))?;
+    let to_ms = match query.to.as_deref() {
+        Some(text) => parse_time("to", text)?,
+        None => state.clock.now_ms() + 1,
+    };
+    let from_ms = match query.from.as_deref() {
+        Some(text) => parse_time("from", text)?,
+        None => to_ms - 86_400_000,
+    };
+    let limit = parse_limit(query.limit.as_deref(), 1000, 10_000)?;
+    let page = store
+        .read_readings(&ReadingQuery {
+            meter,
+            from_ms,
+            to_ms,
+            limit,
+            cursor: query.cursor.clone(),
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
 }

@@ -18,6 +18,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(meters::list_meters)
         .service(meters::get_meter)
         .service(meters::put_thresholds)
+        .service(meters::get_readings)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)
         .service(alerts::ack_alert)

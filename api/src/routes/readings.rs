@@ -48,9 +48,16 @@ pub async fn post_readings(
             limit: state.max_body_bytes,
         });
     }
-    let body = read_body(payload, state.max_body_bytes).await?;
+    let body = read_body(payload, state.max_body_bytes).await?.freeze();
     let now_ms = state.clock.now_ms();
-    let report = match ingest_json(&state.log, &body, now_ms, &state.limits, "http") {
+    // Appending waits for the journal's fsync: off the async worker.
+    let worker_state = state.clone();
+    let result = web::block(move || {
+        ingest_json(&worker_state.log, &body, now_ms, &worker_state.limits, "http")
+    })
+    .await
+    .map_err(|error| ApiError::Unavailable(format!("ingest worker: {error}")))?;
+    let report = match result {
         Ok(report) => report,
         Err(IngestError::Malformed(error)) => {
             return Err(ApiError::BadBody(format!("{error}; nothing was accepted")));

@@ -1,1 +1,0 @@
-//! The ScyllaDB backend (being written).

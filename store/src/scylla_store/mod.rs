@@ -1,0 +1,742 @@
+//! The ScyllaDB backend: the same [`Store`] interface as the embedded store, on a
+//! cluster, for deployments past one machine.
+//!
+//! * [`ScyllaConfig`] — contact points, keyspace, credentials, consistency, TTLs
+//!   (`GRIDPULSE_SCYLLA_*` variables via [`ScyllaConfig::from_env`]).
+//! * [`migrate`] — creates the keyspace and applies the versioned CQL files of
+//!   `store/cql/` (embedded in the binary), recording them in `schema_migrations`.
+//! * [`ScyllaStore::connect`] — one driver session (token-aware default load balancing,
+//!   client-side monotonic write timestamps), every statement prepared once, with the
+//!   configured consistency; refuses a keyspace whose migrations are missing.
+//!
+//! Data model (see `store/cql/V001__init.cql`): readings in (meter, UTC day) partitions
+//! clustered by time, so a range query walks day partitions in order with `LIMIT` and
+//! paging; snapshots by meter; checkpoints by log partition; alerts by id as JSON plus
+//! two denormalised indexes (by meter, by day of first_seen, newest first) and a small
+//! list of days that have alerts; alert history by (id, at, event); configuration by
+//! (kind, id).
+//!
+//! Writes: unlogged batches only within one partition key (readings of one meter-day,
+//! history of one alert), at most [`BATCH_ROWS`] rows; everything else is single
+//! prepared statements run concurrently, at most [`MAX_IN_FLIGHT`] at once. A slice
+//! that names one key twice keeps its last value, as the embedded store does.
+//!
+//! Retention is TTL at write time (`USING TTL`, from [`ScyllaConfig::readings_ttl_days`]
+//! and [`ScyllaConfig::alerts_ttl_days`]), so [`Store::apply_retention`] has nothing to
+//! do here; durability is the write consistency, so [`Store::flush`] has nothing to do
+//! either.
+
+mod config;
+mod migrate;
+mod rows;
+mod statements;
+
+use std::collections::BTreeSet;
+use std::fmt::Display;
+use std::future::Future;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use gridpulse_domain::{AlertRecord, MeterId, Reading};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::deserialize::row::DeserializeRow;
+use scylla::policies::load_balancing::DefaultPolicy;
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::response::PagingState;
+use scylla::response::query_result::QueryResult;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::Consistency;
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::unprepared::Statement;
+use tokio::task::JoinSet;
+
+pub use self::config::{
+    DEFAULT_KEYSPACE, DEFAULT_REPLICATION_FACTOR, ENV_ALERTS_TTL_DAYS, ENV_CONSISTENCY, ENV_KEYSPACE, ENV_NODES,
+    ENV_PASSWORD, ENV_READINGS_TTL_DAYS, ENV_REPLICATION_FACTOR, ENV_USERNAME, MAX_TTL_DAYS, ScyllaConfig,
+    ScyllaConsistency,
+};
+pub use self::migrate::{AppliedMigration, MIGRATIONS, Migration, migrate, split_statements};
+use self::rows::{
+    alert_day_values, alert_days_key, checkpoint_key, config_key, day_key, config_values, reading_range_values,
+    since_values, text_key, HistoryRow, HistorySelect, ReadingRow, ReadingSelect, SnapshotSelect, alert_from_body,
+    checkpoint_values, corrupt, day_ranges, history_from_select, last_per_key, plan_alert_writes,
+    reading_batches, reading_from_select, snapshot_from_select, snapshot_values,
+};
+use self::statements::StatementTexts;
+use crate::error::StoreError;
+use crate::model::{
+    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, SnapshotRow, StoredAlert, day_bucket,
+    reading_cursor,
+};
+use crate::{Store, StoreFuture};
+
+/// Most rows in one unlogged batch (all of one partition key).
+pub const BATCH_ROWS: usize = 100;
+/// Most requests one store call keeps in flight.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// Rows per page of every paged read.
+const PAGE_ROWS: i32 = 1000;
+
+/// The Scylla store (cheap to clone: one shared session).
+#[derive(Debug, Clone)]
+pub struct ScyllaStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    session: Session,
+    keyspace: String,
+    statements: Prepared,
+    write_consistency: Consistency,
+    alerts_ttl_seconds: Option<i32>,
+    /// Days already recorded in `alert_days` by this process (skips re-writing the one
+    /// hot row on every alert).
+    known_alert_days: Mutex<BTreeSet<i32>>,
+}
+
+/// Every prepared statement (see [`StatementTexts`] for the text of each).
+#[derive(Debug)]
+struct Prepared {
+    insert_reading: PreparedStatement,
+    select_readings: PreparedStatement,
+    insert_snapshot: PreparedStatement,
+    select_snapshot: PreparedStatement,
+    insert_checkpoint: PreparedStatement,
+    select_checkpoint: PreparedStatement,
+    insert_alert: PreparedStatement,
+    insert_alert_by_meter: PreparedStatement,
+    insert_alert_by_day: PreparedStatement,
+    insert_alert_day: PreparedStatement,
+    insert_alert_history: PreparedStatement,
+    select_alert: PreparedStatement,
+    select_alert_history: PreparedStatement,
+    select_alerts_by_meter: PreparedStatement,
+    select_alerts_by_meter_since: PreparedStatement,
+    select_alert_days: PreparedStatement,
+    select_alert_days_since: PreparedStatement,
+    select_alerts_by_day: PreparedStatement,
+    select_alerts_by_day_since: PreparedStatement,
+    insert_config: PreparedStatement,
+    select_config: PreparedStatement,
+    delete_config: PreparedStatement,
+    list_config: PreparedStatement,
+}
+
+/// Maps a driver error to [`StoreError::Scylla`] with what was being done.
+pub(crate) fn db_error<E: Display>(context: impl Display) -> impl FnOnce(E) -> StoreError {
+    move |error| StoreError::Scylla(format!("{context}: {error}"))
+}
+
+/// Decodes every row of a result; a type mismatch or undecodable value is
+/// [`StoreError::Corrupt`] naming `table`.
+pub(crate) fn rows_of<R>(result: QueryResult, table: &str) -> Result<Vec<R>, StoreError>
+where
+    R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+{
+    let rows = result
+        .into_rows_result()
+        .map_err(db_error(format!("reading {table}: expected rows")))?;
+    let typed = rows
+        .rows::<R>()
+        .map_err(|error| corrupt("row", table.to_owned(), error))?;
+    typed
+        .map(|row| row.map_err(|error| corrupt("row", table.to_owned(), error)))
+        .collect()
+}
+
+/// Opens a driver session on `config`'s nodes: token-aware default load balancing,
+/// the configured consistency as the default, monotonic client-side timestamps (so a
+/// process's later write of a row always wins, whichever coordinator serves it).
+pub(crate) async fn build_session(config: &ScyllaConfig) -> Result<Session, StoreError> {
+    let policy = DefaultPolicy::builder().token_aware(true).build();
+    let profile = ExecutionProfile::builder()
+        .consistency(config.consistency.for_writes())
+        .load_balancing_policy(policy)
+        .build();
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&config.nodes)
+        .default_execution_profile_handle(profile.into_handle())
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()));
+    if let (Some(username), Some(password)) = (&config.username, &config.password) {
+        builder = builder.user(username, password);
+    }
+    builder
+        .build()
+        .await
+        .map_err(db_error(format!("connecting to {}", config.nodes.join(","))))
+}
+
+/// A page visitor collecting the alerts of `(body,)` rows that match `query`, breaking
+/// once `found` holds `limit`.
+fn collect_matching<'f>(
+    found: &'f mut Vec<AlertRecord>,
+    query: &'f AlertQuery,
+    limit: usize,
+    table: &'static str,
+) -> impl FnMut(Vec<(String,)>) -> Result<ControlFlow<()>, StoreError> + Send + 'f {
+    move |rows| {
+        for (body,) in rows {
+            let alert = alert_from_body(&body, table)?;
+            if query.matches(&alert) {
+                found.push(alert);
+                if found.len() >= limit {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// A write running on the runtime.
+type Task = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'static>>;
+
+/// Runs `tasks`, at most `limit` at once; the first error is returned and the tasks
+/// still running are dropped (every write is idempotent, so a retry of the whole call
+/// is safe).
+async fn run_bounded(tasks: Vec<Task>, limit: usize) -> Result<(), StoreError> {
+    if tasks.len() <= 1 {
+        for task in tasks {
+            task.await?;
+        }
+        return Ok(());
+    }
+    let mut running = JoinSet::new();
+    let joined = |result: Result<Result<(), StoreError>, tokio::task::JoinError>| {
+        result.map_err(db_error("write task failed"))?
+    };
+    for task in tasks {
+        if running.len() >= limit.max(1) {
+            if let Some(result) = running.join_next().await {
+                joined(result)?;
+            }
+        }
+        running.spawn(task);
+    }
+    while let Some(result) = running.join_next().await {
+        joined(result)?;
+    }
+    Ok(())
+}
+
+impl ScyllaStore {
+    /// Connects to the cluster and prepares every statement.
+    ///
+    /// Refuses, saying to run `gridpulse migrate`, when the keyspace is missing or lacks
+    /// an embedded migration; refuses when an applied schema file has changed.
+    pub async fn connect(config: ScyllaConfig) -> Result<ScyllaStore, StoreError> {
+        config.validate()?;
+        let session = build_session(&config).await?;
+        let keyspace = config.keyspace.clone();
+
+        let mut probe = Statement::new(
+            "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?",
+        );
+        probe.set_consistency(Consistency::LocalOne);
+        let result = session
+            .query_unpaged(probe, (keyspace.as_str(), statements::SCHEMA_MIGRATIONS.table))
+            .await
+            .map_err(db_error("reading system_schema.tables"))?;
+        let found: Vec<(String,)> = rows_of(result, "system_schema.tables")?;
+        if found.is_empty() {
+            return Err(StoreError::Scylla(format!(
+                "keyspace `{keyspace}` has no schema_migrations table (the keyspace is missing or \
+                 was never migrated): run `gridpulse migrate` first"
+            )));
+        }
+        let texts = StatementTexts::new(&config);
+        let recorded = migrate::read_recorded(&session, &texts, config.consistency.for_reads()).await?;
+        migrate::check_current(&keyspace, MIGRATIONS, &recorded)?;
+        for version in recorded.keys().filter(|version| !MIGRATIONS.iter().any(|m| m.version == **version)) {
+            tracing::warn!(keyspace, version, "keyspace has a schema migration this gridpulse does not know");
+        }
+
+        let reads = config.consistency.for_reads();
+        let writes = config.consistency.for_writes();
+        let prepare = |text: String, consistency: Consistency| {
+            let session = &session;
+            async move {
+                let mut statement = Statement::new(text.clone());
+                statement.set_page_size(PAGE_ROWS);
+                let mut prepared = session
+                    .prepare(statement)
+                    .await
+                    .map_err(db_error(format!("preparing `{text}`")))?;
+                prepared.set_consistency(consistency);
+                // Every statement is an idempotent upsert, delete or read: safe to retry
+                // and to execute speculatively.
+                prepared.set_is_idempotent(true);
+                Ok::<PreparedStatement, StoreError>(prepared)
+            }
+        };
+        let t = texts;
+        let statements = Prepared {
+            insert_reading: prepare(t.insert_reading, writes).await?,
+            select_readings: prepare(t.select_readings, reads).await?,
+            insert_snapshot: prepare(t.insert_snapshot, writes).await?,
+            select_snapshot: prepare(t.select_snapshot, reads).await?,
+            insert_checkpoint: prepare(t.insert_checkpoint, writes).await?,
+            select_checkpoint: prepare(t.select_checkpoint, reads).await?,
+            insert_alert: prepare(t.insert_alert, writes).await?,
+            insert_alert_by_meter: prepare(t.insert_alert_by_meter, writes).await?,
+            insert_alert_by_day: prepare(t.insert_alert_by_day, writes).await?,
+            insert_alert_day: prepare(t.insert_alert_day, writes).await?,
+            insert_alert_history: prepare(t.insert_alert_history, writes).await?,
+            select_alert: prepare(t.select_alert, reads).await?,
+            select_alert_history: prepare(t.select_alert_history, reads).await?,
+            select_alerts_by_meter: prepare(t.select_alerts_by_meter, reads).await?,
+            select_alerts_by_meter_since: prepare(t.select_alerts_by_meter_since, reads).await?,
+            select_alert_days: prepare(t.select_alert_days, reads).await?,
+            select_alert_days_since: prepare(t.select_alert_days_since, reads).await?,
+            select_alerts_by_day: prepare(t.select_alerts_by_day, reads).await?,
+            select_alerts_by_day_since: prepare(t.select_alerts_by_day_since, reads).await?,
+            insert_config: prepare(t.insert_config, writes).await?,
+            select_config: prepare(t.select_config, reads).await?,
+            delete_config: prepare(t.delete_config, writes).await?,
+            list_config: prepare(t.list_config, reads).await?,
+        };
+        tracing::info!(keyspace, nodes = ?config.nodes, consistency = %config.consistency, "connected to scylla");
+        Ok(ScyllaStore {
+            inner: Arc::new(Inner {
+                session,
+                keyspace,
+                statements,
+                write_consistency: writes,
+                alerts_ttl_seconds: config.alerts_ttl_seconds(),
+                known_alert_days: Mutex::new(BTreeSet::new()),
+            }),
+        })
+    }
+
+    /// The keyspace this store uses.
+    pub fn keyspace(&self) -> &str {
+        &self.inner.keyspace
+    }
+}
+
+impl Inner {
+    /// A task executing one prepared write.
+    fn execute_task<V>(self: &Arc<Self>, statement: &PreparedStatement, values: V, context: String) -> Task
+    where
+        V: SerializeRow + Send + 'static,
+    {
+        let inner = Arc::clone(self);
+        let statement = statement.clone();
+        Box::pin(async move {
+            inner
+                .session
+                .execute_unpaged(&statement, values)
+                .await
+                .map_err(db_error(context))?;
+            Ok(())
+        })
+    }
+
+    /// A task writing `rows` (all of one partition key) as one unlogged batch.
+    fn batch_task<V>(self: &Arc<Self>, statement: &PreparedStatement, rows: Vec<V>, context: String) -> Task
+    where
+        V: SerializeRow + Send + Sync + 'static,
+    {
+        let inner = Arc::clone(self);
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in 0..rows.len() {
+            batch.append_statement(statement.clone());
+        }
+        batch.set_consistency(self.write_consistency);
+        batch.set_is_idempotent(true);
+        Box::pin(async move {
+            inner.session.batch(&batch, &rows).await.map_err(db_error(context))?;
+            Ok(())
+        })
+    }
+
+    /// Reads `statement` page by page, handing each page's rows to `visit` until it
+    /// breaks or the rows run out.
+    async fn for_each_page<R, V>(
+        &self,
+        statement: &PreparedStatement,
+        values: &V,
+        table: &str,
+        mut visit: impl FnMut(Vec<R>) -> Result<ControlFlow<()>, StoreError> + Send,
+    ) -> Result<(), StoreError>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+        V: SerializeRow + Sync,
+    {
+        let mut paging = PagingState::start();
+        loop {
+            let (result, response) = self
+                .session
+                .execute_single_page(statement, values, paging)
+                .await
+                .map_err(db_error(format!("reading {table}")))?;
+            if visit(rows_of(result, table)?)?.is_break() {
+                return Ok(());
+            }
+            match response.into_paging_control_flow() {
+                ControlFlow::Break(()) => return Ok(()),
+                ControlFlow::Continue(next) => paging = next,
+            }
+        }
+    }
+
+    /// Every row of `statement` (for partitions known to be small).
+    async fn all_rows<R, V>(&self, statement: &PreparedStatement, values: &V, table: &str) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> + Send,
+        V: SerializeRow + Sync,
+    {
+        let mut all = Vec::new();
+        self.for_each_page(statement, values, table, |rows| {
+            all.extend(rows);
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        Ok(all)
+    }
+
+    /// At most one row of `statement`.
+    async fn one_row<R, V>(&self, statement: &PreparedStatement, values: V, table: &str) -> Result<Option<R>, StoreError>
+    where
+        R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
+        V: SerializeRow,
+    {
+        let result = self
+            .session
+            .execute_unpaged(statement, values)
+            .await
+            .map_err(db_error(format!("reading {table}")))?;
+        Ok(rows_of::<R>(result, table)?.into_iter().next())
+    }
+
+    async fn write_readings(self: &Arc<Self>, readings: &[Reading]) -> Result<(), StoreError> {
+        let tasks = reading_batches(readings, BATCH_ROWS)
+            .into_iter()
+            .map(|rows| {
+                let context = match rows.first() {
+                    Some(first) => format!("writing {} readings of {} day {}", rows.len(), first.meter, first.day),
+                    None => "writing readings".to_owned(),
+                };
+                let values: Vec<_> = rows.iter().map(ReadingRow::insert_values).collect();
+                self.batch_task(&self.statements.insert_reading, values, context)
+            })
+            .collect();
+        run_bounded(tasks, MAX_IN_FLIGHT).await
+    }
+
+    async fn read_readings(&self, query: &ReadingQuery) -> Result<ReadingPage, StoreError> {
+        let start_ms = query.start_ms()?;
+        let limit = query.limit.max(1);
+        // One row more than the page: its timestamp is the next cursor.
+        let wanted = limit.saturating_add(1);
+        let meter = query.meter.as_str();
+        let mut readings: Vec<Reading> = Vec::with_capacity(limit.min(10_000));
+        let mut next_ts: Option<i64> = None;
+        for range in day_ranges(start_ms, query.to_ms) {
+            let values = reading_range_values(meter, range, wanted - readings.len());
+            self.for_each_page(
+                &self.statements.select_readings,
+                &values,
+                "readings",
+                |rows: Vec<ReadingSelect>| {
+                    for row in rows {
+                        if readings.len() == limit {
+                            next_ts = Some(row.0.0);
+                            return Ok(ControlFlow::Break(()));
+                        }
+                        readings.push(reading_from_select(query.meter, row));
+                    }
+                    Ok(ControlFlow::Continue(()))
+                },
+            )
+            .await?;
+            if next_ts.is_some() {
+                break;
+            }
+        }
+        Ok(ReadingPage {
+            readings,
+            next_cursor: next_ts.map(reading_cursor),
+        })
+    }
+
+    async fn put_snapshots(self: &Arc<Self>, snapshots: &[SnapshotRow]) -> Result<(), StoreError> {
+        let tasks = last_per_key(snapshots, |snapshot| snapshot.meter)
+            .into_iter()
+            .map(|snapshot| {
+                self.execute_task(
+                    &self.statements.insert_snapshot,
+                    snapshot_values(snapshot),
+                    format!("writing the snapshot of {}", snapshot.meter),
+                )
+            })
+            .collect();
+        run_bounded(tasks, MAX_IN_FLIGHT).await
+    }
+
+    async fn get_snapshot(&self, meter: MeterId) -> Result<Option<SnapshotRow>, StoreError> {
+        let row: Option<SnapshotSelect> = self
+            .one_row(&self.statements.select_snapshot, text_key(meter.as_str()), "snapshots")
+            .await?;
+        row.map(|row| snapshot_from_select(meter, row)).transpose()
+    }
+
+    async fn put_checkpoint(&self, partition: u32, offset: u64) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(&self.statements.insert_checkpoint, checkpoint_values(partition, offset))
+            .await
+            .map_err(db_error(format!("writing the checkpoint of partition {partition}")))?;
+        Ok(())
+    }
+
+    async fn get_checkpoint(&self, partition: u32) -> Result<Option<u64>, StoreError> {
+        let row: Option<(Option<i64>,)> = self
+            .one_row(&self.statements.select_checkpoint, checkpoint_key(partition), "checkpoints")
+            .await?;
+        Ok(row.and_then(|(offset,)| offset).map(rows::bigint_to_u64))
+    }
+
+    async fn write_alert_events(self: &Arc<Self>, entries: &[AlertHistoryEntry]) -> Result<(), StoreError> {
+        let plan = plan_alert_writes(entries, self.alerts_ttl_seconds, BATCH_ROWS)?;
+
+        // 1. The days, first: a query never misses a day whose alerts are written.
+        let new_days: Vec<i32> = {
+            let known = self
+                .known_alert_days
+                .lock()
+                .map_err(|_| StoreError::Scylla("alert day cache poisoned".into()))?;
+            plan.days.iter().copied().filter(|day| !known.contains(day)).collect()
+        };
+        if !new_days.is_empty() {
+            let values: Vec<(i32, i32)> = new_days.iter().map(|day| alert_day_values(*day)).collect();
+            self.batch_task(&self.statements.insert_alert_day, values, "writing alert_days".into())
+                .await?;
+            if let Ok(mut known) = self.known_alert_days.lock() {
+                known.extend(new_days);
+            }
+        }
+
+        // 2. History (a batch per alert) and the alert rows (three tables each).
+        let mut tasks: Vec<Task> = Vec::new();
+        for rows in &plan.history {
+            let context = match rows.first() {
+                Some((first, _)) => format!("writing the history of alert {}", first.id),
+                None => "writing alert history".to_owned(),
+            };
+            let values: Vec<_> = rows.iter().map(|(row, ttl)| row.values(*ttl)).collect();
+            tasks.push(self.batch_task(&self.statements.insert_alert_history, values, context));
+        }
+        for (row, ttl) in &plan.alerts {
+            let s = &self.statements;
+            tasks.push(self.execute_task(&s.insert_alert, row.alert_values(*ttl), format!("writing alert {}", row.id)));
+            tasks.push(self.execute_task(
+                &s.insert_alert_by_meter,
+                row.by_meter_values(*ttl),
+                format!("writing alerts_by_meter for {}", row.id),
+            ));
+            tasks.push(self.execute_task(
+                &s.insert_alert_by_day,
+                row.by_day_values(*ttl),
+                format!("writing alerts_by_day for {}", row.id),
+            ));
+        }
+        run_bounded(tasks, MAX_IN_FLIGHT).await?;
+
+        // 3. Resolved alerts with a TTL: history written while they were open had none.
+        let mut tasks: Vec<Task> = Vec::new();
+        for (id, ttl) in &plan.refresh {
+            let history = self.history(id).await?;
+            let rows = history
+                .iter()
+                .map(|entry| HistoryRow::from_entry(entry).map(|row| row.values(*ttl)))
+                .collect::<Result<Vec<_>, _>>()?;
+            for chunk in rows.chunks(BATCH_ROWS) {
+                tasks.push(self.batch_task(
+                    &self.statements.insert_alert_history,
+                    chunk.to_vec(),
+                    format!("setting the TTL of the history of alert {id}"),
+                ));
+            }
+        }
+        run_bounded(tasks, MAX_IN_FLIGHT).await
+    }
+
+    async fn history(&self, id: &str) -> Result<Vec<AlertHistoryEntry>, StoreError> {
+        let rows: Vec<HistorySelect> = self
+            .all_rows(&self.statements.select_alert_history, &text_key(id), "alert_history")
+            .await?;
+        rows.into_iter().map(|row| history_from_select(id, row)).collect()
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Option<StoredAlert>, StoreError> {
+        let row: Option<(String,)> = self.one_row(&self.statements.select_alert, text_key(id), "alerts").await?;
+        let Some((body,)) = row else {
+            return Ok(None);
+        };
+        let alert = alert_from_body(&body, format!("alerts/{id}"))?;
+        let history = self.history(id).await?;
+        Ok(Some(StoredAlert { alert, history }))
+    }
+
+    async fn query_alerts(&self, query: &AlertQuery) -> Result<Vec<AlertRecord>, StoreError> {
+        let limit = query.limit.max(1);
+        let mut found = Vec::new();
+        let s = &self.statements;
+        if let Some(meter) = &query.meter {
+            let meter = meter.as_str();
+            match query.since_ms {
+                Some(since) => {
+                    let values = since_values(meter, since);
+                    self.for_each_page(&s.select_alerts_by_meter_since, &values, "alerts_by_meter", collect_matching(&mut found, query, limit, "alerts_by_meter"))
+                        .await?;
+                }
+                None => {
+                    self.for_each_page(&s.select_alerts_by_meter, &text_key(meter), "alerts_by_meter", collect_matching(&mut found, query, limit, "alerts_by_meter"))
+                        .await?;
+                }
+            }
+            return Ok(found);
+        }
+
+        let days: Vec<(i32,)> = match query.since_ms {
+            Some(since) => {
+                self.all_rows(&s.select_alert_days_since, &alert_day_values(day_bucket(since)), "alert_days")
+                    .await?
+            }
+            None => self.all_rows(&s.select_alert_days, &alert_days_key(), "alert_days").await?,
+        };
+        for (day,) in days {
+            match query.since_ms {
+                Some(since) => {
+                    let values = since_values(day, since);
+                    self.for_each_page(&s.select_alerts_by_day_since, &values, "alerts_by_day", collect_matching(&mut found, query, limit, "alerts_by_day"))
+                        .await?;
+                }
+                None => {
+                    self.for_each_page(&s.select_alerts_by_day, &day_key(day), "alerts_by_day", collect_matching(&mut found, query, limit, "alerts_by_day"))
+                        .await?;
+                }
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    async fn put_config(&self, kind: ConfigKind, id: &str, json: &[u8]) -> Result<(), StoreError> {
+        let body = std::str::from_utf8(json).map_err(|error| StoreError::BadRequest {
+            field: "json",
+            reason: format!("configuration documents are JSON text: {error}"),
+        })?;
+        self.session
+            .execute_unpaged(&self.statements.insert_config, config_values(kind, id, body))
+            .await
+            .map_err(db_error(format!("writing config {}/{id}", kind.as_str())))?;
+        Ok(())
+    }
+
+    async fn get_config(&self, kind: ConfigKind, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row: Option<(String,)> = self
+            .one_row(&self.statements.select_config, config_key(kind, id), "config")
+            .await?;
+        Ok(row.map(|(body,)| body.into_bytes()))
+    }
+
+    async fn delete_config(&self, kind: ConfigKind, id: &str) -> Result<(), StoreError> {
+        self.session
+            .execute_unpaged(&self.statements.delete_config, config_key(kind, id))
+            .await
+            .map_err(db_error(format!("deleting config {}/{id}", kind.as_str())))?;
+        Ok(())
+    }
+
+    async fn list_config(&self, kind: ConfigKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let rows: Vec<(String, String)> = self
+            .all_rows(&self.statements.list_config, &text_key(kind.as_str()), "config")
+            .await?;
+        Ok(rows.into_iter().map(|(id, body)| (id, body.into_bytes())).collect())
+    }
+}
+
+impl Store for ScyllaStore {
+    /// Upserts readings: one unlogged batch per (meter, day) partition and at most
+    /// [`BATCH_ROWS`] rows, batches run concurrently; `USING TTL` when configured.
+    fn write_readings<'a>(&'a self, readings: &'a [Reading]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.write_readings(readings).await })
+    }
+
+    /// Walks the day partitions of the range in order, with `LIMIT` and paging; the
+    /// next cursor is the timestamp of the first reading not returned.
+    fn read_readings<'a>(&'a self, query: &'a ReadingQuery) -> StoreFuture<'a, ReadingPage> {
+        Box::pin(async move { self.inner.read_readings(query).await })
+    }
+
+    fn put_snapshots<'a>(&'a self, snapshots: &'a [SnapshotRow]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.put_snapshots(snapshots).await })
+    }
+
+    fn get_snapshot(&self, meter: MeterId) -> StoreFuture<'_, Option<SnapshotRow>> {
+        Box::pin(async move { self.inner.get_snapshot(meter).await })
+    }
+
+    fn put_checkpoint(&self, partition: u32, offset: u64) -> StoreFuture<'_, ()> {
+        Box::pin(async move { self.inner.put_checkpoint(partition, offset).await })
+    }
+
+    fn get_checkpoint(&self, partition: u32) -> StoreFuture<'_, Option<u64>> {
+        Box::pin(async move { self.inner.get_checkpoint(partition).await })
+    }
+
+    /// Writes the last state of each alert (alerts and both indexes) and every history
+    /// entry; resolved alerts get the alerts TTL, on their history too.
+    fn write_alert_events<'a>(&'a self, events: &'a [AlertHistoryEntry]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.write_alert_events(events).await })
+    }
+
+    fn get_alert<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAlert>> {
+        Box::pin(async move { self.inner.get_alert(id).await })
+    }
+
+    /// With a meter: that meter's partition of `alerts_by_meter`. Without: the days of
+    /// `alert_days` (from `since_ms`), newest first, each day's `alerts_by_day`
+    /// partition. Kind and state are filtered here; reading stops at the limit.
+    fn query_alerts<'a>(&'a self, query: &'a AlertQuery) -> StoreFuture<'a, Vec<AlertRecord>> {
+        Box::pin(async move { self.inner.query_alerts(query).await })
+    }
+
+    /// Stores the document as `text`: it must be UTF-8 (JSON is).
+    fn put_config<'a>(&'a self, kind: ConfigKind, id: &'a str, json: &'a [u8]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.put_config(kind, id, json).await })
+    }
+
+    fn get_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move { self.inner.get_config(kind, id).await })
+    }
+
+    fn delete_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.delete_config(kind, id).await })
+    }
+
+    fn list_config(&self, kind: ConfigKind) -> StoreFuture<'_, Vec<(String, Vec<u8>)>> {
+        Box::pin(async move { self.inner.list_config(kind).await })
+    }
+
+    /// A no-op: every write returned only once acknowledged at the configured
+    /// consistency, so it is already as durable as the cluster makes it.
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A no-op returning 0: retention is enforced by TTLs set at write time
+    /// ([`ScyllaConfig::readings_ttl_days`], [`ScyllaConfig::alerts_ttl_days`]); Scylla
+    /// expires the rows itself and time-window compaction drops whole days of readings.
+    fn apply_retention(&self, _now_ms: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async { Ok(0) })
+    }
+}
