@@ -181,7 +181,9 @@ impl AlertHub {
             .values()
             .filter(|a| filter.matches(a))
             .collect();
-        found.sort_by(|a, b| { b.first_seen_ms.cmp(&a.first_seen_ms)
+        found.sort_by(|a, b| {
+            b.first_seen_ms
+                .cmp(&a.first_seen_ms)
                 .then_with(|| a.id.cmp(&b.id))
         });
         found.into_iter().take(limit).cloned().collect()

@@ -12,7 +12,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Supervised, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Supervised, WrapFuture,
+};
 use gridpulse_domain::{AlertKind, AlertRecord, MeterId, Reading};
 use gridpulse_store::{SnapshotRow, Store};
 use tokio::sync::Notify;
@@ -178,7 +180,10 @@ impl Handler<ApplyReading> for MeterActor {
     fn handle(&mut self, message: ApplyReading, ctx: &mut Self::Context) {
         self.shared.reading_done();
         // Already in the restored snapshot: a replay after a restart.
-        if self.applied_offset.is_some_and(|applied| message.offset <= applied) {
+        if self
+            .applied_offset
+            .is_some_and(|applied| message.offset <= applied)
+        {
             self.shared.n_stale.set(self.shared.n_stale.get() + 1);
             return;
         }
@@ -422,12 +427,8 @@ mod tests {
         };
         let (meter_a, a) = start("a");
         let (meter_b, b) = start("b");
-        a.send(apply(meter_a, 1_700_000_000_000, 0))
-            .await
-            .unwrap();
-        b.send(apply(meter_b, 1_700_000_000_000, 1))
-            .await
-            .unwrap();
+        a.send(apply(meter_a, 1_700_000_000_000, 0)).await.unwrap();
+        b.send(apply(meter_b, 1_700_000_000_000, 1)).await.unwrap();
         let restarts_before = metrics::restarts_total();
 
         a.send(InjectPanic).await.unwrap();
@@ -438,9 +439,7 @@ mod tests {
         assert_eq!(after_b.n_readings, 1, "the other meter is untouched");
         assert_eq!(metrics::restarts_total(), restarts_before + 1);
         // The restarted actor keeps working.
-        a.send(apply(meter_a, 1_700_000_005_000, 2))
-            .await
-            .unwrap();
+        a.send(apply(meter_a, 1_700_000_005_000, 2)).await.unwrap();
         assert_eq!(a.send(Observe).await.unwrap().n_readings, 1);
         assert_eq!(shared.n_applied.load(Ordering::Relaxed), 3);
     }

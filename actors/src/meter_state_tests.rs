@@ -469,10 +469,18 @@ fn state_survives_a_snapshot_round_trip() {
     let mut changes = AlertChanges::new();
     for idx in 0..500 {
         let voltage = if idx % 50 < 3 { 262.0 } else { 230.0 };
-        state.apply(&reading(T0 + idx * STEP_MS, voltage, 2.0, 400.0, idx as f64), &thresholds, &mut changes);
+        state.apply(
+            &reading(T0 + idx * STEP_MS, voltage, 2.0, 400.0, idx as f64),
+            &thresholds,
+            &mut changes,
+        );
     }
     // Leave an alert open so it is part of the snapshot.
-    state.apply(&reading(T0 + 500 * STEP_MS, 262.0, 2.0, 400.0, 500.0), &thresholds, &mut changes);
+    state.apply(
+        &reading(T0 + 500 * STEP_MS, 262.0, 2.0, 400.0, 500.0),
+        &thresholds,
+        &mut changes,
+    );
     let bytes = state.encode().unwrap();
     assert!(bytes.len() < 1024, "snapshot is {} bytes", bytes.len());
     let restored = MeterState::decode(&bytes).unwrap();

@@ -26,10 +26,12 @@ use gridpulse_domain::Reading;
 
 use crate::clock::Clock;
 use crate::log::{LogError, LogRecord, PartitionReader, ReadingSource};
-use crate::meter_actor::{ApplyReading, CheckNoData, MeterActor, PartitionShared, SetThresholds, TakeSnapshot};
-use crate::writer::BatchWriter;
+use crate::meter_actor::{
+    ApplyReading, CheckNoData, MeterActor, PartitionShared, SetThresholds, TakeSnapshot,
+};
 use crate::metrics;
 use crate::thresholds::Thresholds;
+use crate::writer::BatchWriter;
 
 /// Settings of a partition actor.
 #[derive(Debug, Clone)]
@@ -91,7 +93,9 @@ impl PartitionActor {
                 "readings",
                 Arc::clone(store),
                 16,
-                Arc::new(|store: &dyn gridpulse_store::Store, readings: &[Reading]| store.write_readings(readings)),
+                Arc::new(|store: &dyn gridpulse_store::Store, readings: &[Reading]| {
+                    store.write_readings(readings)
+                }),
             )
         });
         PartitionActor {
@@ -190,7 +194,10 @@ async fn pump(
                 };
                 // History first (bounded queue: a slow store slows the pump).
                 if let Some(writer) = &readings_writer
-                    && writer.send(records.iter().map(|record| record.reading).collect()).await.is_err()
+                    && writer
+                        .send(records.iter().map(|record| record.reading).collect())
+                        .await
+                        .is_err()
                 {
                     tracing::error!(partition, "readings writer stopped");
                     break;
@@ -371,34 +378,48 @@ impl Handler<Checkpoint> for PartitionActor {
                 writer.flush().await.map_err(|error| error.to_string())?;
             }
             hub.flush().await.map_err(|error| error.to_string())?;
-            store.put_snapshots(&rows).await.map_err(|error| error.to_string())?;
+            store
+                .put_snapshots(&rows)
+                .await
+                .map_err(|error| error.to_string())?;
             store.flush().await.map_err(|error| error.to_string())?;
-            store.put_checkpoint(partition, offset).await.map_err(|error| error.to_string())?;
+            store
+                .put_checkpoint(partition, offset)
+                .await
+                .map_err(|error| error.to_string())?;
             store.flush().await.map_err(|error| error.to_string())?;
             source.checkpointed(partition, offset);
-            tracing::debug!(partition, offset, n_snapshots = rows.len(), "checkpoint stored");
+            tracing::debug!(
+                partition,
+                offset,
+                n_snapshots = rows.len(),
+                "checkpoint stored"
+            );
             Ok(offset)
         };
-        Box::pin(work.into_actor(self).map(move |result: Result<u64, String>, actor, _ctx| {
-            actor.checkpoint_running = false;
-            match &result {
-                Ok(_) => metrics::record_checkpoint("ok"),
-                Err(error) => {
-                    metrics::record_checkpoint("error");
-                    tracing::error!(partition, %error, "checkpoint failed; will retry");
-                    // Their snapshots may not be stored: they stay in the next cut.
-                    for meter in in_cut {
-                        if let Some(entry) = actor.meters.get_mut(&meter)
-                            && !entry.dirty
-                        {
-                            entry.dirty = true;
-                            actor.dirty.push(meter);
+        Box::pin(
+            work.into_actor(self)
+                .map(move |result: Result<u64, String>, actor, _ctx| {
+                    actor.checkpoint_running = false;
+                    match &result {
+                        Ok(_) => metrics::record_checkpoint("ok"),
+                        Err(error) => {
+                            metrics::record_checkpoint("error");
+                            tracing::error!(partition, %error, "checkpoint failed; will retry");
+                            // Their snapshots may not be stored: they stay in the next cut.
+                            for meter in in_cut {
+                                if let Some(entry) = actor.meters.get_mut(&meter)
+                                    && !entry.dirty
+                                {
+                                    entry.dirty = true;
+                                    actor.dirty.push(meter);
+                                }
+                            }
                         }
                     }
-                }
-            }
-            result
-        }))
+                    result
+                }),
+        )
     }
 }
 

@@ -17,10 +17,11 @@ use crate::log::ReadingSource;
 use crate::meter_actor::{AlertAction, AlertCommand, MeterActor, Observe, PartitionShared};
 use crate::meter_state::{AlertActionError, MeterSnapshot};
 use crate::partition_actor::{
-    Checkpoint, CountMeters, EnsureMeter, FindMeter, ListMeterIds, PartitionActor, PartitionConfig, SetMeterThresholds,
+    Checkpoint, CountMeters, EnsureMeter, FindMeter, ListMeterIds, PartitionActor, PartitionConfig,
+    SetMeterThresholds,
 };
-use gridpulse_store::Store;
 use crate::thresholds::{Thresholds, ThresholdsError};
+use gridpulse_store::Store;
 
 /// Settings of the actor system.
 #[derive(Debug, Clone)]
@@ -166,7 +167,13 @@ impl MeterSystem {
                         partition,
                         store,
                     });
-                    PartitionActor::new(partition, partition_config, shared, reader, checkpoint.unwrap_or(0))
+                    PartitionActor::new(
+                        partition,
+                        partition_config,
+                        shared,
+                        reader,
+                        checkpoint.unwrap_or(0),
+                    )
                 })
             })
             .collect();
@@ -184,7 +191,12 @@ impl MeterSystem {
     pub async fn checkpoint_all(&self) -> Result<Vec<u64>, SystemError> {
         let mut offsets = Vec::with_capacity(self.partitions.len());
         for partition in self.partitions.iter() {
-            offsets.push(partition.send(Checkpoint).await?.map_err(SystemError::Store)?);
+            offsets.push(
+                partition
+                    .send(Checkpoint)
+                    .await?
+                    .map_err(SystemError::Store)?,
+            );
         }
         Ok(offsets)
     }

@@ -20,7 +20,10 @@ enum WriterMessage<T> {
 
 /// Writes one batch of items to the store.
 pub type WriteFn<T> = Arc<
-    dyn for<'a> Fn(&'a dyn Store, &'a [T]) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>
+    dyn for<'a> Fn(
+            &'a dyn Store,
+            &'a [T],
+        ) -> Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>
         + Send
         + Sync,
 >;
@@ -52,7 +55,12 @@ pub struct WriterError(pub String);
 impl<T: Send + 'static> BatchWriter<T> {
     /// Spawns the writer task on the current tokio runtime; at most `capacity` batches
     /// wait in its queue. `name` labels its log lines.
-    pub fn spawn(name: &'static str, store: Arc<dyn Store>, capacity: usize, write: WriteFn<T>) -> BatchWriter<T> {
+    pub fn spawn(
+        name: &'static str,
+        store: Arc<dyn Store>,
+        capacity: usize,
+        write: WriteFn<T>,
+    ) -> BatchWriter<T> {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         tokio::spawn(run(name, store, receiver, write));
         BatchWriter { sender }
@@ -80,7 +88,9 @@ impl<T: Send + 'static> BatchWriter<T> {
             .send(WriterMessage::Flush(done))
             .await
             .map_err(|_| WriterError("stopped".into()))?;
-        wait.await.map_err(|_| WriterError("stopped".into()))?.map_err(WriterError)
+        wait.await
+            .map_err(|_| WriterError("stopped".into()))?
+            .map_err(WriterError)
     }
 }
 

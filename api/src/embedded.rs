@@ -15,12 +15,12 @@ use std::path::PathBuf;
 use gridpulse_actors::writer::BatchWriter;
 use gridpulse_actors::{AlertHub, Clock, MeterSystem, SystemClock, SystemConfig, Thresholds};
 use gridpulse_domain::AlertState;
-use gridpulse_store::embedded::EmbeddedStore;
-use gridpulse_store::journal::{Journal, JournalOptions};
-use gridpulse_store::{AlertHistoryEntry, AlertQuery, Retention, Store, StoreError};
 use gridpulse_domain::Limits;
 use gridpulse_ingest::simulator::{Simulator, SimulatorConfig, SimulatorOutput};
 use gridpulse_ingest::{InProcessLog, ingest_json, metrics as ingest_metrics};
+use gridpulse_store::embedded::EmbeddedStore;
+use gridpulse_store::journal::{Journal, JournalOptions};
+use gridpulse_store::{AlertHistoryEntry, AlertQuery, Retention, Store, StoreError};
 
 use crate::state::AppState;
 
@@ -144,7 +144,10 @@ impl EmbeddedSystem {
     ) -> Result<EmbeddedSystem, StartError> {
         let hub = AlertHub::new(config.alert_channel_capacity, config.max_resolved_alerts);
         let (log, store) = match &config.persistence {
-            None => (InProcessLog::new(config.n_partitions, config.log_capacity), None),
+            None => (
+                InProcessLog::new(config.n_partitions, config.log_capacity),
+                None,
+            ),
             Some(persistence) => {
                 let store: Arc<dyn Store> = match &persistence.store {
                     Some(store) => Arc::clone(store),
@@ -186,7 +189,9 @@ impl EmbeddedSystem {
         let checkpoint_interval = config
             .persistence
             .as_ref()
-            .map_or(Duration::from_secs(5), |persistence| persistence.checkpoint_interval);
+            .map_or(Duration::from_secs(5), |persistence| {
+                persistence.checkpoint_interval
+            });
         let meters = MeterSystem::start(
             SystemConfig {
                 n_workers: config.n_workers,
@@ -233,6 +238,9 @@ impl EmbeddedSystem {
                 tracing::debug!(%error, "could not set TCP_NODELAY");
             }
         })
+        // Signals are the binary's business: actix-server's own handling would stop the
+        // whole actix System (and the meter actors) before the final checkpoint.
+        .disable_signals()
         .workers(config.n_http_workers.max(1))
         .shutdown_timeout(5)
         .listen(listener)?

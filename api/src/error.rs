@@ -102,7 +102,9 @@ impl From<SystemError> for ApiError {
 impl From<gridpulse_store::StoreError> for ApiError {
     fn from(error: gridpulse_store::StoreError) -> Self {
         match error {
-            gridpulse_store::StoreError::BadRequest { field, reason } => ApiError::bad_field(field, reason),
+            gridpulse_store::StoreError::BadRequest { field, reason } => {
+                ApiError::bad_field(field, reason)
+            }
             other => ApiError::Unavailable(other.to_string()),
         }
     }

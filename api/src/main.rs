@@ -12,8 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use gridpulse_actors::Thresholds;
 use gridpulse_api::embedded::Persistence;
 use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
-use gridpulse_store::scylla_store::{ScyllaConfig, ScyllaStore};
 use gridpulse_ingest::simulator::SimulatorConfig;
+use gridpulse_store::scylla_store::{ScyllaConfig, ScyllaStore};
 
 /// Real-time telemetry and alerting for smart electricity meters.
 #[derive(Debug, Parser)]
@@ -63,7 +63,12 @@ struct RunArgs {
     #[arg(long, value_name = "FILE", env = "GRIDPULSE_THRESHOLDS")]
     thresholds: Option<PathBuf>,
     /// Where readings, state snapshots, alerts and the reading journal are kept.
-    #[arg(long, value_name = "DIR", env = "GRIDPULSE_DATA_DIR", default_value = "./gridpulse-data")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "GRIDPULSE_DATA_DIR",
+        default_value = "./gridpulse-data"
+    )]
     data_dir: PathBuf,
     /// Keep nothing on disk (everything is lost on exit).
     #[arg(long, env = "GRIDPULSE_IN_MEMORY", conflicts_with = "scylla")]
@@ -92,7 +97,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn scylla_config() -> anyhow::Result<ScyllaConfig> {
-    ScyllaConfig::from_env()?.context("set GRIDPULSE_SCYLLA_NODES (comma-separated host:port) to use ScyllaDB")
+    ScyllaConfig::from_env()?
+        .context("set GRIDPULSE_SCYLLA_NODES (comma-separated host:port) to use ScyllaDB")
 }
 
 fn migrate() -> anyhow::Result<()> {
@@ -131,7 +137,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let persistence = (!args.in_memory).then(|| {
         let mut persistence = Persistence::new(&args.data_dir);
-        persistence.checkpoint_interval = std::time::Duration::from_secs_f64(args.checkpoint_interval);
+        persistence.checkpoint_interval =
+            std::time::Duration::from_secs_f64(args.checkpoint_interval);
         persistence
     });
     let config = EmbeddedConfig {
@@ -162,7 +169,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             let store = ScyllaStore::connect(scylla_config()?).await?;
             persistence.store = Some(std::sync::Arc::new(store));
         }
-        let data_dir = config.persistence.as_ref().map(|p| p.data_dir.display().to_string());
+        let data_dir = config
+            .persistence
+            .as_ref()
+            .map(|p| p.data_dir.display().to_string());
         let system = EmbeddedSystem::start_default_clock(config, listener)
             .await
             .context("starting gridpulse")?;
@@ -184,8 +194,33 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         println!("press Ctrl-C to stop");
         let state = system.state.clone();
+        let server = system.server.handle();
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: stopping HTTP, then checkpointing");
+            server.stop(true).await;
+        });
         system.server.await.context("HTTP server")?;
-        EmbeddedSystem::shutdown(&state).await.context("final checkpoint")?;
+        EmbeddedSystem::shutdown(&state)
+            .await
+            .context("final checkpoint")?;
         Ok(())
     })
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd).
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }

@@ -104,10 +104,9 @@ async fn readings_in_alerts_out_lifecycle_and_bad_input() {
         ..EmbeddedConfig::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let system =
-        EmbeddedSystem::start(config, listener, Arc::clone(&clock) as Arc<dyn Clock>)
-            .await
-            .unwrap();
+    let system = EmbeddedSystem::start(config, listener, Arc::clone(&clock) as Arc<dyn Clock>)
+        .await
+        .unwrap();
     let addr = system.local_addr;
     let server = system.server.handle();
     actix_rt::spawn(system.server);

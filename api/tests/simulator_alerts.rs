@@ -31,10 +31,9 @@ async fn every_alert_kind_appears_within_five_simulated_minutes() {
         ..EmbeddedConfig::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let system =
-        EmbeddedSystem::start(config, listener, Arc::clone(&clock) as Arc<dyn Clock>)
-            .await
-            .unwrap();
+    let system = EmbeddedSystem::start(config, listener, Arc::clone(&clock) as Arc<dyn Clock>)
+        .await
+        .unwrap();
     let hub = Arc::clone(system.state.meters.hub());
 
     // The simulator ticks every 100 ms of real time and reads the clock: advance one

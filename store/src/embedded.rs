@@ -29,8 +29,8 @@ use parking_lot::RwLock;
 
 use crate::error::StoreError;
 use crate::model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, DAY_MS, ReadingPage, ReadingQuery, Retention, SnapshotRow,
-    StoredAlert, day_bucket, reading_cursor,
+    AlertHistoryEntry, AlertQuery, ConfigKind, DAY_MS, ReadingPage, ReadingQuery, Retention,
+    SnapshotRow, StoredAlert, day_bucket, reading_cursor,
 };
 use crate::{Store, StoreFuture};
 
@@ -60,7 +60,9 @@ struct Inner {
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddedStore").field("path", &self.inner.path).finish_non_exhaustive()
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,10 +76,16 @@ impl EmbeddedStore {
             message: error.to_string(),
         };
         let keyspace = Config::new(path).open().map_err(engine)?;
-        let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default()).map_err(engine);
+        let open = |name: &str| {
+            keyspace
+                .open_partition(name, PartitionCreateOptions::default())
+                .map_err(engine)
+        };
         let meta = open("meta")?;
         match meta.get("format").map_err(engine)? {
-            None => meta.insert("format", FORMAT_VERSION.to_string()).map_err(engine)?,
+            None => meta
+                .insert("format", FORMAT_VERSION.to_string())
+                .map_err(engine)?,
             Some(found) if found.as_ref() == FORMAT_VERSION.to_string().as_bytes() => {}
             Some(found) => {
                 return Err(StoreError::IncompatibleVersion {
@@ -112,7 +120,9 @@ impl EmbeddedStore {
             retention,
             keyspace,
         };
-        Ok(EmbeddedStore { inner: Arc::new(inner) })
+        Ok(EmbeddedStore {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Bytes the store occupies on disk.
@@ -155,7 +165,10 @@ impl Inner {
         }
         let partition = self
             .keyspace
-            .open_partition(&format!("{READINGS_PREFIX}{day}"), PartitionCreateOptions::default())
+            .open_partition(
+                &format!("{READINGS_PREFIX}{day}"),
+                PartitionCreateOptions::default(),
+            )
             .map_err(|error| self.engine(error))?;
         days.insert(day, partition.clone());
         Ok(partition)
@@ -233,7 +246,11 @@ fn decode_reading(meter: MeterId, ts_ms: i64, value: &[u8]) -> Option<Reading> {
         current: f64_at(8)?,
         power_w: f64_at(16)?,
         energy_wh: f64_at(24)?,
-        credit: if flags & 1 != 0 { Some(f64_at(33)?) } else { None },
+        credit: if flags & 1 != 0 {
+            Some(f64_at(33)?)
+        } else {
+            None
+        },
         seq: if flags & 2 != 0 {
             Some(u64::from_le_bytes(value[41..49].try_into().ok()?))
         } else {
@@ -276,7 +293,11 @@ fn config_key(kind: ConfigKind, id: &str) -> Vec<u8> {
     key
 }
 
-fn corrupt(what: &'static str, location: impl Into<String>, message: impl std::fmt::Display) -> StoreError {
+fn corrupt(
+    what: &'static str,
+    location: impl Into<String>,
+    message: impl std::fmt::Display,
+) -> StoreError {
     StoreError::Corrupt {
         what,
         location: location.into(),
@@ -302,7 +323,11 @@ impl Store for EmbeddedStore {
                         partition
                     }
                 };
-                batch.insert(&partition, reading_key(&reading.meter, reading.ts_ms), encode_reading(reading));
+                batch.insert(
+                    &partition,
+                    reading_key(&reading.meter, reading.ts_ms),
+                    encode_reading(reading),
+                );
             }
             batch.commit().map_err(|error| inner.engine(error))
         })
@@ -320,20 +345,29 @@ impl Store for EmbeddedStore {
                 .map(|(day, partition)| (*day, partition.clone()))
                 .collect();
             let mut readings = Vec::with_capacity(limit.min(10_000));
-            let (from_key, to_key) = (reading_key(&query.meter, start_ms), reading_key(&query.meter, query.to_ms));
+            let (from_key, to_key) = (
+                reading_key(&query.meter, start_ms),
+                reading_key(&query.meter, query.to_ms),
+            );
             for (day, partition) in days {
                 for item in partition.range(from_key.as_slice()..to_key.as_slice()) {
                     let (key, value) = item.map_err(|error| inner.engine(error))?;
                     let location = || format!("{}/{READINGS_PREFIX}{day}", inner.path.display());
-                    let ts_ms = ts_from_key(&key[key.len() - 8..]).ok_or_else(|| corrupt("reading key", location(), "short key"))?;
+                    let ts_ms = ts_from_key(&key[key.len() - 8..])
+                        .ok_or_else(|| corrupt("reading key", location(), "short key"))?;
                     if readings.len() == limit {
                         return Ok(ReadingPage {
                             readings,
                             next_cursor: Some(reading_cursor(ts_ms)),
                         });
                     }
-                    let reading = decode_reading(query.meter, ts_ms, &value)
-                        .ok_or_else(|| corrupt("reading", location(), format!("value of {} bytes", value.len())))?;
+                    let reading = decode_reading(query.meter, ts_ms, &value).ok_or_else(|| {
+                        corrupt(
+                            "reading",
+                            location(),
+                            format!("value of {} bytes", value.len()),
+                        )
+                    })?;
                     readings.push(reading);
                 }
             }
@@ -349,7 +383,8 @@ impl Store for EmbeddedStore {
         self.blocking(move |inner| {
             let mut batch = inner.keyspace.batch();
             for snapshot in &snapshots {
-                let value = postcard::to_stdvec(snapshot).map_err(|error| corrupt("snapshot", snapshot.meter.to_string(), error))?;
+                let value = postcard::to_stdvec(snapshot)
+                    .map_err(|error| corrupt("snapshot", snapshot.meter.to_string(), error))?;
                 batch.insert(&inner.snapshots, meter_prefix(&snapshot.meter), value);
             }
             batch.commit().map_err(|error| inner.engine(error))
@@ -358,11 +393,20 @@ impl Store for EmbeddedStore {
 
     fn get_snapshot(&self, meter: MeterId) -> StoreFuture<'_, Option<SnapshotRow>> {
         self.blocking(move |inner| {
-            let Some(value) = inner.snapshots.get(meter_prefix(&meter)).map_err(|error| inner.engine(error))? else {
+            let Some(value) = inner
+                .snapshots
+                .get(meter_prefix(&meter))
+                .map_err(|error| inner.engine(error))?
+            else {
                 return Ok(None);
             };
-            let row: SnapshotRow = postcard::from_bytes(&value)
-                .map_err(|error| corrupt("snapshot", format!("{}/snapshots/{meter}", inner.path.display()), error))?;
+            let row: SnapshotRow = postcard::from_bytes(&value).map_err(|error| {
+                corrupt(
+                    "snapshot",
+                    format!("{}/snapshots/{meter}", inner.path.display()),
+                    error,
+                )
+            })?;
             Ok(Some(row))
         })
     }
@@ -378,11 +422,19 @@ impl Store for EmbeddedStore {
 
     fn get_checkpoint(&self, partition: u32) -> StoreFuture<'_, Option<u64>> {
         self.blocking(move |inner| {
-            let Some(value) = inner.checkpoints.get(partition.to_be_bytes()).map_err(|error| inner.engine(error))? else {
+            let Some(value) = inner
+                .checkpoints
+                .get(partition.to_be_bytes())
+                .map_err(|error| inner.engine(error))?
+            else {
                 return Ok(None);
             };
             let raw: [u8; 8] = value.as_ref().try_into().map_err(|_| {
-                corrupt("checkpoint", format!("{}/checkpoints/{partition}", inner.path.display()), "not 8 bytes")
+                corrupt(
+                    "checkpoint",
+                    format!("{}/checkpoints/{partition}", inner.path.display()),
+                    "not 8 bytes",
+                )
             })?;
             Ok(Some(u64::from_be_bytes(raw)))
         })
@@ -393,8 +445,10 @@ impl Store for EmbeddedStore {
         self.blocking(move |inner| {
             let mut batch = inner.keyspace.batch();
             for entry in &events {
-                let record = serde_json::to_vec(&entry.alert).map_err(|error| corrupt("alert", entry.alert.id.clone(), error))?;
-                let history = serde_json::to_vec(entry).map_err(|error| corrupt("alert history", entry.alert.id.clone(), error))?;
+                let record = serde_json::to_vec(&entry.alert)
+                    .map_err(|error| corrupt("alert", entry.alert.id.clone(), error))?;
+                let history = serde_json::to_vec(entry)
+                    .map_err(|error| corrupt("alert history", entry.alert.id.clone(), error))?;
                 batch.insert(&inner.alerts, entry.alert.id.as_bytes(), record);
                 batch.insert(&inner.alerts_by_meter, alert_by_meter_key(&entry.alert), []);
                 batch.insert(&inner.alerts_by_time, alert_by_time_key(&entry.alert), []);
@@ -407,15 +461,23 @@ impl Store for EmbeddedStore {
     fn get_alert<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAlert>> {
         let id = id.to_owned();
         self.blocking(move |inner| {
-            let Some(value) = inner.alerts.get(id.as_bytes()).map_err(|error| inner.engine(error))? else {
+            let Some(value) = inner
+                .alerts
+                .get(id.as_bytes())
+                .map_err(|error| inner.engine(error))?
+            else {
                 return Ok(None);
             };
             let location = || format!("{}/alerts/{id}", inner.path.display());
-            let alert: AlertRecord = serde_json::from_slice(&value).map_err(|error| corrupt("alert", location(), error))?;
+            let alert: AlertRecord = serde_json::from_slice(&value)
+                .map_err(|error| corrupt("alert", location(), error))?;
             let mut history = Vec::new();
             for item in inner.alert_history.prefix(history_prefix(&id)) {
                 let (_, value) = item.map_err(|error| inner.engine(error))?;
-                history.push(serde_json::from_slice(&value).map_err(|error| corrupt("alert history", location(), error))?);
+                history.push(
+                    serde_json::from_slice(&value)
+                        .map_err(|error| corrupt("alert history", location(), error))?,
+                );
             }
             Ok(Some(StoredAlert { alert, history }))
         })
@@ -437,7 +499,11 @@ impl Store for EmbeddedStore {
                 let (key, _) = item.map_err(|error| inner.engine(error))?;
                 let rest = &key[prefix_len..];
                 if rest.len() < 8 {
-                    return Err(corrupt("alert index key", inner.path.display().to_string(), "short key"));
+                    return Err(corrupt(
+                        "alert index key",
+                        inner.path.display().to_string(),
+                        "short key",
+                    ));
                 }
                 let mut desc = [0u8; 8];
                 for (out, byte) in desc.iter_mut().zip(&rest[..8]) {
@@ -447,11 +513,20 @@ impl Store for EmbeddedStore {
                 if query.since_ms.is_some_and(|since| first_seen_ms < since) {
                     break;
                 }
-                let Some(value) = inner.alerts.get(&rest[8..]).map_err(|error| inner.engine(error))? else {
+                let Some(value) = inner
+                    .alerts
+                    .get(&rest[8..])
+                    .map_err(|error| inner.engine(error))?
+                else {
                     continue;
                 };
-                let alert: AlertRecord = serde_json::from_slice(&value)
-                    .map_err(|error| corrupt("alert", String::from_utf8_lossy(&rest[8..]).into_owned(), error))?;
+                let alert: AlertRecord = serde_json::from_slice(&value).map_err(|error| {
+                    corrupt(
+                        "alert",
+                        String::from_utf8_lossy(&rest[8..]).into_owned(),
+                        error,
+                    )
+                })?;
                 if query.matches(&alert) {
                     found.push(alert);
                     if found.len() == limit {
@@ -463,9 +538,19 @@ impl Store for EmbeddedStore {
         })
     }
 
-    fn put_config<'a>(&'a self, kind: ConfigKind, id: &'a str, json: &'a [u8]) -> StoreFuture<'a, ()> {
+    fn put_config<'a>(
+        &'a self,
+        kind: ConfigKind,
+        id: &'a str,
+        json: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
         let (key, json) = (config_key(kind, id), json.to_vec());
-        self.blocking(move |inner| inner.config.insert(key, json).map_err(|error| inner.engine(error)))
+        self.blocking(move |inner| {
+            inner
+                .config
+                .insert(key, json)
+                .map_err(|error| inner.engine(error))
+        })
     }
 
     fn get_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>> {
@@ -481,7 +566,12 @@ impl Store for EmbeddedStore {
 
     fn delete_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, ()> {
         let key = config_key(kind, id);
-        self.blocking(move |inner| inner.config.remove(key).map_err(|error| inner.engine(error)))
+        self.blocking(move |inner| {
+            inner
+                .config
+                .remove(key)
+                .map_err(|error| inner.engine(error))
+        })
     }
 
     fn list_config(&self, kind: ConfigKind) -> StoreFuture<'_, Vec<(String, Vec<u8>)>> {
@@ -498,7 +588,12 @@ impl Store for EmbeddedStore {
     }
 
     fn flush(&self) -> StoreFuture<'_, ()> {
-        self.blocking(|inner| inner.keyspace.persist(PersistMode::SyncAll).map_err(|error| inner.engine(error)))
+        self.blocking(|inner| {
+            inner
+                .keyspace
+                .persist(PersistMode::SyncAll)
+                .map_err(|error| inner.engine(error))
+        })
     }
 
     fn apply_retention(&self, now_ms: i64) -> StoreFuture<'_, u64> {
@@ -514,7 +609,10 @@ impl Store for EmbeddedStore {
                     .collect();
                 for (day, partition) in expired {
                     inner.reading_days.write().remove(&day);
-                    inner.keyspace.delete_partition(partition).map_err(|error| inner.engine(error))?;
+                    inner
+                        .keyspace
+                        .delete_partition(partition)
+                        .map_err(|error| inner.engine(error))?;
                     removed += 1;
                 }
             }
@@ -522,12 +620,16 @@ impl Store for EmbeddedStore {
                 let cutoff_ms = now_ms - i64::from(days) * DAY_MS;
                 // Newest first: everything after the first expired key is older still.
                 let mut expired = Vec::new();
-                for item in inner.alerts_by_time.range(ts_key_desc(cutoff_ms).to_vec()..) {
+                for item in inner
+                    .alerts_by_time
+                    .range(ts_key_desc(cutoff_ms).to_vec()..)
+                {
                     let (key, _) = item.map_err(|error| inner.engine(error))?;
                     expired.push(key[8..].to_vec());
                 }
                 for id in expired {
-                    let Some(value) = inner.alerts.get(&id).map_err(|error| inner.engine(error))? else {
+                    let Some(value) = inner.alerts.get(&id).map_err(|error| inner.engine(error))?
+                    else {
                         continue;
                     };
                     let Ok(alert) = serde_json::from_slice::<AlertRecord>(&value) else {

@@ -672,9 +672,12 @@ impl Partition {
 
     /// Which byte ranges of which files hold the records `from_offset..` (at most
     /// about `max` of them); taken under the lock, read without it.
-    fn plan_read(&self, from_offset: u64, max: usize) -> Result<Vec<PlannedRead>, StoreError> {
+    fn plan_read(&self, from_offset: u64, max: usize) -> Result<ReadPlan, StoreError> {
         if max == 0 || from_offset >= self.next_offset {
-            return Ok(Vec::new());
+            return Ok(ReadPlan {
+                parts: Vec::new(),
+                records: 0,
+            });
         }
         let first = self.first_offset();
         if from_offset < first {
@@ -713,8 +716,20 @@ impl Partition {
                 break;
             }
         }
-        Ok(plan)
+        let records = (self.next_offset - from_offset).min(max as u64) as usize;
+        Ok(ReadPlan {
+            parts: plan,
+            records,
+        })
     }
+}
+
+/// What [`Journal::read_from`] will read.
+#[derive(Debug)]
+struct ReadPlan {
+    parts: Vec<PlannedRead>,
+    /// How many records it will return (at most `max`).
+    records: usize,
 }
 
 /// A byte range of one segment to read: from a record boundary to the appended end.
@@ -741,14 +756,14 @@ impl From<StoreError> for ReadFailure {
 
 /// Reads the planned ranges sequentially, checking every record's CRC and offset.
 fn read_plan(
-    plan: &[PlannedRead],
+    plan: &ReadPlan,
     from_offset: u64,
     max: usize,
 ) -> Result<Vec<(u64, Reading)>, ReadFailure> {
-    let mut out = Vec::with_capacity(max.min(64 * 1024));
+    let mut out = Vec::with_capacity(plan.records.min(64 * 1024));
     let mut head = [0u8; RECORD_HEADER_LEN as usize];
     let mut payload = [0u8; MAX_PAYLOAD as usize];
-    for part in plan {
+    for part in &plan.parts {
         if out.len() >= max {
             break;
         }

@@ -28,8 +28,8 @@ use gridpulse_domain::{MeterId, Reading};
 
 pub use error::StoreError;
 pub use model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, Retention, SnapshotRow, StoredAlert,
-    day_bucket,
+    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, Retention, SnapshotRow,
+    StoredAlert, day_bucket,
 };
 
 /// A boxed, `Send` future returned by store operations (object-safe async).
@@ -61,10 +61,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// One alert with its history, oldest entry first.
     fn get_alert<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAlert>>;
     /// Alerts matching `query`, newest first.
-    fn query_alerts<'a>(&'a self, query: &'a AlertQuery) -> StoreFuture<'a, Vec<gridpulse_domain::AlertRecord>>;
+    fn query_alerts<'a>(
+        &'a self,
+        query: &'a AlertQuery,
+    ) -> StoreFuture<'a, Vec<gridpulse_domain::AlertRecord>>;
 
     /// Upserts one configuration document (meter, user/account, tariff) as JSON.
-    fn put_config<'a>(&'a self, kind: ConfigKind, id: &'a str, json: &'a [u8]) -> StoreFuture<'a, ()>;
+    fn put_config<'a>(
+        &'a self,
+        kind: ConfigKind,
+        id: &'a str,
+        json: &'a [u8],
+    ) -> StoreFuture<'a, ()>;
     /// One configuration document.
     fn get_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, Option<Vec<u8>>>;
     /// Removes one configuration document.

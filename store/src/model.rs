@@ -119,7 +119,12 @@ impl AlertHistoryEntry {
                 alert.resolved_by.clone().unwrap_or_default(),
             ),
         };
-        AlertHistoryEntry { event, at_ms, by, alert }
+        AlertHistoryEntry {
+            event,
+            at_ms,
+            by,
+            alert,
+        }
     }
 }
 
@@ -153,7 +158,9 @@ impl AlertQuery {
         self.meter.is_none_or(|meter| alert.meter == meter)
             && self.kind.is_none_or(|kind| alert.kind == kind)
             && self.state.is_none_or(|state| alert.state == state)
-            && self.since_ms.is_none_or(|since| alert.first_seen_ms >= since)
+            && self
+                .since_ms
+                .is_none_or(|since| alert.first_seen_ms >= since)
     }
 }
 

@@ -8,9 +8,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gridpulse_domain::{AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading, Severity, alert_id};
+use gridpulse_domain::{
+    AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading, Severity, alert_id,
+};
 use gridpulse_store::embedded::EmbeddedStore;
-use gridpulse_store::{AlertHistoryEntry, AlertQuery, ConfigKind, ReadingQuery, Retention, SnapshotRow, Store};
+use gridpulse_store::{
+    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingQuery, Retention, SnapshotRow, Store,
+};
 
 const DAY_MS: i64 = 86_400_000;
 /// 2025-02-19 22:00 UTC: two hours before a day boundary.
@@ -22,7 +26,11 @@ fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{prefix}-{:x}-{}", nanos % 0xffff_ffff, COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{:x}-{}",
+        nanos % 0xffff_ffff,
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn reading(meter: MeterId, ts_ms: i64, energy_wh: f64) -> Reading {
@@ -62,9 +70,14 @@ async fn readings_across_buckets(store: &dyn Store) {
     let meter = MeterId::new(&unique("conf-r")).unwrap();
     let other = MeterId::new(&unique("conf-r")).unwrap();
     // Every 10 minutes for 6 hours: crosses midnight at T0 + 2 h.
-    let readings: Vec<Reading> = (0..36).map(|i| reading(meter, T0 + i * 600_000, 1000.0 + i as f64)).collect();
+    let readings: Vec<Reading> = (0..36)
+        .map(|i| reading(meter, T0 + i * 600_000, 1000.0 + i as f64))
+        .collect();
     store.write_readings(&readings).await.unwrap();
-    store.write_readings(&[reading(other, T0, 1.0)]).await.unwrap();
+    store
+        .write_readings(&[reading(other, T0, 1.0)])
+        .await
+        .unwrap();
     // Writing the same rows again changes nothing (idempotent upsert).
     store.write_readings(&readings[10..20]).await.unwrap();
 
@@ -75,8 +88,14 @@ async fn readings_across_buckets(store: &dyn Store) {
         limit,
         cursor,
     };
-    let all = store.read_readings(&query(T0 - DAY_MS, T0 + DAY_MS, 1000, None)).await.unwrap();
-    assert_eq!(all.readings, readings, "every reading once, in order, nothing of the other meter");
+    let all = store
+        .read_readings(&query(T0 - DAY_MS, T0 + DAY_MS, 1000, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.readings, readings,
+        "every reading once, in order, nothing of the other meter"
+    );
     assert_eq!(all.next_cursor, None);
 
     // A range inside: [from, to) semantics.
@@ -91,7 +110,10 @@ async fn readings_across_buckets(store: &dyn Store) {
     let mut cursor = None;
     let mut n_pages = 0;
     loop {
-        let page = store.read_readings(&query(T0, T0 + DAY_MS, 7, cursor)).await.unwrap();
+        let page = store
+            .read_readings(&query(T0, T0 + DAY_MS, 7, cursor))
+            .await
+            .unwrap();
         assert!(page.readings.len() <= 7);
         paged.extend(page.readings);
         n_pages += 1;
@@ -105,7 +127,10 @@ async fn readings_across_buckets(store: &dyn Store) {
     assert_eq!(n_pages, 6);
 
     // Bad ranges are refused with the field named.
-    let error = store.read_readings(&query(T0, T0, 10, None)).await.unwrap_err();
+    let error = store
+        .read_readings(&query(T0, T0, 10, None))
+        .await
+        .unwrap_err();
     assert!(error.to_string().starts_with("to:"), "{error}");
     let error = store
         .read_readings(&query(T0, T0 + 1000, 10, Some("garbage".into())))
@@ -125,11 +150,17 @@ async fn snapshots_and_checkpoints(store: &dyn Store) {
         state: vec![1, 2, 3, 250],
         written_at_ms: T0,
     };
-    store.put_snapshots(std::slice::from_ref(&row)).await.unwrap();
+    store
+        .put_snapshots(std::slice::from_ref(&row))
+        .await
+        .unwrap();
     assert_eq!(store.get_snapshot(meter).await.unwrap(), Some(row.clone()));
     row.applied_offset = Some(99);
     row.state = vec![9; 1000];
-    store.put_snapshots(std::slice::from_ref(&row)).await.unwrap();
+    store
+        .put_snapshots(std::slice::from_ref(&row))
+        .await
+        .unwrap();
     assert_eq!(store.get_snapshot(meter).await.unwrap(), Some(row));
 
     // Checkpoints: a partition number unlikely to be used by a live system.
@@ -165,14 +196,26 @@ async fn alert_history(store: &dyn Store) {
 
     let stored = store.get_alert(&raised.id).await.unwrap().unwrap();
     assert_eq!(stored.alert, resolved);
-    assert_eq!(stored.history, entries, "three entries, oldest first, no duplicate");
+    assert_eq!(
+        stored.history, entries,
+        "three entries, oldest first, no duplicate"
+    );
     assert_eq!(stored.history[1].by, "alice");
-    assert!(store.get_alert("no-such.over_voltage.1").await.unwrap().is_none());
+    assert!(
+        store
+            .get_alert("no-such.over_voltage.1")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // A second, later alert on the same meter, still open.
     let later = alert(meter, AlertKind::NoData, T0 + 3_600_000, AlertState::Firing);
     store
-        .write_alert_events(&[AlertHistoryEntry::from_change(AlertEventKind::Raised, later.clone())])
+        .write_alert_events(&[AlertHistoryEntry::from_change(
+            AlertEventKind::Raised,
+            later.clone(),
+        )])
         .await
         .unwrap();
     let by_meter = store
@@ -183,7 +226,11 @@ async fn alert_history(store: &dyn Store) {
         })
         .await
         .unwrap();
-    assert_eq!(by_meter, vec![later.clone(), resolved.clone()], "newest first");
+    assert_eq!(
+        by_meter,
+        vec![later.clone(), resolved.clone()],
+        "newest first"
+    );
     let open = store
         .query_alerts(&AlertQuery {
             meter: Some(meter),
@@ -210,17 +257,34 @@ async fn alert_history(store: &dyn Store) {
 /// Configuration documents: upsert, list, delete.
 async fn configuration(store: &dyn Store) {
     let id = unique("conf-c");
-    store.put_config(ConfigKind::Tariff, &id, br#"{"flat":0.25}"#).await.unwrap();
-    store.put_config(ConfigKind::Tariff, &id, br#"{"flat":0.30}"#).await.unwrap();
+    store
+        .put_config(ConfigKind::Tariff, &id, br#"{"flat":0.25}"#)
+        .await
+        .unwrap();
+    store
+        .put_config(ConfigKind::Tariff, &id, br#"{"flat":0.30}"#)
+        .await
+        .unwrap();
     assert_eq!(
-        store.get_config(ConfigKind::Tariff, &id).await.unwrap().as_deref(),
+        store
+            .get_config(ConfigKind::Tariff, &id)
+            .await
+            .unwrap()
+            .as_deref(),
         Some(br#"{"flat":0.30}"#.as_slice())
     );
-    assert_eq!(store.get_config(ConfigKind::User, &id).await.unwrap(), None, "kinds are separate");
+    assert_eq!(
+        store.get_config(ConfigKind::User, &id).await.unwrap(),
+        None,
+        "kinds are separate"
+    );
     let listed = store.list_config(ConfigKind::Tariff).await.unwrap();
     assert!(listed.iter().any(|(listed_id, _)| *listed_id == id));
     store.delete_config(ConfigKind::Tariff, &id).await.unwrap();
-    assert_eq!(store.get_config(ConfigKind::Tariff, &id).await.unwrap(), None);
+    assert_eq!(
+        store.get_config(ConfigKind::Tariff, &id).await.unwrap(),
+        None
+    );
 }
 
 async fn check_all(store: &dyn Store) {
@@ -273,7 +337,11 @@ async fn embedded_data_survives_reopen_and_retention_drops_old_days() {
         limit: 10,
         cursor: None,
     };
-    assert_eq!(store.read_readings(&query).await.unwrap().readings.len(), 2, "survives reopen");
+    assert_eq!(
+        store.read_readings(&query).await.unwrap().readings.len(),
+        2,
+        "survives reopen"
+    );
     // Retention: the 30-day-old day bucket goes, the recent one stays; resolved alerts
     // older than 7 days go, open ones stay.
     let old_resolved = alert(meter, AlertKind::OverVoltage, T0, AlertState::Resolved);
@@ -304,7 +372,9 @@ async fn embedded_refuses_an_incompatible_data_directory() {
         meta.insert("format", "999").unwrap();
         keyspace.persist(fjall::PersistMode::SyncAll).unwrap();
     }
-    let error = EmbeddedStore::open(&dir, Retention::default()).unwrap_err().to_string();
+    let error = EmbeddedStore::open(&dir, Retention::default())
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("format version 999"), "{error}");
     assert!(error.contains(&dir.display().to_string()), "{error}");
     std::fs::remove_dir_all(&dir).ok();
@@ -313,10 +383,16 @@ async fn embedded_refuses_an_incompatible_data_directory() {
 #[tokio::test]
 async fn scylla_backend_conforms_when_configured() {
     let Some(config) = gridpulse_store::scylla_store::ScyllaConfig::from_env().unwrap() else {
-        eprintln!("skipped: set GRIDPULSE_SCYLLA_NODES=host:port to run the conformance suite against ScyllaDB");
+        eprintln!(
+            "skipped: set GRIDPULSE_SCYLLA_NODES=host:port to run the conformance suite against ScyllaDB"
+        );
         return;
     };
-    gridpulse_store::scylla_store::migrate(&config).await.unwrap();
-    let store = gridpulse_store::scylla_store::ScyllaStore::connect(config).await.unwrap();
+    gridpulse_store::scylla_store::migrate(&config)
+        .await
+        .unwrap();
+    let store = gridpulse_store::scylla_store::ScyllaStore::connect(config)
+        .await
+        .unwrap();
     check_all(&store).await;
 }

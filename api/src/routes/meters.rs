@@ -121,10 +121,9 @@ pub async fn get_readings(
     query: web::Query<HistoryQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let meter = parse_meter("id", &id)?;
-    let store = state
-        .store
-        .as_ref()
-        .ok_or_else(|| ApiError::Unavailable("reading history needs persistence (run without --in-memory)".into()))?;
+    let store = state.store.as_ref().ok_or_else(|| {
+        ApiError::Unavailable("reading history needs persistence (run without --in-memory)".into())
+    })?;
     let to_ms = match query.to.as_deref() {
         Some(text) => parse_time("to", text)?,
         None => state.clock.now_ms() + 1,

@@ -53,7 +53,13 @@ pub async fn post_readings(
     // Appending waits for the journal's fsync: off the async worker.
     let worker_state = state.clone();
     let result = web::block(move || {
-        ingest_json(&worker_state.log, &body, now_ms, &worker_state.limits, "http")
+        ingest_json(
+            &worker_state.log,
+            &body,
+            now_ms,
+            &worker_state.limits,
+            "http",
+        )
     })
     .await
     .map_err(|error| ApiError::Unavailable(format!("ingest worker: {error}")))?;

@@ -257,7 +257,10 @@ impl ScyllaConfig {
             Some(text) => ScyllaConsistency::parse(&text).ok_or_else(|| {
                 invalid(
                     ENV_CONSISTENCY,
-                    format!("`{text}` is not a consistency level: use one of {}", consistency_names()),
+                    format!(
+                        "`{text}` is not a consistency level: use one of {}",
+                        consistency_names()
+                    ),
                 )
             })?,
         };
@@ -277,11 +280,15 @@ impl ScyllaConfig {
 
         let readings_ttl_days = match get(ENV_READINGS_TTL_DAYS) {
             None => defaults.readings_ttl_days,
-            Some(text) => parse_ttl_days(&text).map_err(|reason| invalid(ENV_READINGS_TTL_DAYS, reason))?,
+            Some(text) => {
+                parse_ttl_days(&text).map_err(|reason| invalid(ENV_READINGS_TTL_DAYS, reason))?
+            }
         };
         let alerts_ttl_days = match get(ENV_ALERTS_TTL_DAYS) {
             None => defaults.alerts_ttl_days,
-            Some(text) => parse_ttl_days(&text).map_err(|reason| invalid(ENV_ALERTS_TTL_DAYS, reason))?,
+            Some(text) => {
+                parse_ttl_days(&text).map_err(|reason| invalid(ENV_ALERTS_TTL_DAYS, reason))?
+            }
         };
 
         let config = ScyllaConfig {
@@ -386,7 +393,10 @@ pub(crate) fn check_nodes(nodes: &[String]) -> Result<(), String> {
         let Some((host, port)) = node.rsplit_once(':') else {
             return Err(format!("`{node}` is not host:port"));
         };
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         if host.is_empty() || host.contains(char::is_whitespace) {
             return Err(format!("`{node}` has no valid host"));
         }
@@ -412,5 +422,294 @@ pub(crate) fn check_keyspace(keyspace: &str) -> Result<(), String> {
             "`{keyspace}` is not a keyspace name: use a lowercase letter then lowercase \
              letters, digits or `_`, at most {MAX_KEYSPACE_LEN} characters"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// `from_lookup` over a fixed set of variables (no process environment: tests run
+    /// in parallel).
+    fn from_vars(vars: &[(&str, &str)]) -> Result<Option<ScyllaConfig>, StoreError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        ScyllaConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    fn field_of(error: StoreError) -> &'static str {
+        match error {
+            StoreError::BadRequest { field, .. } => field,
+            other => panic!("expected a BadRequest, got {other}"),
+        }
+    }
+
+    #[test]
+    fn config_from_env_is_none_without_nodes() {
+        assert_eq!(from_vars(&[]).unwrap(), None);
+        assert_eq!(from_vars(&[(ENV_NODES, "  ")]).unwrap(), None);
+        // Other variables alone do not configure Scylla.
+        assert_eq!(
+            from_vars(&[(ENV_KEYSPACE, "x"), (ENV_CONSISTENCY, "one")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn config_from_env_defaults() {
+        let config = from_vars(&[(ENV_NODES, "10.0.0.1:9042")]).unwrap().unwrap();
+        assert_eq!(
+            config,
+            ScyllaConfig {
+                nodes: vec!["10.0.0.1:9042".into()],
+                ..ScyllaConfig::default()
+            }
+        );
+        assert_eq!(config.keyspace, "gridpulse");
+        assert_eq!(config.consistency, ScyllaConsistency::LocalQuorum);
+        assert_eq!(config.replication_factor, 3);
+        assert_eq!(config.readings_ttl_days, Retention::default().readings_days);
+        assert_eq!(config.alerts_ttl_days, Retention::default().alerts_days);
+        assert_eq!(config.username, None);
+    }
+
+    #[test]
+    fn config_from_env_reads_every_variable() {
+        let config = from_vars(&[
+            (ENV_NODES, " a.example:9042, [::1]:19042 ,b:1,"),
+            (ENV_KEYSPACE, "grid_2"),
+            (ENV_USERNAME, "svc"),
+            (ENV_PASSWORD, " s3cret "),
+            (ENV_CONSISTENCY, "QUORUM"),
+            (ENV_REPLICATION_FACTOR, "1"),
+            (ENV_READINGS_TTL_DAYS, "30"),
+            (ENV_ALERTS_TTL_DAYS, "none"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(config.nodes, vec!["a.example:9042", "[::1]:19042", "b:1"]);
+        assert_eq!(config.keyspace, "grid_2");
+        assert_eq!(config.username.as_deref(), Some("svc"));
+        assert_eq!(
+            config.password.as_deref(),
+            Some(" s3cret "),
+            "passwords are not trimmed"
+        );
+        assert_eq!(config.consistency, ScyllaConsistency::Quorum);
+        assert_eq!(config.replication_factor, 1);
+        assert_eq!(config.readings_ttl_days, Some(30));
+        assert_eq!(config.readings_ttl_seconds(), Some(30 * 86_400));
+        assert_eq!(config.alerts_ttl_days, None);
+        assert_eq!(config.alerts_ttl_seconds(), None);
+        let zero = from_vars(&[(ENV_NODES, "a:1"), (ENV_READINGS_TTL_DAYS, "0")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(zero.readings_ttl_days, None);
+    }
+
+    #[test]
+    fn config_from_env_names_the_invalid_variable() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: &[Case] = &[
+            (&[(ENV_NODES, "localhost")], ENV_NODES, "host:port"),
+            (&[(ENV_NODES, "a:9042,b:notaport")], ENV_NODES, "b:notaport"),
+            (&[(ENV_NODES, ":9042")], ENV_NODES, "host"),
+            (&[(ENV_NODES, "a:0")], ENV_NODES, "port"),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_KEYSPACE, "Grid")],
+                ENV_KEYSPACE,
+                "`Grid`",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_KEYSPACE, "g-p")],
+                ENV_KEYSPACE,
+                "lowercase",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_KEYSPACE, "1gp")],
+                ENV_KEYSPACE,
+                "letter",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_CONSISTENCY, "most")],
+                ENV_CONSISTENCY,
+                "local_quorum",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_REPLICATION_FACTOR, "0")],
+                ENV_REPLICATION_FACTOR,
+                "positive",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_REPLICATION_FACTOR, "three")],
+                ENV_REPLICATION_FACTOR,
+                "`three`",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_READINGS_TTL_DAYS, "9000")],
+                ENV_READINGS_TTL_DAYS,
+                "7300",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_ALERTS_TTL_DAYS, "-1")],
+                ENV_ALERTS_TTL_DAYS,
+                "`-1`",
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_USERNAME, "svc")],
+                ENV_PASSWORD,
+                ENV_USERNAME,
+            ),
+            (
+                &[(ENV_NODES, "a:1"), (ENV_PASSWORD, "pw")],
+                ENV_USERNAME,
+                ENV_PASSWORD,
+            ),
+        ];
+        for (vars, variable, detail) in cases {
+            let error = from_vars(vars).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                message.starts_with(&format!("{variable}: ")),
+                "{vars:?}: {message}"
+            );
+            assert!(message.contains(detail), "{vars:?}: {message}");
+            assert_eq!(field_of(error), *variable);
+        }
+    }
+
+    #[test]
+    fn consistency_names_parse_and_map_to_the_driver() {
+        for level in ScyllaConsistency::ALL {
+            assert_eq!(ScyllaConsistency::parse(level.as_str()), Some(level));
+            assert_eq!(
+                ScyllaConsistency::parse(&level.as_str().to_uppercase()),
+                Some(level)
+            );
+            assert_eq!(
+                serde_json::to_value(level).unwrap(),
+                serde_json::json!(level.as_str())
+            );
+        }
+        assert_eq!(
+            ScyllaConsistency::parse("local-quorum"),
+            Some(ScyllaConsistency::LocalQuorum)
+        );
+        assert_eq!(ScyllaConsistency::parse("any"), None);
+        assert_eq!(
+            ScyllaConsistency::default().for_writes(),
+            Consistency::LocalQuorum
+        );
+        assert_eq!(
+            ScyllaConsistency::EachQuorum.for_writes(),
+            Consistency::EachQuorum
+        );
+        assert_eq!(
+            ScyllaConsistency::EachQuorum.for_reads(),
+            Consistency::LocalQuorum
+        );
+        assert_eq!(ScyllaConsistency::One.for_reads(), Consistency::One);
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        assert!(ScyllaConfig::default().validate().is_ok());
+        let bad = |config: ScyllaConfig| field_of(config.validate().unwrap_err());
+        assert_eq!(
+            bad(ScyllaConfig {
+                nodes: vec![],
+                ..ScyllaConfig::default()
+            }),
+            "scylla.nodes"
+        );
+        assert_eq!(
+            bad(ScyllaConfig {
+                keyspace: "x;DROP".into(),
+                ..ScyllaConfig::default()
+            }),
+            "scylla.keyspace"
+        );
+        assert_eq!(
+            bad(ScyllaConfig {
+                keyspace: "k".repeat(49),
+                ..ScyllaConfig::default()
+            }),
+            "scylla.keyspace"
+        );
+        assert_eq!(
+            bad(ScyllaConfig {
+                replication_factor: 0,
+                ..ScyllaConfig::default()
+            }),
+            "scylla.replication_factor"
+        );
+        assert_eq!(
+            bad(ScyllaConfig {
+                password: Some("pw".into()),
+                ..ScyllaConfig::default()
+            }),
+            "scylla.username"
+        );
+        assert_eq!(
+            bad(ScyllaConfig {
+                alerts_ttl_days: Some(MAX_TTL_DAYS + 1),
+                ..ScyllaConfig::default()
+            }),
+            "scylla.alerts_ttl_days"
+        );
+        assert!(
+            ScyllaConfig {
+                keyspace: "k".repeat(48),
+                ..ScyllaConfig::default()
+            }
+            .validate()
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn config_never_shows_the_password() {
+        let config = ScyllaConfig {
+            username: Some("svc".into()),
+            password: Some("hunter2".into()),
+            ..ScyllaConfig::default()
+        };
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("hunter2") && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        let json = serde_json::to_string(&config).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        // A config file round-trips (password supplied separately) and may omit fields.
+        let back: ScyllaConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            back,
+            ScyllaConfig {
+                password: None,
+                ..config
+            }
+        );
+        let partial: ScyllaConfig =
+            serde_json::from_str(r#"{"nodes":["n:9042"],"consistency":"one"}"#).unwrap();
+        assert_eq!(partial.consistency, ScyllaConsistency::One);
+        assert_eq!(partial.keyspace, DEFAULT_KEYSPACE);
+        assert!(serde_json::from_str::<ScyllaConfig>(r#"{"nodez":[]}"#).is_err());
+    }
+
+    #[test]
+    fn with_retention_sets_both_ttls() {
+        let config = ScyllaConfig::default().with_retention(Retention {
+            readings_days: Some(7),
+            alerts_days: None,
+        });
+        assert_eq!(
+            (config.readings_ttl_days, config.alerts_ttl_days),
+            (Some(7), None)
+        );
     }
 }

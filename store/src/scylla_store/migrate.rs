@@ -39,8 +39,9 @@ impl Migration {
 
     /// The file's statements, split and stripped of comments.
     pub fn statements(&self) -> Result<Vec<String>, StoreError> {
-        split_statements(self.cql)
-            .map_err(|reason| StoreError::Scylla(format!("schema file {}: {reason}", self.file_name())))
+        split_statements(self.cql).map_err(|reason| {
+            StoreError::Scylla(format!("schema file {}: {reason}", self.file_name()))
+        })
     }
 
     /// Checksum of the statements (comments and blank lines may change freely; any
@@ -121,7 +122,10 @@ pub(crate) fn check_current(
     if missing.is_empty() {
         return Ok(());
     }
-    let names: Vec<String> = missing.iter().map(|migration| migration.file_name()).collect();
+    let names: Vec<String> = missing
+        .iter()
+        .map(|migration| migration.file_name())
+        .collect();
     Err(StoreError::Scylla(format!(
         "keyspace `{keyspace}` is missing schema migrations {}: run `gridpulse migrate` first",
         names.join(", ")
@@ -224,10 +228,24 @@ pub fn split_statements(text: &str) -> Result<Vec<String>, String> {
     }
     match state {
         State::Code | State::LineComment => {}
-        State::Quoted('\'') => return Err(format!("string opened on line {opened_at} is never closed")),
-        State::Quoted(_) => return Err(format!("quoted identifier opened on line {opened_at} is never closed")),
-        State::Dollar => return Err(format!("$$ string opened on line {opened_at} is never closed")),
-        State::BlockComment => return Err(format!("comment opened on line {opened_at} is never closed")),
+        State::Quoted('\'') => {
+            return Err(format!("string opened on line {opened_at} is never closed"));
+        }
+        State::Quoted(_) => {
+            return Err(format!(
+                "quoted identifier opened on line {opened_at} is never closed"
+            ));
+        }
+        State::Dollar => {
+            return Err(format!(
+                "$$ string opened on line {opened_at} is never closed"
+            ));
+        }
+        State::BlockComment => {
+            return Err(format!(
+                "comment opened on line {opened_at} is never closed"
+            ));
+        }
     }
     let statement = current.trim();
     if !statement.is_empty() {
@@ -252,7 +270,11 @@ pub(crate) async fn read_recorded(
     let mut recorded = BTreeMap::new();
     for (version, name, checksum) in rows {
         let version = u32::try_from(version).map_err(|_| {
-            super::rows::corrupt("schema migration", "schema_migrations", format!("version {version}"))
+            super::rows::corrupt(
+                "schema migration",
+                "schema_migrations",
+                format!("version {version}"),
+            )
         })?;
         recorded.insert(version, RecordedMigration { name, checksum });
     }
@@ -273,7 +295,10 @@ pub async fn migrate(config: &ScyllaConfig) -> Result<Vec<AppliedMigration>, Sto
     let ddl = |text: &str| Statement::new(text.to_owned());
 
     session
-        .query_unpaged(ddl(&create_keyspace(keyspace, config.replication_factor)), ())
+        .query_unpaged(
+            ddl(&create_keyspace(keyspace, config.replication_factor)),
+            (),
+        )
         .await
         .map_err(db_error(format!("creating keyspace `{keyspace}`")))?;
     session
@@ -306,11 +331,22 @@ pub async fn migrate(config: &ScyllaConfig) -> Result<Vec<AppliedMigration>, Sto
         session
             .query_unpaged(
                 record,
-                migration_values(version, migration.name, checksum(&statements), statements.len(), now_ms()),
+                migration_values(
+                    version,
+                    migration.name,
+                    checksum(&statements),
+                    statements.len(),
+                    now_ms(),
+                ),
             )
             .await
             .map_err(db_error(format!("recording {file} in schema_migrations")))?;
-        tracing::info!(keyspace, file, statements = statements.len(), "applied schema migration");
+        tracing::info!(
+            keyspace,
+            file,
+            statements = statements.len(),
+            "applied schema migration"
+        );
         applied.push(AppliedMigration {
             version: migration.version,
             name: migration.name.to_owned(),
@@ -328,5 +364,265 @@ pub async fn migrate(config: &ScyllaConfig) -> Result<Vec<AppliedMigration>, Sto
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: Migration = Migration {
+        version: 1,
+        name: "one",
+        cql: "-- first\nCREATE TABLE IF NOT EXISTS a (x int PRIMARY KEY);",
+    };
+    const V2: Migration = Migration {
+        version: 2,
+        name: "two",
+        cql: "CREATE TABLE IF NOT EXISTS b (y int PRIMARY KEY);\nCREATE TABLE IF NOT EXISTS c (z int PRIMARY KEY);",
+    };
+
+    fn recorded(entries: &[(&Migration, Option<i64>)]) -> BTreeMap<u32, RecordedMigration> {
+        entries
+            .iter()
+            .map(|(migration, checksum)| {
+                (
+                    migration.version,
+                    RecordedMigration {
+                        name: migration.name.to_owned(),
+                        checksum: checksum.unwrap_or_else(|| migration.checksum().unwrap()),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn split_statements_splits_on_semicolons_and_trims() {
+        assert_eq!(
+            split_statements("CREATE TABLE a (x int);\n\n  CREATE TABLE b (y int) ;\n").unwrap(),
+            vec!["CREATE TABLE a (x int)", "CREATE TABLE b (y int)"]
+        );
+        // The last statement may omit its semicolon; empty statements vanish.
+        assert_eq!(
+            split_statements(";; SELECT 1 ;;\nSELECT 2").unwrap(),
+            vec!["SELECT 1", "SELECT 2"]
+        );
+        assert!(split_statements("").unwrap().is_empty());
+        assert!(
+            split_statements("  \n -- only a comment; really\n")
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn split_statements_keeps_semicolons_inside_strings_and_identifiers() {
+        assert_eq!(
+            split_statements(
+                "INSERT INTO t (a) VALUES ('x;y''z -- no /* no');SELECT \"we;ird\"\"s\" FROM t;"
+            )
+            .unwrap(),
+            vec![
+                "INSERT INTO t (a) VALUES ('x;y''z -- no /* no')",
+                "SELECT \"we;ird\"\"s\" FROM t"
+            ]
+        );
+        assert_eq!(
+            split_statements(
+                "CREATE FUNCTION f() RETURNS int LANGUAGE lua AS $$ return 1; $$;\nSELECT 1;"
+            )
+            .unwrap(),
+            vec![
+                "CREATE FUNCTION f() RETURNS int LANGUAGE lua AS $$ return 1; $$",
+                "SELECT 1"
+            ]
+        );
+        // A single `$` is ordinary text.
+        assert_eq!(
+            split_statements("SELECT $a; SELECT 2").unwrap(),
+            vec!["SELECT $a", "SELECT 2"]
+        );
+    }
+
+    #[test]
+    fn split_statements_drops_comments() {
+        let text = "-- header; with a semicolon\n// another; comment\nCREATE TABLE a ( -- trailing; comment\n  x int /* inline; */, y int\n);\n/* block;\n comment */ SELECT 1; -- end";
+        assert_eq!(
+            split_statements(text).unwrap(),
+            vec!["CREATE TABLE a ( \n  x int  , y int\n)", "SELECT 1"]
+        );
+        // `-` and `/` alone are not comments.
+        assert_eq!(
+            split_statements("SELECT a - 1 / 2;").unwrap(),
+            vec!["SELECT a - 1 / 2"]
+        );
+    }
+
+    #[test]
+    fn split_statements_names_the_line_of_an_unterminated_string_or_comment() {
+        assert_eq!(
+            split_statements("SELECT 1;\nINSERT INTO t (a) VALUES ('oops);\n").unwrap_err(),
+            "string opened on line 2 is never closed"
+        );
+        assert_eq!(
+            split_statements("\n\nSELECT \"x FROM t;").unwrap_err(),
+            "quoted identifier opened on line 3 is never closed"
+        );
+        assert_eq!(
+            split_statements("SELECT 1; /* never\nclosed").unwrap_err(),
+            "comment opened on line 1 is never closed"
+        );
+        assert_eq!(
+            split_statements("AS $$ body;").unwrap_err(),
+            "$$ string opened on line 1 is never closed"
+        );
+        let bad = Migration {
+            version: 9,
+            name: "bad",
+            cql: "SELECT 'x",
+        };
+        let error = bad.statements().unwrap_err().to_string();
+        assert!(
+            error.contains("V009__bad.cql") && error.contains("line 1"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn shipped_migrations_are_numbered_in_order_idempotent_and_keyspace_relative() {
+        assert!(!MIGRATIONS.is_empty());
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                migration.version as usize,
+                index + 1,
+                "versions are 1, 2, 3, ... without gaps"
+            );
+            assert!(
+                migration
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{}",
+                migration.name
+            );
+            let statements = migration.statements().unwrap();
+            assert!(!statements.is_empty(), "{}", migration.file_name());
+            for statement in statements {
+                assert!(
+                    statement.starts_with("CREATE TABLE IF NOT EXISTS ")
+                        || statement.starts_with("CREATE INDEX IF NOT EXISTS ")
+                        || statement.starts_with("CREATE TYPE IF NOT EXISTS "),
+                    "{}: statements must be safe to repeat: {statement}",
+                    migration.file_name()
+                );
+                assert!(
+                    !statement.contains('.') || statement.contains("'class'"),
+                    "{}: keyspace-relative names only: {statement}",
+                    migration.file_name()
+                );
+                assert!(
+                    !statement.to_ascii_uppercase().contains("KEYSPACE"),
+                    "{statement}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_cql_file_is_embedded_and_identical() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cql");
+        let mut on_disk: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "cql"))
+            .map(|path| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&path).unwrap())
+            })
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<(String, String)> = MIGRATIONS
+            .iter()
+            .map(|migration| (migration.file_name(), migration.cql.to_owned()))
+            .collect();
+        assert_eq!(
+            on_disk,
+            embedded,
+            "add new files in {} to MIGRATIONS",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn checksum_ignores_comments_but_not_statements() {
+        let plain = Migration {
+            cql: "CREATE TABLE IF NOT EXISTS a (x int PRIMARY KEY);",
+            ..V1
+        };
+        assert_eq!(plain.checksum().unwrap(), V1.checksum().unwrap());
+        let changed = Migration {
+            cql: "CREATE TABLE IF NOT EXISTS a (x bigint PRIMARY KEY);",
+            ..V1
+        };
+        assert_ne!(changed.checksum().unwrap(), V1.checksum().unwrap());
+    }
+
+    #[test]
+    fn pending_skips_recorded_migrations_and_refuses_edited_files() {
+        let known = [V1, V2];
+        let versions =
+            |pending: Vec<&Migration>| pending.iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(
+            versions(pending(&known, &BTreeMap::new()).unwrap()),
+            vec![1, 2]
+        );
+        assert_eq!(
+            versions(pending(&known, &recorded(&[(&V1, None)])).unwrap()),
+            vec![2]
+        );
+        // Running again after everything is recorded applies nothing.
+        assert!(
+            pending(&known, &recorded(&[(&V1, None), (&V2, None)]))
+                .unwrap()
+                .is_empty()
+        );
+        let error = pending(&known, &recorded(&[(&V1, Some(12345))]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("V001__one.cql") && error.contains("must not change"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn check_current_names_missing_migrations_and_allows_newer_ones() {
+        let known = [V1, V2];
+        let error = check_current("gp", &known, &recorded(&[(&V1, None)]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "scylla: keyspace `gp` is missing schema migrations V002__two.cql: run `gridpulse migrate` first"
+        );
+        let error = check_current("gp", &known, &BTreeMap::new())
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("V001__one.cql, V002__two.cql"), "{error}");
+        // A keyspace migrated by a newer gridpulse (V3 unknown here) is fine.
+        let v3 = Migration {
+            version: 3,
+            name: "three",
+            cql: "CREATE TABLE IF NOT EXISTS d (w int PRIMARY KEY);",
+        };
+        check_current(
+            "gp",
+            &known,
+            &recorded(&[(&V1, None), (&V2, None), (&v3, None)]),
+        )
+        .unwrap();
+    }
 }

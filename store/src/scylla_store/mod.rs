@@ -55,22 +55,23 @@ use scylla::statement::unprepared::Statement;
 use tokio::task::JoinSet;
 
 pub use self::config::{
-    DEFAULT_KEYSPACE, DEFAULT_REPLICATION_FACTOR, ENV_ALERTS_TTL_DAYS, ENV_CONSISTENCY, ENV_KEYSPACE, ENV_NODES,
-    ENV_PASSWORD, ENV_READINGS_TTL_DAYS, ENV_REPLICATION_FACTOR, ENV_USERNAME, MAX_TTL_DAYS, ScyllaConfig,
-    ScyllaConsistency,
+    DEFAULT_KEYSPACE, DEFAULT_REPLICATION_FACTOR, ENV_ALERTS_TTL_DAYS, ENV_CONSISTENCY,
+    ENV_KEYSPACE, ENV_NODES, ENV_PASSWORD, ENV_READINGS_TTL_DAYS, ENV_REPLICATION_FACTOR,
+    ENV_USERNAME, MAX_TTL_DAYS, ScyllaConfig, ScyllaConsistency,
 };
 pub use self::migrate::{AppliedMigration, MIGRATIONS, Migration, migrate, split_statements};
 use self::rows::{
-    alert_day_values, alert_days_key, checkpoint_key, config_key, day_key, config_values, reading_range_values,
-    since_values, text_key, HistoryRow, HistorySelect, ReadingRow, ReadingSelect, SnapshotSelect, alert_from_body,
-    checkpoint_values, corrupt, day_ranges, history_from_select, last_per_key, plan_alert_writes,
-    reading_batches, reading_from_select, snapshot_from_select, snapshot_values,
+    HistoryRow, HistorySelect, ReadingRow, ReadingSelect, SnapshotSelect, alert_day_values,
+    alert_days_key, alert_from_body, checkpoint_key, checkpoint_values, config_key, config_values,
+    corrupt, day_key, day_ranges, history_from_select, last_per_key, plan_alert_writes,
+    reading_batches, reading_from_select, reading_range_values, since_values, snapshot_from_select,
+    snapshot_values, text_key,
 };
 use self::statements::StatementTexts;
 use crate::error::StoreError;
 use crate::model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, SnapshotRow, StoredAlert, day_bucket,
-    reading_cursor,
+    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, SnapshotRow, StoredAlert,
+    day_bucket, reading_cursor,
 };
 use crate::{Store, StoreFuture};
 
@@ -165,10 +166,10 @@ pub(crate) async fn build_session(config: &ScyllaConfig) -> Result<Session, Stor
     if let (Some(username), Some(password)) = (&config.username, &config.password) {
         builder = builder.user(username, password);
     }
-    builder
-        .build()
-        .await
-        .map_err(db_error(format!("connecting to {}", config.nodes.join(","))))
+    builder.build().await.map_err(db_error(format!(
+        "connecting to {}",
+        config.nodes.join(",")
+    )))
 }
 
 /// A page visitor collecting the alerts of `(body,)` rows that match `query`, breaking
@@ -211,10 +212,10 @@ async fn run_bounded(tasks: Vec<Task>, limit: usize) -> Result<(), StoreError> {
         result.map_err(db_error("write task failed"))?
     };
     for task in tasks {
-        if running.len() >= limit.max(1) {
-            if let Some(result) = running.join_next().await {
-                joined(result)?;
-            }
+        if running.len() >= limit.max(1)
+            && let Some(result) = running.join_next().await
+        {
+            joined(result)?;
         }
         running.spawn(task);
     }
@@ -239,7 +240,10 @@ impl ScyllaStore {
         );
         probe.set_consistency(Consistency::LocalOne);
         let result = session
-            .query_unpaged(probe, (keyspace.as_str(), statements::SCHEMA_MIGRATIONS.table))
+            .query_unpaged(
+                probe,
+                (keyspace.as_str(), statements::SCHEMA_MIGRATIONS.table),
+            )
             .await
             .map_err(db_error("reading system_schema.tables"))?;
         let found: Vec<(String,)> = rows_of(result, "system_schema.tables")?;
@@ -250,10 +254,18 @@ impl ScyllaStore {
             )));
         }
         let texts = StatementTexts::new(&config);
-        let recorded = migrate::read_recorded(&session, &texts, config.consistency.for_reads()).await?;
+        let recorded =
+            migrate::read_recorded(&session, &texts, config.consistency.for_reads()).await?;
         migrate::check_current(&keyspace, MIGRATIONS, &recorded)?;
-        for version in recorded.keys().filter(|version| !MIGRATIONS.iter().any(|m| m.version == **version)) {
-            tracing::warn!(keyspace, version, "keyspace has a schema migration this gridpulse does not know");
+        for version in recorded
+            .keys()
+            .filter(|version| !MIGRATIONS.iter().any(|m| m.version == **version))
+        {
+            tracing::warn!(
+                keyspace,
+                version,
+                "keyspace has a schema migration this gridpulse does not know"
+            );
         }
 
         let reads = config.consistency.for_reads();
@@ -321,7 +333,12 @@ impl ScyllaStore {
 
 impl Inner {
     /// A task executing one prepared write.
-    fn execute_task<V>(self: &Arc<Self>, statement: &PreparedStatement, values: V, context: String) -> Task
+    fn execute_task<V>(
+        self: &Arc<Self>,
+        statement: &PreparedStatement,
+        values: V,
+        context: String,
+    ) -> Task
     where
         V: SerializeRow + Send + 'static,
     {
@@ -338,7 +355,12 @@ impl Inner {
     }
 
     /// A task writing `rows` (all of one partition key) as one unlogged batch.
-    fn batch_task<V>(self: &Arc<Self>, statement: &PreparedStatement, rows: Vec<V>, context: String) -> Task
+    fn batch_task<V>(
+        self: &Arc<Self>,
+        statement: &PreparedStatement,
+        rows: Vec<V>,
+        context: String,
+    ) -> Task
     where
         V: SerializeRow + Send + Sync + 'static,
     {
@@ -350,7 +372,11 @@ impl Inner {
         batch.set_consistency(self.write_consistency);
         batch.set_is_idempotent(true);
         Box::pin(async move {
-            inner.session.batch(&batch, &rows).await.map_err(db_error(context))?;
+            inner
+                .session
+                .batch(&batch, &rows)
+                .await
+                .map_err(db_error(context))?;
             Ok(())
         })
     }
@@ -386,7 +412,12 @@ impl Inner {
     }
 
     /// Every row of `statement` (for partitions known to be small).
-    async fn all_rows<R, V>(&self, statement: &PreparedStatement, values: &V, table: &str) -> Result<Vec<R>, StoreError>
+    async fn all_rows<R, V>(
+        &self,
+        statement: &PreparedStatement,
+        values: &V,
+        table: &str,
+    ) -> Result<Vec<R>, StoreError>
     where
         R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> + Send,
         V: SerializeRow + Sync,
@@ -401,7 +432,12 @@ impl Inner {
     }
 
     /// At most one row of `statement`.
-    async fn one_row<R, V>(&self, statement: &PreparedStatement, values: V, table: &str) -> Result<Option<R>, StoreError>
+    async fn one_row<R, V>(
+        &self,
+        statement: &PreparedStatement,
+        values: V,
+        table: &str,
+    ) -> Result<Option<R>, StoreError>
     where
         R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>,
         V: SerializeRow,
@@ -419,7 +455,12 @@ impl Inner {
             .into_iter()
             .map(|rows| {
                 let context = match rows.first() {
-                    Some(first) => format!("writing {} readings of {} day {}", rows.len(), first.meter, first.day),
+                    Some(first) => format!(
+                        "writing {} readings of {} day {}",
+                        rows.len(),
+                        first.meter,
+                        first.day
+                    ),
                     None => "writing readings".to_owned(),
                 };
                 let values: Vec<_> = rows.iter().map(ReadingRow::insert_values).collect();
@@ -481,27 +522,43 @@ impl Inner {
 
     async fn get_snapshot(&self, meter: MeterId) -> Result<Option<SnapshotRow>, StoreError> {
         let row: Option<SnapshotSelect> = self
-            .one_row(&self.statements.select_snapshot, text_key(meter.as_str()), "snapshots")
+            .one_row(
+                &self.statements.select_snapshot,
+                text_key(meter.as_str()),
+                "snapshots",
+            )
             .await?;
         row.map(|row| snapshot_from_select(meter, row)).transpose()
     }
 
     async fn put_checkpoint(&self, partition: u32, offset: u64) -> Result<(), StoreError> {
         self.session
-            .execute_unpaged(&self.statements.insert_checkpoint, checkpoint_values(partition, offset))
+            .execute_unpaged(
+                &self.statements.insert_checkpoint,
+                checkpoint_values(partition, offset),
+            )
             .await
-            .map_err(db_error(format!("writing the checkpoint of partition {partition}")))?;
+            .map_err(db_error(format!(
+                "writing the checkpoint of partition {partition}"
+            )))?;
         Ok(())
     }
 
     async fn get_checkpoint(&self, partition: u32) -> Result<Option<u64>, StoreError> {
         let row: Option<(Option<i64>,)> = self
-            .one_row(&self.statements.select_checkpoint, checkpoint_key(partition), "checkpoints")
+            .one_row(
+                &self.statements.select_checkpoint,
+                checkpoint_key(partition),
+                "checkpoints",
+            )
             .await?;
         Ok(row.and_then(|(offset,)| offset).map(rows::bigint_to_u64))
     }
 
-    async fn write_alert_events(self: &Arc<Self>, entries: &[AlertHistoryEntry]) -> Result<(), StoreError> {
+    async fn write_alert_events(
+        self: &Arc<Self>,
+        entries: &[AlertHistoryEntry],
+    ) -> Result<(), StoreError> {
         let plan = plan_alert_writes(entries, self.alerts_ttl_seconds, BATCH_ROWS)?;
 
         // 1. The days, first: a query never misses a day whose alerts are written.
@@ -510,12 +567,21 @@ impl Inner {
                 .known_alert_days
                 .lock()
                 .map_err(|_| StoreError::Scylla("alert day cache poisoned".into()))?;
-            plan.days.iter().copied().filter(|day| !known.contains(day)).collect()
+            plan.days
+                .iter()
+                .copied()
+                .filter(|day| !known.contains(day))
+                .collect()
         };
         if !new_days.is_empty() {
-            let values: Vec<(i32, i32)> = new_days.iter().map(|day| alert_day_values(*day)).collect();
-            self.batch_task(&self.statements.insert_alert_day, values, "writing alert_days".into())
-                .await?;
+            let values: Vec<(i32, i32)> =
+                new_days.iter().map(|day| alert_day_values(*day)).collect();
+            self.batch_task(
+                &self.statements.insert_alert_day,
+                values,
+                "writing alert_days".into(),
+            )
+            .await?;
             if let Ok(mut known) = self.known_alert_days.lock() {
                 known.extend(new_days);
             }
@@ -533,7 +599,11 @@ impl Inner {
         }
         for (row, ttl) in &plan.alerts {
             let s = &self.statements;
-            tasks.push(self.execute_task(&s.insert_alert, row.alert_values(*ttl), format!("writing alert {}", row.id)));
+            tasks.push(self.execute_task(
+                &s.insert_alert,
+                row.alert_values(*ttl),
+                format!("writing alert {}", row.id),
+            ));
             tasks.push(self.execute_task(
                 &s.insert_alert_by_meter,
                 row.by_meter_values(*ttl),
@@ -568,13 +638,21 @@ impl Inner {
 
     async fn history(&self, id: &str) -> Result<Vec<AlertHistoryEntry>, StoreError> {
         let rows: Vec<HistorySelect> = self
-            .all_rows(&self.statements.select_alert_history, &text_key(id), "alert_history")
+            .all_rows(
+                &self.statements.select_alert_history,
+                &text_key(id),
+                "alert_history",
+            )
             .await?;
-        rows.into_iter().map(|row| history_from_select(id, row)).collect()
+        rows.into_iter()
+            .map(|row| history_from_select(id, row))
+            .collect()
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<StoredAlert>, StoreError> {
-        let row: Option<(String,)> = self.one_row(&self.statements.select_alert, text_key(id), "alerts").await?;
+        let row: Option<(String,)> = self
+            .one_row(&self.statements.select_alert, text_key(id), "alerts")
+            .await?;
         let Some((body,)) = row else {
             return Ok(None);
         };
@@ -592,12 +670,22 @@ impl Inner {
             match query.since_ms {
                 Some(since) => {
                     let values = since_values(meter, since);
-                    self.for_each_page(&s.select_alerts_by_meter_since, &values, "alerts_by_meter", collect_matching(&mut found, query, limit, "alerts_by_meter"))
-                        .await?;
+                    self.for_each_page(
+                        &s.select_alerts_by_meter_since,
+                        &values,
+                        "alerts_by_meter",
+                        collect_matching(&mut found, query, limit, "alerts_by_meter"),
+                    )
+                    .await?;
                 }
                 None => {
-                    self.for_each_page(&s.select_alerts_by_meter, &text_key(meter), "alerts_by_meter", collect_matching(&mut found, query, limit, "alerts_by_meter"))
-                        .await?;
+                    self.for_each_page(
+                        &s.select_alerts_by_meter,
+                        &text_key(meter),
+                        "alerts_by_meter",
+                        collect_matching(&mut found, query, limit, "alerts_by_meter"),
+                    )
+                    .await?;
                 }
             }
             return Ok(found);
@@ -605,21 +693,38 @@ impl Inner {
 
         let days: Vec<(i32,)> = match query.since_ms {
             Some(since) => {
-                self.all_rows(&s.select_alert_days_since, &alert_day_values(day_bucket(since)), "alert_days")
+                self.all_rows(
+                    &s.select_alert_days_since,
+                    &alert_day_values(day_bucket(since)),
+                    "alert_days",
+                )
+                .await?
+            }
+            None => {
+                self.all_rows(&s.select_alert_days, &alert_days_key(), "alert_days")
                     .await?
             }
-            None => self.all_rows(&s.select_alert_days, &alert_days_key(), "alert_days").await?,
         };
         for (day,) in days {
             match query.since_ms {
                 Some(since) => {
                     let values = since_values(day, since);
-                    self.for_each_page(&s.select_alerts_by_day_since, &values, "alerts_by_day", collect_matching(&mut found, query, limit, "alerts_by_day"))
-                        .await?;
+                    self.for_each_page(
+                        &s.select_alerts_by_day_since,
+                        &values,
+                        "alerts_by_day",
+                        collect_matching(&mut found, query, limit, "alerts_by_day"),
+                    )
+                    .await?;
                 }
                 None => {
-                    self.for_each_page(&s.select_alerts_by_day, &day_key(day), "alerts_by_day", collect_matching(&mut found, query, limit, "alerts_by_day"))
-                        .await?;
+                    self.for_each_page(
+                        &s.select_alerts_by_day,
+                        &day_key(day),
+                        "alerts_by_day",
+                        collect_matching(&mut found, query, limit, "alerts_by_day"),
+                    )
+                    .await?;
                 }
             }
             if found.len() >= limit {
@@ -635,7 +740,10 @@ impl Inner {
             reason: format!("configuration documents are JSON text: {error}"),
         })?;
         self.session
-            .execute_unpaged(&self.statements.insert_config, config_values(kind, id, body))
+            .execute_unpaged(
+                &self.statements.insert_config,
+                config_values(kind, id, body),
+            )
             .await
             .map_err(db_error(format!("writing config {}/{id}", kind.as_str())))?;
         Ok(())
@@ -643,7 +751,11 @@ impl Inner {
 
     async fn get_config(&self, kind: ConfigKind, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row: Option<(String,)> = self
-            .one_row(&self.statements.select_config, config_key(kind, id), "config")
+            .one_row(
+                &self.statements.select_config,
+                config_key(kind, id),
+                "config",
+            )
             .await?;
         Ok(row.map(|(body,)| body.into_bytes()))
     }
@@ -658,9 +770,16 @@ impl Inner {
 
     async fn list_config(&self, kind: ConfigKind) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let rows: Vec<(String, String)> = self
-            .all_rows(&self.statements.list_config, &text_key(kind.as_str()), "config")
+            .all_rows(
+                &self.statements.list_config,
+                &text_key(kind.as_str()),
+                "config",
+            )
             .await?;
-        Ok(rows.into_iter().map(|(id, body)| (id, body.into_bytes())).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id, body)| (id, body.into_bytes()))
+            .collect())
     }
 }
 
@@ -711,7 +830,12 @@ impl Store for ScyllaStore {
     }
 
     /// Stores the document as `text`: it must be UTF-8 (JSON is).
-    fn put_config<'a>(&'a self, kind: ConfigKind, id: &'a str, json: &'a [u8]) -> StoreFuture<'a, ()> {
+    fn put_config<'a>(
+        &'a self,
+        kind: ConfigKind,
+        id: &'a str,
+        json: &'a [u8],
+    ) -> StoreFuture<'a, ()> {
         Box::pin(async move { self.inner.put_config(kind, id, json).await })
     }
 

@@ -22,7 +22,11 @@ use crate::error::StoreError;
 use crate::model::{AlertHistoryEntry, ConfigKind, DAY_MS, SnapshotRow, day_bucket};
 
 /// A `corrupt row` error for `table`, naming the key.
-pub(crate) fn corrupt(what: &'static str, location: impl Into<String>, message: impl std::fmt::Display) -> StoreError {
+pub(crate) fn corrupt(
+    what: &'static str,
+    location: impl Into<String>,
+    message: impl std::fmt::Display,
+) -> StoreError {
     StoreError::Corrupt {
         what,
         location: location.into(),
@@ -172,7 +176,10 @@ pub(crate) fn day_ranges(from_ms: i64, to_ms: i64) -> Vec<DayRange> {
     let mut ranges = Vec::new();
     let mut start = from_ms;
     while start < to_ms {
-        let next_day = start.div_euclid(DAY_MS).saturating_add(1).saturating_mul(DAY_MS);
+        let next_day = start
+            .div_euclid(DAY_MS)
+            .saturating_add(1)
+            .saturating_mul(DAY_MS);
         let end = next_day.min(to_ms);
         ranges.push(DayRange {
             day: day_bucket(start),
@@ -207,7 +214,10 @@ pub(crate) fn snapshot_values(snapshot: &SnapshotRow) -> SnapshotInsert {
 }
 
 /// The snapshot of `meter` from its row.
-pub(crate) fn snapshot_from_select(meter: MeterId, row: SnapshotSelect) -> Result<SnapshotRow, StoreError> {
+pub(crate) fn snapshot_from_select(
+    meter: MeterId,
+    row: SnapshotSelect,
+) -> Result<SnapshotRow, StoreError> {
     let (log_partition, applied_offset, state, written_at) = row;
     let partition = u32::try_from(log_partition).map_err(|_| {
         corrupt(
@@ -269,7 +279,11 @@ pub(crate) fn parse_event(name: &str) -> Option<AlertEventKind> {
 /// The TTL (seconds, 0 = none) of an alert's rows: open alerts never expire, resolved
 /// ones expire `resolved_ttl` after the write that resolved them.
 pub(crate) fn alert_ttl(state: AlertState, resolved_ttl: Option<i32>) -> i32 {
-    if state.is_open() { 0 } else { resolved_ttl.unwrap_or(0) }
+    if state.is_open() {
+        0
+    } else {
+        resolved_ttl.unwrap_or(0)
+    }
 }
 
 /// One alert as stored in `alerts`, `alerts_by_meter` and `alerts_by_day`.
@@ -289,7 +303,8 @@ pub(crate) struct AlertRow {
 impl AlertRow {
     /// The rows of `alert`.
     pub(crate) fn from_alert(alert: &AlertRecord) -> Result<AlertRow, StoreError> {
-        let body = serde_json::to_string(alert).map_err(|error| corrupt("alert", alert.id.clone(), error))?;
+        let body = serde_json::to_string(alert)
+            .map_err(|error| corrupt("alert", alert.id.clone(), error))?;
         Ok(AlertRow {
             id: alert.id.clone(),
             meter: alert.meter.as_str().to_owned(),
@@ -302,7 +317,18 @@ impl AlertRow {
     }
 
     /// Bound values of `insert_alert` (with the TTL last).
-    pub(crate) fn alert_values(&self, ttl: i32) -> (String, String, &'static str, &'static str, CqlTimestamp, String, i32) {
+    pub(crate) fn alert_values(
+        &self,
+        ttl: i32,
+    ) -> (
+        String,
+        String,
+        &'static str,
+        &'static str,
+        CqlTimestamp,
+        String,
+        i32,
+    ) {
         (
             self.id.clone(),
             self.meter.clone(),
@@ -318,7 +344,15 @@ impl AlertRow {
     pub(crate) fn by_meter_values(
         &self,
         ttl: i32,
-    ) -> (String, CqlTimestamp, String, &'static str, &'static str, String, i32) {
+    ) -> (
+        String,
+        CqlTimestamp,
+        String,
+        &'static str,
+        &'static str,
+        String,
+        i32,
+    ) {
         (
             self.meter.clone(),
             CqlTimestamp(self.first_seen_ms),
@@ -335,7 +369,16 @@ impl AlertRow {
     pub(crate) fn by_day_values(
         &self,
         ttl: i32,
-    ) -> (i32, CqlTimestamp, String, String, &'static str, &'static str, String, i32) {
+    ) -> (
+        i32,
+        CqlTimestamp,
+        String,
+        String,
+        &'static str,
+        &'static str,
+        String,
+        i32,
+    ) {
         (
             self.day,
             CqlTimestamp(self.first_seen_ms),
@@ -350,7 +393,10 @@ impl AlertRow {
 }
 
 /// Decodes a stored alert body; `location` names the table and key for the error.
-pub(crate) fn alert_from_body(body: &str, location: impl Into<String>) -> Result<AlertRecord, StoreError> {
+pub(crate) fn alert_from_body(
+    body: &str,
+    location: impl Into<String>,
+) -> Result<AlertRecord, StoreError> {
     serde_json::from_str(body).map_err(|error| corrupt("alert", location, error))
 }
 
@@ -385,7 +431,10 @@ impl HistoryRow {
     }
 
     /// Bound values of `insert_alert_history` (with the TTL last).
-    pub(crate) fn values(&self, ttl: i32) -> (String, CqlTimestamp, i8, &'static str, String, String, i32) {
+    pub(crate) fn values(
+        &self,
+        ttl: i32,
+    ) -> (String, CqlTimestamp, i8, &'static str, String, String, i32) {
         (
             self.id.clone(),
             CqlTimestamp(self.at_ms),
@@ -411,11 +460,19 @@ impl HistoryRow {
 }
 
 /// The history entry of a row of alert `id`.
-pub(crate) fn history_from_select(id: &str, row: HistorySelect) -> Result<AlertHistoryEntry, StoreError> {
+pub(crate) fn history_from_select(
+    id: &str,
+    row: HistorySelect,
+) -> Result<AlertHistoryEntry, StoreError> {
     let (at, rank, event_text, actor, body) = row;
     let location = || format!("alert_history/{id}");
-    let event = parse_event(&event_text)
-        .ok_or_else(|| corrupt("alert history", location(), format!("unknown event `{event_text}`")))?;
+    let event = parse_event(&event_text).ok_or_else(|| {
+        corrupt(
+            "alert history",
+            location(),
+            format!("unknown event `{event_text}`"),
+        )
+    })?;
     if event_rank(event) != rank {
         return Err(corrupt(
             "alert history",
@@ -423,7 +480,8 @@ pub(crate) fn history_from_select(id: &str, row: HistorySelect) -> Result<AlertH
             format!("event `{event_text}` stored with rank {rank}"),
         ));
     }
-    let alert = serde_json::from_str(&body).map_err(|error| corrupt("alert history", location(), error))?;
+    let alert =
+        serde_json::from_str(&body).map_err(|error| corrupt("alert history", location(), error))?;
     Ok(AlertHistoryEntry {
         event,
         at_ms: at.0,
@@ -474,7 +532,10 @@ pub(crate) fn plan_alert_writes(
         }
         if let Some(rows) = history.remove(id) {
             let rows: Vec<(HistoryRow, i32)> = rows.into_values().map(|row| (row, ttl)).collect();
-            plan.history.extend(rows.chunks(max_rows.max(1)).map(<[(HistoryRow, i32)]>::to_vec));
+            plan.history.extend(
+                rows.chunks(max_rows.max(1))
+                    .map(<[(HistoryRow, i32)]>::to_vec),
+            );
         }
     }
     Ok(plan)
@@ -482,7 +543,10 @@ pub(crate) fn plan_alert_writes(
 
 /// Keeps the last item per key, in key order (a write of many rows must not race two
 /// versions of one row against each other).
-pub(crate) fn last_per_key<K: Ord, T>(items: impl IntoIterator<Item = T>, key: impl Fn(&T) -> K) -> Vec<T> {
+pub(crate) fn last_per_key<K: Ord, T>(
+    items: impl IntoIterator<Item = T>,
+    key: impl Fn(&T) -> K,
+) -> Vec<T> {
     let mut by_key = BTreeMap::new();
     for item in items {
         by_key.insert(key(&item), item);
@@ -499,7 +563,11 @@ pub(crate) fn last_per_key<K: Ord, T>(items: impl IntoIterator<Item = T>, key: i
 pub(crate) const ALERT_DAYS_SCOPE: i32 = 0;
 
 /// `select_readings`: meter, day, from, to, LIMIT (clamped to CQL's `int`).
-pub(crate) fn reading_range_values(meter: &str, range: DayRange, limit: usize) -> (&str, i32, CqlTimestamp, CqlTimestamp, i32) {
+pub(crate) fn reading_range_values(
+    meter: &str,
+    range: DayRange,
+    limit: usize,
+) -> (&str, i32, CqlTimestamp, CqlTimestamp, i32) {
     (
         meter,
         range.day,
@@ -545,7 +613,11 @@ pub(crate) fn config_key(kind: ConfigKind, id: &str) -> (&'static str, &str) {
 }
 
 /// `insert_config`: kind, id, body.
-pub(crate) fn config_values<'a>(kind: ConfigKind, id: &'a str, body: &'a str) -> (&'static str, &'a str, &'a str) {
+pub(crate) fn config_values<'a>(
+    kind: ConfigKind,
+    id: &'a str,
+    body: &'a str,
+) -> (&'static str, &'a str, &'a str) {
     (kind.as_str(), id, body)
 }
 
@@ -620,15 +692,30 @@ mod tests {
         assert_eq!(
             day_ranges(T0, T0 + 6 * 3_600_000),
             vec![
-                DayRange { day, from_ms: T0, to_ms: midnight },
-                DayRange { day: day + 1, from_ms: midnight, to_ms: T0 + 6 * 3_600_000 },
+                DayRange {
+                    day,
+                    from_ms: T0,
+                    to_ms: midnight
+                },
+                DayRange {
+                    day: day + 1,
+                    from_ms: midnight,
+                    to_ms: T0 + 6 * 3_600_000
+                },
             ]
         );
         // Exactly one day, aligned: one partition; one millisecond either side: two.
         assert_eq!(day_ranges(midnight, midnight + DAY_MS).len(), 1);
         assert_eq!(day_ranges(midnight - 1, midnight + 1).len(), 2);
         // A query ending exactly at midnight does not touch the next day.
-        assert_eq!(day_ranges(T0, midnight), vec![DayRange { day, from_ms: T0, to_ms: midnight }]);
+        assert_eq!(
+            day_ranges(T0, midnight),
+            vec![DayRange {
+                day,
+                from_ms: T0,
+                to_ms: midnight
+            }]
+        );
     }
 
     #[test]
@@ -636,15 +723,31 @@ mod tests {
         assert_eq!(
             day_ranges(-1000, 1000),
             vec![
-                DayRange { day: -1, from_ms: -1000, to_ms: 0 },
-                DayRange { day: 0, from_ms: 0, to_ms: 1000 },
+                DayRange {
+                    day: -1,
+                    from_ms: -1000,
+                    to_ms: 0
+                },
+                DayRange {
+                    day: 0,
+                    from_ms: 0,
+                    to_ms: 1000
+                },
             ]
         );
         assert_eq!(
             day_ranges(-DAY_MS - 1, -DAY_MS + 1),
             vec![
-                DayRange { day: -2, from_ms: -DAY_MS - 1, to_ms: -DAY_MS },
-                DayRange { day: -1, from_ms: -DAY_MS, to_ms: -DAY_MS + 1 },
+                DayRange {
+                    day: -2,
+                    from_ms: -DAY_MS - 1,
+                    to_ms: -DAY_MS
+                },
+                DayRange {
+                    day: -1,
+                    from_ms: -DAY_MS,
+                    to_ms: -DAY_MS + 1
+                },
             ]
         );
         assert!(day_ranges(T0, T0).is_empty());
@@ -768,8 +871,18 @@ mod tests {
 
     #[test]
     fn snapshot_rows_with_impossible_partitions_are_corrupt() {
-        let error = snapshot_from_select(meter("m"), (-1, None, None, CqlTimestamp(0))).unwrap_err();
-        assert!(matches!(error, StoreError::Corrupt { what: "snapshot", .. }), "{error}");
+        let error =
+            snapshot_from_select(meter("m"), (-1, None, None, CqlTimestamp(0))).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Corrupt {
+                    what: "snapshot",
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert!(error.to_string().contains("snapshots/m"), "{error}");
         // A null state reads as empty.
         let row = snapshot_from_select(meter("m"), (1, None, None, CqlTimestamp(0))).unwrap();
@@ -779,14 +892,41 @@ mod tests {
     #[test]
     fn history_rows_with_unknown_events_wrong_ranks_or_bad_json_are_corrupt() {
         let body = serde_json::to_string(&alert(meter("m"), T0, AlertState::Firing)).unwrap();
-        let row = |rank: i8, event: &str, body: &str| (CqlTimestamp(T0), rank, event.to_owned(), "system".to_owned(), body.to_owned());
-        for bad in [row(0, "exploded", &body), row(3, "raised", &body), row(0, "raised", "{not json")] {
+        let row = |rank: i8, event: &str, body: &str| {
+            (
+                CqlTimestamp(T0),
+                rank,
+                event.to_owned(),
+                "system".to_owned(),
+                body.to_owned(),
+            )
+        };
+        for bad in [
+            row(0, "exploded", &body),
+            row(3, "raised", &body),
+            row(0, "raised", "{not json"),
+        ] {
             let error = history_from_select("m.over_voltage.1", bad).unwrap_err();
-            assert!(matches!(error, StoreError::Corrupt { what: "alert history", .. }), "{error}");
-            assert!(error.to_string().contains("alert_history/m.over_voltage.1"), "{error}");
+            assert!(
+                matches!(
+                    error,
+                    StoreError::Corrupt {
+                        what: "alert history",
+                        ..
+                    }
+                ),
+                "{error}"
+            );
+            assert!(
+                error.to_string().contains("alert_history/m.over_voltage.1"),
+                "{error}"
+            );
         }
         assert!(history_from_select("x", row(0, "raised", &body)).is_ok());
-        assert!(matches!(alert_from_body("[]", "alerts/x"), Err(StoreError::Corrupt { what: "alert", .. })));
+        assert!(matches!(
+            alert_from_body("[]", "alerts/x"),
+            Err(StoreError::Corrupt { what: "alert", .. })
+        ));
     }
 
     #[test]
@@ -798,7 +938,10 @@ mod tests {
             AlertEventKind::Resolved,
         ];
         for (rank, event) in lifecycle.into_iter().enumerate() {
-            assert_eq!(serde_json::to_value(event).unwrap(), serde_json::json!(event_name(event)));
+            assert_eq!(
+                serde_json::to_value(event).unwrap(),
+                serde_json::json!(event_name(event))
+            );
             assert_eq!(parse_event(event_name(event)), Some(event));
             assert_eq!(event_rank(event), rank as i8);
         }
@@ -821,7 +964,11 @@ mod tests {
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![100, 100, 50, 30, 5]);
         for batch in &batches {
-            assert!(batch.iter().all(|row| row.meter == batch[0].meter && row.day == batch[0].day));
+            assert!(
+                batch
+                    .iter()
+                    .all(|row| row.meter == batch[0].meter && row.day == batch[0].day)
+            );
             assert!(batch.windows(2).all(|pair| pair[0].ts_ms < pair[1].ts_ms));
         }
         assert_eq!(batches.iter().map(Vec::len).sum::<usize>(), readings.len());
@@ -870,17 +1017,40 @@ mod tests {
         ];
         let ttl = 400 * 86_400;
         let plan = plan_alert_writes(&entries, Some(ttl), 100).unwrap();
-        assert_eq!(plan.days, BTreeSet::from([day_bucket(T0), day_bucket(T0) + 1]));
+        assert_eq!(
+            plan.days,
+            BTreeSet::from([day_bucket(T0), day_bucket(T0) + 1])
+        );
 
-        let last: Vec<(&str, &str, i32)> = plan.alerts.iter().map(|(row, ttl)| (row.id.as_str(), row.state, *ttl)).collect();
-        assert_eq!(last, vec![(raised.id.as_str(), "resolved", ttl), (other.id.as_str(), "firing", 0)]);
-        assert_eq!(alert_from_body(&plan.alerts[0].0.body, "t").unwrap(), resolved);
+        let last: Vec<(&str, &str, i32)> = plan
+            .alerts
+            .iter()
+            .map(|(row, ttl)| (row.id.as_str(), row.state, *ttl))
+            .collect();
+        assert_eq!(
+            last,
+            vec![
+                (raised.id.as_str(), "resolved", ttl),
+                (other.id.as_str(), "firing", 0)
+            ]
+        );
+        assert_eq!(
+            alert_from_body(&plan.alerts[0].0.body, "t").unwrap(),
+            resolved
+        );
 
         assert_eq!(plan.history.len(), 2);
-        let events: Vec<(&str, i64, i32)> = plan.history[0].iter().map(|(row, ttl)| (row.event, row.at_ms, *ttl)).collect();
+        let events: Vec<(&str, i64, i32)> = plan.history[0]
+            .iter()
+            .map(|(row, ttl)| (row.event, row.at_ms, *ttl))
+            .collect();
         assert_eq!(
             events,
-            vec![("raised", T0, ttl), ("acknowledged", T0 + 60_000, ttl), ("resolved", T0 + 120_000, ttl)]
+            vec![
+                ("raised", T0, ttl),
+                ("acknowledged", T0 + 60_000, ttl),
+                ("resolved", T0 + 120_000, ttl)
+            ]
         );
         assert_eq!(plan.history[1].len(), 1);
         assert_eq!(plan.history[1][0].1, 0);
@@ -907,7 +1077,12 @@ mod tests {
         let sizes: Vec<usize> = plan.history.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
         assert_eq!(plan.alerts.len(), 1);
-        assert_eq!(alert_from_body(&plan.alerts[0].0.body, "t").unwrap().last_seen_ms, T0 + 249);
+        assert_eq!(
+            alert_from_body(&plan.alerts[0].0.body, "t")
+                .unwrap()
+                .last_seen_ms,
+            T0 + 249
+        );
     }
 
     #[test]
@@ -918,7 +1093,11 @@ mod tests {
 
     #[test]
     fn bound_key_values_clamp_to_cql_int() {
-        let range = DayRange { day: 3, from_ms: 1, to_ms: 2 };
+        let range = DayRange {
+            day: 3,
+            from_ms: 1,
+            to_ms: 2,
+        };
         assert_eq!(reading_range_values("m", range, usize::MAX).4, i32::MAX);
         assert_eq!(reading_range_values("m", range, 8).4, 8);
         assert_eq!(alert_day_values(7), (ALERT_DAYS_SCOPE, 7));

@@ -151,9 +151,11 @@ fn select(keyspace: &str, table: &TableKey, columns: &[&str], condition: &str) -
 /// Columns of an alert row (alerts table), in bind order.
 pub(crate) const ALERT_COLUMNS: [&str; 6] = ["id", "meter", "kind", "state", "first_seen", "body"];
 /// Columns of an alerts_by_meter row, in bind order.
-pub(crate) const ALERT_BY_METER_COLUMNS: [&str; 6] = ["meter", "first_seen", "id", "kind", "state", "body"];
+pub(crate) const ALERT_BY_METER_COLUMNS: [&str; 6] =
+    ["meter", "first_seen", "id", "kind", "state", "body"];
 /// Columns of an alerts_by_day row, in bind order.
-pub(crate) const ALERT_BY_DAY_COLUMNS: [&str; 7] = ["day", "first_seen", "id", "meter", "kind", "state", "body"];
+pub(crate) const ALERT_BY_DAY_COLUMNS: [&str; 7] =
+    ["day", "first_seen", "id", "meter", "kind", "state", "body"];
 /// Columns of an alert_history row, in bind order.
 pub(crate) const HISTORY_COLUMNS: [&str; 6] = ["id", "at", "event_rank", "event", "actor", "body"];
 /// Columns of a readings row, in bind order.
@@ -209,7 +211,13 @@ impl StatementTexts {
             insert_snapshot: insert(
                 ks,
                 &SNAPSHOTS,
-                &["meter", "log_partition", "applied_offset", "state", "written_at"],
+                &[
+                    "meter",
+                    "log_partition",
+                    "applied_offset",
+                    "state",
+                    "written_at",
+                ],
                 "",
             ),
             select_snapshot: select(
@@ -245,7 +253,10 @@ impl StatementTexts {
             ),
             insert_config: insert(ks, &CONFIG, &["kind", "id", "body"], ""),
             select_config: select(ks, &CONFIG, &["body"], "kind = ? AND id = ?"),
-            delete_config: format!("DELETE FROM {} WHERE kind = ? AND id = ?", qualified(ks, &CONFIG)),
+            delete_config: format!(
+                "DELETE FROM {} WHERE kind = ? AND id = ?",
+                qualified(ks, &CONFIG)
+            ),
             list_config: select(ks, &CONFIG, &["id", "body"], "kind = ?"),
             // The whole (tiny) table: the only statement without a partition key.
             select_migrations: format!(
@@ -272,24 +283,772 @@ impl StatementTexts {
             ("insert_checkpoint", &CHECKPOINTS, &self.insert_checkpoint),
             ("select_checkpoint", &CHECKPOINTS, &self.select_checkpoint),
             ("insert_alert", &ALERTS, &self.insert_alert),
-            ("insert_alert_by_meter", &ALERTS_BY_METER, &self.insert_alert_by_meter),
-            ("insert_alert_by_day", &ALERTS_BY_DAY, &self.insert_alert_by_day),
+            (
+                "insert_alert_by_meter",
+                &ALERTS_BY_METER,
+                &self.insert_alert_by_meter,
+            ),
+            (
+                "insert_alert_by_day",
+                &ALERTS_BY_DAY,
+                &self.insert_alert_by_day,
+            ),
             ("insert_alert_day", &ALERT_DAYS, &self.insert_alert_day),
-            ("insert_alert_history", &ALERT_HISTORY, &self.insert_alert_history),
+            (
+                "insert_alert_history",
+                &ALERT_HISTORY,
+                &self.insert_alert_history,
+            ),
             ("select_alert", &ALERTS, &self.select_alert),
-            ("select_alert_history", &ALERT_HISTORY, &self.select_alert_history),
-            ("select_alerts_by_meter", &ALERTS_BY_METER, &self.select_alerts_by_meter),
-            ("select_alerts_by_meter_since", &ALERTS_BY_METER, &self.select_alerts_by_meter_since),
+            (
+                "select_alert_history",
+                &ALERT_HISTORY,
+                &self.select_alert_history,
+            ),
+            (
+                "select_alerts_by_meter",
+                &ALERTS_BY_METER,
+                &self.select_alerts_by_meter,
+            ),
+            (
+                "select_alerts_by_meter_since",
+                &ALERTS_BY_METER,
+                &self.select_alerts_by_meter_since,
+            ),
             ("select_alert_days", &ALERT_DAYS, &self.select_alert_days),
-            ("select_alert_days_since", &ALERT_DAYS, &self.select_alert_days_since),
-            ("select_alerts_by_day", &ALERTS_BY_DAY, &self.select_alerts_by_day),
-            ("select_alerts_by_day_since", &ALERTS_BY_DAY, &self.select_alerts_by_day_since),
+            (
+                "select_alert_days_since",
+                &ALERT_DAYS,
+                &self.select_alert_days_since,
+            ),
+            (
+                "select_alerts_by_day",
+                &ALERTS_BY_DAY,
+                &self.select_alerts_by_day,
+            ),
+            (
+                "select_alerts_by_day_since",
+                &ALERTS_BY_DAY,
+                &self.select_alerts_by_day_since,
+            ),
             ("insert_config", &CONFIG, &self.insert_config),
             ("select_config", &CONFIG, &self.select_config),
             ("delete_config", &CONFIG, &self.delete_config),
             ("list_config", &CONFIG, &self.list_config),
-            ("select_migrations", &SCHEMA_MIGRATIONS, &self.select_migrations),
-            ("insert_migration", &SCHEMA_MIGRATIONS, &self.insert_migration),
+            (
+                "select_migrations",
+                &SCHEMA_MIGRATIONS,
+                &self.select_migrations,
+            ),
+            (
+                "insert_migration",
+                &SCHEMA_MIGRATIONS,
+                &self.insert_migration,
+            ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use gridpulse_domain::{
+        AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading, Severity,
+    };
+    use scylla::deserialize::row::DeserializeRow;
+    use scylla::frame::response::result::{ColumnSpec, ColumnType, NativeType, TableSpec};
+    use scylla::serialize::row::{RowSerializationContext, SerializeRow};
+    use scylla::serialize::writers::RowWriter;
+
+    use super::super::migrate::MIGRATIONS;
+    use super::super::rows::{
+        self, AlertRow, HistoryRow, HistorySelect, ReadingRow, ReadingSelect, SnapshotSelect,
+    };
+    use super::*;
+    use crate::model::{AlertHistoryEntry, ConfigKind, SnapshotRow};
+
+    /// A table as the CQL files declare it.
+    #[derive(Debug)]
+    struct Table {
+        columns: BTreeMap<String, String>,
+        partition: Vec<String>,
+        clustering: Vec<String>,
+    }
+
+    fn config() -> ScyllaConfig {
+        ScyllaConfig::default()
+    }
+
+    /// Splits on commas outside parentheses.
+    fn top_level_items(body: &str) -> Vec<String> {
+        let (mut items, mut current, mut depth) = (Vec::new(), String::new(), 0);
+        for c in body.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(current.trim().to_owned());
+                    current.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        items.push(current.trim().to_owned());
+        items
+    }
+
+    fn names(list: &str) -> Vec<String> {
+        list.split(',')
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty())
+            .collect()
+    }
+
+    /// Every table of the embedded CQL files plus `schema_migrations`.
+    fn schema() -> BTreeMap<String, Table> {
+        let mut statements: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|m| m.statements().unwrap())
+            .collect();
+        statements.push(create_migrations_table("gridpulse").replace("\"gridpulse\".", ""));
+        let mut tables = BTreeMap::new();
+        for statement in statements {
+            let Some(rest) = statement.strip_prefix("CREATE TABLE IF NOT EXISTS ") else {
+                panic!("unexpected statement in a schema file: {statement}");
+            };
+            let open = rest.find('(').unwrap();
+            let name = rest[..open].trim().to_owned();
+            let mut depth = 0;
+            let close = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    c == ')' && depth == 0
+                })
+                .unwrap()
+                .0;
+            let mut table = Table {
+                columns: BTreeMap::new(),
+                partition: Vec::new(),
+                clustering: Vec::new(),
+            };
+            for item in top_level_items(&rest[open + 1..close]) {
+                if let Some(key) = item.strip_prefix("PRIMARY KEY") {
+                    let key = key
+                        .trim()
+                        .strip_prefix('(')
+                        .unwrap()
+                        .strip_suffix(')')
+                        .unwrap()
+                        .trim();
+                    let (partition, clustering) = match key.strip_prefix('(') {
+                        Some(inner) => {
+                            let end = inner.find(')').unwrap();
+                            (names(&inner[..end]), names(&inner[end + 1..]))
+                        }
+                        None => {
+                            let all = names(key);
+                            (all[..1].to_vec(), all[1..].to_vec())
+                        }
+                    };
+                    table.partition = partition;
+                    table.clustering = clustering;
+                } else {
+                    let mut words = item.split_whitespace();
+                    let column = words.next().unwrap().to_owned();
+                    let typ = words.next().unwrap().to_owned();
+                    table.columns.insert(column, typ);
+                }
+            }
+            tables.insert(name, table);
+        }
+        tables
+    }
+
+    fn native(typ: &str) -> NativeType {
+        match typ {
+            "text" => NativeType::Text,
+            "int" => NativeType::Int,
+            "bigint" => NativeType::BigInt,
+            "double" => NativeType::Double,
+            "timestamp" => NativeType::Timestamp,
+            "blob" => NativeType::Blob,
+            "tinyint" => NativeType::TinyInt,
+            other => panic!("type {other} not mapped in the test"),
+        }
+    }
+
+    fn spec(table: &str, column: &str, typ: NativeType) -> ColumnSpec<'static> {
+        ColumnSpec::owned(
+            column.to_owned(),
+            ColumnType::Native(typ),
+            TableSpec::owned("gridpulse".to_owned(), table.to_owned()),
+        )
+    }
+
+    fn table_of(text: &str) -> String {
+        let after = text.split("\"gridpulse\".").nth(1).unwrap();
+        after
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// The bind markers of a statement, typed from the schema, as the server would
+    /// describe them when preparing it.
+    fn bind_specs(text: &str, schema: &BTreeMap<String, Table>) -> Vec<ColumnSpec<'static>> {
+        let table_name = table_of(text);
+        let table = &schema[&table_name];
+        let column = |name: &str| {
+            let typ = table
+                .columns
+                .get(name)
+                .unwrap_or_else(|| panic!("{table_name} has no column {name}: {text}"));
+            spec(&table_name, name, native(typ))
+        };
+        let mut specs = Vec::new();
+        if text.starts_with("INSERT") {
+            let open = text.find('(').unwrap();
+            let close = text.find(')').unwrap();
+            specs.extend(
+                names(&text[open + 1..close])
+                    .iter()
+                    .map(|name| column(name)),
+            );
+            if text.ends_with("USING TTL ?") {
+                specs.push(spec(&table_name, "[ttl]", NativeType::Int));
+            }
+        } else if let Some(condition) = text.split(" WHERE ").nth(1) {
+            let (condition, limit) = match condition.split_once(" LIMIT ") {
+                Some((condition, limit)) => (condition, Some(limit)),
+                None => (condition, None),
+            };
+            for restriction in condition.split(" AND ") {
+                let words: Vec<&str> = restriction.split_whitespace().collect();
+                assert_eq!(words.len(), 3, "restriction `{restriction}` in {text}");
+                assert!(["=", ">=", "<", "<=", ">"].contains(&words[1]), "{text}");
+                assert_eq!(words[2], "?", "values are always bound: {text}");
+                specs.push(column(words[0]));
+            }
+            if let Some(limit) = limit {
+                assert_eq!(limit, "?");
+                specs.push(spec(&table_name, "[limit]", NativeType::Int));
+            }
+        }
+        specs
+    }
+
+    /// The columns a SELECT returns, typed from the schema.
+    fn result_specs(text: &str, schema: &BTreeMap<String, Table>) -> Vec<ColumnSpec<'static>> {
+        let table_name = table_of(text);
+        let columns = text
+            .strip_prefix("SELECT ")
+            .unwrap()
+            .split(" FROM ")
+            .next()
+            .unwrap();
+        names(columns)
+            .iter()
+            .map(|name| {
+                spec(
+                    &table_name,
+                    name,
+                    native(&schema[&table_name].columns[name]),
+                )
+            })
+            .collect()
+    }
+
+    fn serializes(name: &str, specs: &[ColumnSpec<'static>], values: &impl SerializeRow) {
+        let context = RowSerializationContext::from_specs(specs);
+        let mut buffer = Vec::new();
+        let mut writer = RowWriter::new(&mut buffer);
+        if let Err(error) = values.serialize(&context, &mut writer) {
+            panic!("{name}: the values the store binds do not fit the statement: {error}");
+        }
+    }
+
+    fn decodes<R: for<'f, 'm> DeserializeRow<'f, 'm>>(name: &str, specs: &[ColumnSpec<'static>]) {
+        if let Err(error) = R::type_check(specs) {
+            panic!("{name}: the row type does not match the selected columns: {error}");
+        }
+    }
+
+    fn sample_alert() -> AlertRecord {
+        let meter = MeterId::new("m-1").unwrap();
+        AlertRecord {
+            id: gridpulse_domain::alert_id(&meter, AlertKind::OverCurrent, 5),
+            meter,
+            kind: AlertKind::OverCurrent,
+            severity: Severity::Critical,
+            state: AlertState::Firing,
+            first_seen_ms: 5,
+            last_seen_ms: 6,
+            count: 1,
+            value: 40.5,
+            threshold: 32.0,
+            acknowledged_by: None,
+            acknowledged_at_ms: None,
+            resolved_by: None,
+            resolved_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn schema_files_declare_the_keys_the_store_relies_on() {
+        let schema = schema();
+        let mut expected: Vec<&str> = TABLE_KEYS.iter().map(|key| key.table).collect();
+        expected.push(SCHEMA_MIGRATIONS.table);
+        expected.sort_unstable();
+        assert_eq!(
+            schema.keys().map(String::as_str).collect::<Vec<_>>(),
+            expected
+        );
+        for key in TABLE_KEYS.iter().chain([&SCHEMA_MIGRATIONS]) {
+            let table = &schema[key.table];
+            assert_eq!(
+                table.partition, key.partition,
+                "partition key of {}",
+                key.table
+            );
+            assert_eq!(
+                table.clustering, key.clustering,
+                "clustering key of {}",
+                key.table
+            );
+            for column in key.partition.iter().chain(key.clustering) {
+                assert!(
+                    table.columns.contains_key(*column),
+                    "{}.{column}",
+                    key.table
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_statement_names_its_keyspace_table_and_whole_partition_key() {
+        let texts = StatementTexts::new(&config());
+        for (name, table, text) in texts.all() {
+            assert_eq!(table_of(text), table.table, "{name}: {text}");
+            assert_eq!(
+                text.matches("\"gridpulse\".").count(),
+                1,
+                "{name}: one table: {text}"
+            );
+            assert!(
+                !text.contains("ALLOW FILTERING") && !text.contains(" IN "),
+                "{name}: {text}"
+            );
+            assert!(!text.contains(';'), "{name}: {text}");
+            let markers = text.matches('?').count();
+            if let Some(rest) = text.strip_prefix("INSERT INTO ") {
+                let columns = names(&rest[rest.find('(').unwrap() + 1..rest.find(')').unwrap()]);
+                for key in table.partition.iter().chain(table.clustering) {
+                    assert!(
+                        columns.iter().any(|c| c == key),
+                        "{name} sets the key column {key}: {text}"
+                    );
+                }
+                let ttl_marker = usize::from(text.ends_with("USING TTL ?"));
+                assert_eq!(
+                    markers,
+                    columns.len() + ttl_marker,
+                    "{name}: one marker per column: {text}"
+                );
+            } else if name == "select_migrations" {
+                // The one full read: a handful of rows, once per migrate/connect.
+                assert!(!text.contains("WHERE"), "{text}");
+            } else {
+                assert!(
+                    text.starts_with("SELECT ") || text.starts_with("DELETE FROM "),
+                    "{name}: {text}"
+                );
+                let condition = text
+                    .split(" WHERE ")
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{name}: {text}"));
+                for key in table.partition {
+                    assert!(
+                        condition.contains(&format!("{key} = ?")),
+                        "{name} binds {key}: {text}"
+                    );
+                }
+                if text.starts_with("DELETE") {
+                    for key in table.clustering {
+                        assert!(
+                            condition.contains(&format!("{key} = ?")),
+                            "{name} deletes one row: {text}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn readings_insert_carries_ttl_only_when_configured() {
+        let with = StatementTexts::new(&ScyllaConfig {
+            readings_ttl_days: Some(30),
+            ..config()
+        });
+        assert_eq!(
+            with.insert_reading,
+            "INSERT INTO \"gridpulse\".readings (meter, day, ts, voltage_v, current_a, power_w, energy_wh, \
+             credit, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL 2592000"
+        );
+        let without = StatementTexts::new(&ScyllaConfig {
+            readings_ttl_days: None,
+            ..config()
+        });
+        assert!(
+            !without.insert_reading.contains("TTL"),
+            "{}",
+            without.insert_reading
+        );
+        let zero = StatementTexts::new(&ScyllaConfig {
+            readings_ttl_days: Some(0),
+            ..config()
+        });
+        assert!(
+            !zero.insert_reading.contains("TTL"),
+            "0 days means no TTL: {}",
+            zero.insert_reading
+        );
+        // The alerts TTL is bound per write (open alerts must not expire).
+        for text in [
+            &with.insert_alert,
+            &with.insert_alert_by_meter,
+            &with.insert_alert_by_day,
+            &with.insert_alert_history,
+        ] {
+            assert!(text.ends_with(" USING TTL ?"), "{text}");
+        }
+        for text in [
+            &with.insert_snapshot,
+            &with.insert_checkpoint,
+            &with.insert_config,
+            &with.insert_alert_day,
+        ] {
+            assert!(!text.contains("TTL"), "{text}");
+        }
+    }
+
+    #[test]
+    fn statements_follow_the_keyspace() {
+        let texts = StatementTexts::new(&ScyllaConfig {
+            keyspace: "grid_test_2".into(),
+            ..config()
+        });
+        assert_eq!(
+            texts.select_alert,
+            "SELECT body FROM \"grid_test_2\".alerts WHERE id = ?"
+        );
+        assert_eq!(
+            texts.delete_config,
+            "DELETE FROM \"grid_test_2\".config WHERE kind = ? AND id = ?"
+        );
+        assert!(
+            texts
+                .all()
+                .iter()
+                .all(|(_, _, text)| !text.contains("\"gridpulse\""))
+        );
+    }
+
+    /// Serializes the values the store binds against each statement's markers, typed
+    /// from the CQL schema: a wrong column count or a Rust type that does not match the
+    /// CQL type (e.g. i64 for an `int`) fails here instead of on a server.
+    #[test]
+    fn bound_values_fit_every_statement_and_the_schema() {
+        let schema = schema();
+        let texts = StatementTexts::new(&config());
+        let binds = |text: &str| bind_specs(text, &schema);
+        let meter = MeterId::new("m-1").unwrap();
+        let reading = Reading {
+            meter,
+            ts_ms: -5,
+            voltage: 230.0,
+            current: 1.0,
+            power_w: 230.0,
+            energy_wh: 10.0,
+            credit: None,
+            seq: Some(u64::MAX),
+        };
+        let alert = sample_alert();
+        let entry = AlertHistoryEntry::from_change(AlertEventKind::Raised, alert.clone());
+        let alert_row = AlertRow::from_alert(&alert).unwrap();
+        let history_row = HistoryRow::from_entry(&entry).unwrap();
+        let snapshot = SnapshotRow {
+            meter,
+            partition: 3,
+            applied_offset: None,
+            state: vec![1],
+            written_at_ms: 0,
+        };
+        let range = rows::day_ranges(0, 10)[0];
+
+        serializes(
+            "insert_reading",
+            &binds(&texts.insert_reading),
+            &ReadingRow::from_reading(&reading).insert_values(),
+        );
+        serializes(
+            "select_readings",
+            &binds(&texts.select_readings),
+            &rows::reading_range_values("m-1", range, 101),
+        );
+        serializes(
+            "insert_snapshot",
+            &binds(&texts.insert_snapshot),
+            &rows::snapshot_values(&snapshot),
+        );
+        serializes(
+            "select_snapshot",
+            &binds(&texts.select_snapshot),
+            &rows::text_key("m-1"),
+        );
+        serializes(
+            "insert_checkpoint",
+            &binds(&texts.insert_checkpoint),
+            &rows::checkpoint_values(1, 2),
+        );
+        serializes(
+            "select_checkpoint",
+            &binds(&texts.select_checkpoint),
+            &rows::checkpoint_key(1),
+        );
+        serializes(
+            "insert_alert",
+            &binds(&texts.insert_alert),
+            &alert_row.alert_values(0),
+        );
+        serializes(
+            "insert_alert_by_meter",
+            &binds(&texts.insert_alert_by_meter),
+            &alert_row.by_meter_values(0),
+        );
+        serializes(
+            "insert_alert_by_day",
+            &binds(&texts.insert_alert_by_day),
+            &alert_row.by_day_values(0),
+        );
+        serializes(
+            "insert_alert_day",
+            &binds(&texts.insert_alert_day),
+            &rows::alert_day_values(4),
+        );
+        serializes(
+            "insert_alert_history",
+            &binds(&texts.insert_alert_history),
+            &history_row.values(0),
+        );
+        serializes(
+            "select_alert",
+            &binds(&texts.select_alert),
+            &rows::text_key(&alert.id),
+        );
+        serializes(
+            "select_alert_history",
+            &binds(&texts.select_alert_history),
+            &rows::text_key(&alert.id),
+        );
+        serializes(
+            "select_alerts_by_meter",
+            &binds(&texts.select_alerts_by_meter),
+            &rows::text_key("m-1"),
+        );
+        serializes(
+            "select_alerts_by_meter_since",
+            &binds(&texts.select_alerts_by_meter_since),
+            &rows::since_values("m-1", 5),
+        );
+        serializes(
+            "select_alert_days",
+            &binds(&texts.select_alert_days),
+            &rows::alert_days_key(),
+        );
+        serializes(
+            "select_alert_days_since",
+            &binds(&texts.select_alert_days_since),
+            &rows::alert_day_values(4),
+        );
+        serializes(
+            "select_alerts_by_day",
+            &binds(&texts.select_alerts_by_day),
+            &rows::day_key(4),
+        );
+        serializes(
+            "select_alerts_by_day_since",
+            &binds(&texts.select_alerts_by_day_since),
+            &rows::since_values(4, 5),
+        );
+        serializes(
+            "insert_config",
+            &binds(&texts.insert_config),
+            &rows::config_values(ConfigKind::Meter, "a", "{}"),
+        );
+        serializes(
+            "select_config",
+            &binds(&texts.select_config),
+            &rows::config_key(ConfigKind::Meter, "a"),
+        );
+        serializes(
+            "delete_config",
+            &binds(&texts.delete_config),
+            &rows::config_key(ConfigKind::Meter, "a"),
+        );
+        serializes(
+            "list_config",
+            &binds(&texts.list_config),
+            &rows::text_key(ConfigKind::User.as_str()),
+        );
+        serializes("select_migrations", &binds(&texts.select_migrations), &());
+        serializes(
+            "insert_migration",
+            &binds(&texts.insert_migration),
+            &rows::migration_values(1, "init", 7, 3, 0),
+        );
+        // And a wrong type is caught by this very check (the test can fail).
+        let checkpoint_specs = binds(&texts.select_checkpoint);
+        let context = RowSerializationContext::from_specs(&checkpoint_specs);
+        let mut buffer = Vec::new();
+        assert!(
+            (1_i32,)
+                .serialize(&context, &mut RowWriter::new(&mut buffer))
+                .is_err()
+        );
+    }
+
+    /// Type-checks the row types the store decodes against the selected columns.
+    #[test]
+    fn result_rows_type_check_against_the_schema() {
+        let schema = schema();
+        let texts = StatementTexts::new(&config());
+        let results = |text: &str| result_specs(text, &schema);
+        decodes::<ReadingSelect>("select_readings", &results(&texts.select_readings));
+        decodes::<SnapshotSelect>("select_snapshot", &results(&texts.select_snapshot));
+        decodes::<(Option<i64>,)>("select_checkpoint", &results(&texts.select_checkpoint));
+        decodes::<(String,)>("select_alert", &results(&texts.select_alert));
+        decodes::<HistorySelect>(
+            "select_alert_history",
+            &results(&texts.select_alert_history),
+        );
+        decodes::<(String,)>(
+            "select_alerts_by_meter",
+            &results(&texts.select_alerts_by_meter),
+        );
+        decodes::<(String,)>(
+            "select_alerts_by_meter_since",
+            &results(&texts.select_alerts_by_meter_since),
+        );
+        decodes::<(i32,)>("select_alert_days", &results(&texts.select_alert_days));
+        decodes::<(i32,)>(
+            "select_alert_days_since",
+            &results(&texts.select_alert_days_since),
+        );
+        decodes::<(String,)>(
+            "select_alerts_by_day",
+            &results(&texts.select_alerts_by_day),
+        );
+        decodes::<(String,)>(
+            "select_alerts_by_day_since",
+            &results(&texts.select_alerts_by_day_since),
+        );
+        decodes::<(String,)>("select_config", &results(&texts.select_config));
+        decodes::<(String, String)>("list_config", &results(&texts.list_config));
+        decodes::<(i32, String, i64)>("select_migrations", &results(&texts.select_migrations));
+        assert!(<(i64,)>::type_check(&results(&texts.select_alert_days)).is_err());
+    }
+
+    #[test]
+    fn no_identifier_is_a_reserved_cql_keyword() {
+        // ScyllaDB's reserved keywords (docs: cql/reserved-keywords).
+        const RESERVED: &[&str] = &[
+            "add",
+            "allow",
+            "alter",
+            "and",
+            "apply",
+            "asc",
+            "authorize",
+            "batch",
+            "begin",
+            "by",
+            "columnfamily",
+            "create",
+            "delete",
+            "desc",
+            "describe",
+            "drop",
+            "entries",
+            "execute",
+            "from",
+            "full",
+            "grant",
+            "if",
+            "in",
+            "index",
+            "infinity",
+            "insert",
+            "into",
+            "keyspace",
+            "limit",
+            "modify",
+            "nan",
+            "norecursive",
+            "not",
+            "null",
+            "of",
+            "on",
+            "or",
+            "order",
+            "primary",
+            "rename",
+            "replace",
+            "revoke",
+            "schema",
+            "select",
+            "set",
+            "table",
+            "to",
+            "token",
+            "truncate",
+            "unlogged",
+            "update",
+            "use",
+            "using",
+            "view",
+            "where",
+            "with",
+        ];
+        for (name, table) in schema() {
+            assert!(!RESERVED.contains(&name.as_str()), "table {name}");
+            for column in table.columns.keys() {
+                assert!(!RESERVED.contains(&column.as_str()), "{name}.{column}");
+            }
+        }
+    }
+
+    #[test]
+    fn keyspace_and_migrations_table_statements() {
+        assert_eq!(
+            create_keyspace("gridpulse", 3),
+            "CREATE KEYSPACE IF NOT EXISTS \"gridpulse\" WITH replication = \
+             {'class': 'NetworkTopologyStrategy', 'replication_factor': 3}"
+        );
+        assert!(create_keyspace("ks", 1).ends_with("'replication_factor': 1}"));
+        assert!(
+            create_migrations_table("ks")
+                .starts_with("CREATE TABLE IF NOT EXISTS \"ks\".schema_migrations (")
+        );
     }
 }
