@@ -16,7 +16,9 @@ use actix::{
     Actor, ActorFutureExt, AsyncContext, Context, Handler, Message, Supervised, WrapFuture,
 };
 use gridpulse_domain::{AlertKind, AlertRecord, MeterId, Reading};
-use gridpulse_store::{SnapshotRow, Store};
+use gridpulse_store::{ConfigKind, SnapshotRow, Store};
+
+use crate::system::MeterConfig;
 use tokio::sync::Notify;
 
 use crate::clock::{Clock, SystemClock};
@@ -101,8 +103,30 @@ impl MeterActor {
             return;
         };
         let meter = self.state.meter();
-        let load = async move { store.get_snapshot(meter).await };
-        ctx.wait(load.into_actor(self).map(move |result, actor, _ctx| match result {
+        let load = async move {
+            let thresholds = store.get_config(ConfigKind::Meter, meter.as_str()).await;
+            (store.get_snapshot(meter).await, thresholds)
+        };
+        ctx.wait(load.into_actor(self).map(move |(result, thresholds), actor, _ctx| {
+            match thresholds {
+                Ok(Some(json)) => match serde_json::from_slice::<MeterConfig>(&json) {
+                    Ok(config) => actor.thresholds = Arc::new(config.thresholds),
+                    Err(error) => tracing::error!(%meter, %error, "stored meter configuration is unreadable; using default thresholds"),
+                },
+                Ok(None) => {}
+                Err(error) => tracing::error!(%meter, %error, "cannot read the meter configuration; using default thresholds"),
+            }
+            actor.apply_snapshot(meter, result);
+        }));
+    }
+
+    fn apply_snapshot(
+        &mut self,
+        meter: MeterId,
+        result: Result<Option<SnapshotRow>, gridpulse_store::StoreError>,
+    ) {
+        let actor = self;
+        match result {
             Ok(None) => metrics::record_snapshot_restore("none"),
             Ok(Some(row)) => match MeterState::decode(&row.state) {
                 Ok(state) if state.meter() == meter => {
@@ -119,7 +143,7 @@ impl MeterActor {
                 metrics::record_snapshot_restore("corrupt");
                 tracing::error!(%meter, %error, "cannot read the meter snapshot; starting from the log");
             }
-        }));
+        }
     }
 
     fn snapshot_row(&self) -> Option<SnapshotRow> {

@@ -21,7 +21,7 @@ use crate::partition_actor::{
     SetMeterThresholds,
 };
 use crate::thresholds::{Thresholds, ThresholdsError};
-use gridpulse_store::Store;
+use gridpulse_store::{ConfigKind, Store};
 
 /// Settings of the actor system.
 #[derive(Debug, Clone)]
@@ -289,24 +289,47 @@ impl MeterSystem {
         Ok(actor.send(command).await??)
     }
 
-    /// Replaces one meter's thresholds after validating them.
+    /// Replaces one meter's thresholds after validating them; with a store they are
+    /// kept in the meter's configuration and survive restarts.
     pub async fn set_thresholds(
         &self,
         meter: MeterId,
         thresholds: Thresholds,
     ) -> Result<(), SystemError> {
         thresholds.validate()?;
+        let thresholds = Arc::new(thresholds);
         let found = self
             .partition_of(&meter)
             .send(SetMeterThresholds {
                 meter,
-                thresholds: Arc::new(thresholds),
+                thresholds: Arc::clone(&thresholds),
             })
             .await?;
-        if found {
-            Ok(())
-        } else {
-            Err(SystemError::MeterNotFound)
+        if !found {
+            return Err(SystemError::MeterNotFound);
         }
+        if let Some(store) = &self.store {
+            let config = MeterConfig {
+                thresholds: (*thresholds).clone(),
+            };
+            let json = serde_json::to_vec(&config)
+                .map_err(|error| SystemError::Store(error.to_string()))?;
+            store
+                .put_config(ConfigKind::Meter, meter.as_str(), &json)
+                .await
+                .map_err(|error| SystemError::Store(error.to_string()))?;
+            store
+                .flush()
+                .await
+                .map_err(|error| SystemError::Store(error.to_string()))?;
+        }
+        Ok(())
     }
+}
+
+/// A meter's stored configuration (`ConfigKind::Meter`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MeterConfig {
+    /// The meter's thresholds.
+    pub thresholds: Thresholds,
 }

@@ -214,6 +214,9 @@ impl EmbeddedSystem {
             clock,
             max_body_bytes: config.max_body_bytes,
         };
+        if let Some(store) = state.store.clone() {
+            actix_web::rt::spawn(run_retention(store, Arc::clone(&state.clock)));
+        }
         if let Some(simulator) = config.simulate.clone() {
             actix_web::rt::spawn(run_simulator(simulator, state.clone()));
         }
@@ -312,6 +315,20 @@ async fn run_simulator(config: SimulatorConfig, state: AppState) {
                 &state.limits,
                 "simulator",
             );
+        }
+    }
+}
+
+/// Applies retention now and then every hour (whole expired day partitions, resolved
+/// alerts past their time).
+async fn run_retention(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+    let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every_hour.tick().await;
+        match store.apply_retention(clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "retention removed expired data"),
+            Err(error) => tracing::warn!(%error, "retention failed; will retry in an hour"),
         }
     }
 }

@@ -13,6 +13,7 @@ use gridpulse_actors::Thresholds;
 use gridpulse_api::embedded::Persistence;
 use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
 use gridpulse_ingest::simulator::SimulatorConfig;
+use gridpulse_store::Retention;
 use gridpulse_store::scylla_store::{ScyllaConfig, ScyllaStore};
 
 /// Real-time telemetry and alerting for smart electricity meters.
@@ -77,6 +78,12 @@ struct RunArgs {
     /// the embedded store; the reading journal stays in --data-dir.
     #[arg(long, env = "GRIDPULSE_SCYLLA")]
     scylla: bool,
+    /// Days raw readings are kept (0: forever).
+    #[arg(long, default_value_t = 400, env = "GRIDPULSE_RETENTION_READINGS_DAYS")]
+    retention_readings_days: u32,
+    /// Days resolved alerts and their history are kept (0: forever).
+    #[arg(long, default_value_t = 400, env = "GRIDPULSE_RETENTION_ALERTS_DAYS")]
+    retention_alerts_days: u32,
     /// Seconds between checkpoints (state snapshots; bounds the replay after a crash).
     #[arg(long, default_value_t = 5.0, env = "GRIDPULSE_CHECKPOINT_INTERVAL")]
     checkpoint_interval: f64,
@@ -139,6 +146,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut persistence = Persistence::new(&args.data_dir);
         persistence.checkpoint_interval =
             std::time::Duration::from_secs_f64(args.checkpoint_interval);
+        persistence.retention = Retention {
+            readings_days: (args.retention_readings_days > 0)
+                .then_some(args.retention_readings_days),
+            alerts_days: (args.retention_alerts_days > 0).then_some(args.retention_alerts_days),
+        };
         persistence
     });
     let config = EmbeddedConfig {
@@ -166,7 +178,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         })?;
         let mut config = config;
         if use_scylla && let Some(persistence) = config.persistence.as_mut() {
-            let store = ScyllaStore::connect(scylla_config()?).await?;
+            let store =
+                ScyllaStore::connect(scylla_config()?.with_retention(persistence.retention))
+                    .await?;
             persistence.store = Some(std::sync::Arc::new(store));
         }
         let data_dir = config

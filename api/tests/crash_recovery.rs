@@ -367,6 +367,65 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         "state restored from snapshots"
     );
     assert_eq!(alert_ids(server.addr), expected_alerts);
+
+    // Human actions are not in the log: thresholds and an acknowledgement must survive
+    // a kill -9 right after they were answered.
+    let target = meter(1);
+    let (status, answer) = http(
+        server.addr,
+        "PUT",
+        &format!("/api/meters/{target}/thresholds"),
+        r#"{"over_voltage_v": 300, "over_voltage_clear_v": 290}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let (_, state) = http(server.addr, "GET", &format!("/api/meters/{target}"), "").unwrap();
+    let open_id = state["open_alerts"][0]["id"].as_str().map(str::to_owned);
+    if let Some(id) = &open_id {
+        let (status, answer) = http(
+            server.addr,
+            "POST",
+            &format!("/api/alerts/{id}/ack"),
+            r#"{"by":"ops-1"}"#,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+    server.kill9();
+    let server = Server::start(&args);
+    let (_, state) = http(server.addr, "GET", &format!("/api/meters/{target}"), "").unwrap();
+    assert_eq!(state["thresholds"]["over_voltage_v"], 300.0, "{state}");
+    if let Some(id) = open_id {
+        let (_, alert) = http(server.addr, "GET", &format!("/api/alerts/{id}"), "").unwrap();
+        assert_eq!(alert["state"], "acknowledged", "{alert}");
+        assert_eq!(alert["acknowledged_by"], "ops-1");
+        let events: Vec<&str> = alert["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(events.first(), Some(&"raised"), "{alert}");
+        assert_eq!(events.last(), Some(&"acknowledged"), "{alert}");
+        assert_eq!(state["open_alerts"][0]["state"], "acknowledged", "{state}");
+    }
+    // A second process on the same data directory is refused, naming the directory.
+    let second = Command::new(env!("CARGO_BIN_EXE_gridpulse"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.as_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("in use by another gridpulse process") && stderr.contains(&data_dir),
+        "{stderr}"
+    );
     server.kill9();
     remove_dir(&dir);
 }

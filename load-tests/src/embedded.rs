@@ -61,27 +61,52 @@ pub struct EmbeddedArgs {
 }
 
 /// When each alert-raising reading was accepted, keyed by (meter, event time).
-type Accepted = Arc<Mutex<HashMap<(String, i64), Instant>>>;
+pub(crate) type Accepted = Arc<Mutex<HashMap<(String, i64), Instant>>>;
 
-struct Generator {
-    fleet: Fleet,
-    alert_meters: usize,
-    base_ms: i64,
-    limits: Limits,
-    payload: Vec<u8>,
-    batch: Vec<Reading>,
-    batch_size: usize,
-    round: u64,
-    next_idx: usize,
-    n_readings: u64,
-    n_full_waits: u64,
-    accepted: Accepted,
-    raising: Vec<(usize, i64)>,
+pub(crate) struct Generator {
+    pub(crate) fleet: Fleet,
+    pub(crate) alert_meters: usize,
+    pub(crate) base_ms: i64,
+    pub(crate) limits: Limits,
+    pub(crate) payload: Vec<u8>,
+    pub(crate) batch: Vec<Reading>,
+    pub(crate) batch_size: usize,
+    pub(crate) round: u64,
+    pub(crate) next_idx: usize,
+    pub(crate) n_readings: u64,
+    pub(crate) n_full_waits: u64,
+    pub(crate) accepted: Accepted,
+    pub(crate) raising: Vec<(usize, i64)>,
 }
 
 impl Generator {
+    /// A generator over `fleet` whose event time starts six hours before `now_ms`.
+    pub(crate) fn new(
+        fleet: Fleet,
+        alert_meters: usize,
+        batch_size: usize,
+        now_ms: i64,
+        accepted: Accepted,
+    ) -> Generator {
+        Generator {
+            fleet,
+            alert_meters,
+            base_ms: now_ms - 6 * 3_600_000,
+            limits: Limits::default(),
+            payload: Vec::with_capacity(256),
+            batch: Vec::with_capacity(batch_size),
+            batch_size: batch_size.max(1),
+            round: 0,
+            next_idx: 0,
+            n_readings: 0,
+            n_full_waits: 0,
+            accepted,
+            raising: Vec::new(),
+        }
+    }
+
     /// Generates, parses and appends the next `n` readings (round-robin over meters).
-    fn produce(&mut self, log: &InProcessLog, n: u64) -> anyhow::Result<()> {
+    pub(crate) fn produce(&mut self, log: &InProcessLog, n: u64) -> anyhow::Result<()> {
         let now_ms = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
         for _ in 0..n {
             let idx = self.next_idx;
@@ -112,7 +137,7 @@ impl Generator {
         Ok(())
     }
 
-    fn flush(&mut self, log: &InProcessLog) -> anyhow::Result<()> {
+    pub(crate) fn flush(&mut self, log: &InProcessLog) -> anyhow::Result<()> {
         loop {
             match log.append(&self.batch) {
                 Ok(()) => break,
@@ -216,21 +241,13 @@ async fn run_in_system(args: EmbeddedArgs, fleet: Fleet, cores: usize) -> anyhow
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_base = report::resident_bytes().unwrap_or(0);
     let now_ms = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
-    let mut generator = Generator {
+    let mut generator = Generator::new(
         fleet,
-        alert_meters: args.alert_meters.min(args.meters),
-        base_ms: now_ms - 6 * 3_600_000,
-        limits: Limits::default(),
-        payload: Vec::with_capacity(256),
-        batch: Vec::with_capacity(args.batch),
-        batch_size: args.batch.max(1),
-        round: 0,
-        next_idx: 0,
-        n_readings: 0,
-        n_full_waits: 0,
+        args.alert_meters.min(args.meters),
+        args.batch,
+        now_ms,
         accepted,
-        raising: Vec::new(),
-    };
+    );
 
     // Phase 1: throughput, on a generator thread (the actix threads run the actors).
     let phase1_log = Arc::clone(&log);
@@ -320,7 +337,7 @@ async fn run_in_system(args: EmbeddedArgs, fleet: Fleet, cores: usize) -> anyhow
 }
 
 /// Waits until the meter actors have applied `target` readings.
-async fn wait_applied(
+pub(crate) async fn wait_applied(
     meters: &gridpulse_actors::MeterSystem,
     target: u64,
     limit: Duration,

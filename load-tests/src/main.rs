@@ -1,11 +1,13 @@
 //! gridpulse benchmarks: drive the real pipeline, print human figures and a closing
 //! block of `key=value` lines (always with `cores=`) so runs compare by script.
 //!
-//! Modes: `embedded` (parse → route → meter actor → alert evaluation → websocket).
+//! Modes: `embedded` (parse → route → meter actor → alert evaluation → websocket) and
+//! `persist` (the same with every reading durably stored; restart time).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod embedded;
 mod payloads;
+mod persist;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -22,11 +24,14 @@ struct Cli {
 enum Mode {
     /// The embedded pipeline: throughput, alert latency, memory per meter.
     Embedded(embedded::EmbeddedArgs),
+    /// With persistence: durable throughput, bytes on disk per reading, restart time.
+    Persist(persist::PersistArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.mode {
         Mode::Embedded(args) => embedded::run(args),
+        Mode::Persist(args) => persist::run(args),
     }
 }

@@ -56,6 +56,9 @@ struct Inner {
     config: PartitionHandle,
     reading_days: RwLock<BTreeMap<i32, PartitionHandle>>,
     retention: Retention,
+    /// Held while the store is open (declared last: released after the engine closes),
+    /// so two processes never open one directory.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -71,6 +74,17 @@ impl EmbeddedStore {
     /// incompatible version, naming it and saying what to do.
     pub fn open(path: &Path, retention: Retention) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(path).map_err(|error| StoreError::io(path, error))?;
+        let lock_path = path.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| StoreError::io(&lock_path, error))?;
+        lock.try_lock().map_err(|_| StoreError::Embedded {
+            path: path.to_owned(),
+            message: "in use by another gridpulse process (its LOCK file is held)".into(),
+        })?;
         let engine = |error: fjall::Error| StoreError::Embedded {
             path: path.to_owned(),
             message: error.to_string(),
@@ -119,6 +133,7 @@ impl EmbeddedStore {
             reading_days: RwLock::new(reading_days),
             retention,
             keyspace,
+            _lock: lock,
         };
         Ok(EmbeddedStore {
             inner: Arc::new(inner),
