@@ -3,7 +3,7 @@ CARGO ?= cargo
 TEST_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test-output.log
 
 SHELL := /bin/bash
-.PHONY: run test deps lint fmt bench bench-memory
+.PHONY: run test deps lint fmt bench bench-memory bench-persist
 
 ## Run gridpulse in embedded mode with 100 simulated meters (http://127.0.0.1:8080/).
 run:
@@ -34,3 +34,7 @@ bench:
 ## Memory per meter at one million meters.
 bench-memory:
 	$(CARGO) run --release -p load-tests -- embedded --meters 1000000 --duration 10s --latency-duration 1s
+
+## Durable throughput, bytes on disk per reading and restart time (100,000 meters).
+bench-persist:
+	$(CARGO) run --release -p load-tests -- persist --meters 100000 --duration 30s
