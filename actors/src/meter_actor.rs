@@ -57,6 +57,8 @@ pub struct PartitionShared {
     pub partition: u32,
     /// Where snapshots live, when persistence is on.
     pub store: Option<Arc<dyn Store>>,
+    /// The partition actor (to tell it about restored per-meter timeouts).
+    pub partition_actor: Option<actix::Addr<crate::partition_actor::PartitionActor>>,
 }
 
 impl PartitionShared {
@@ -110,7 +112,15 @@ impl MeterActor {
         ctx.wait(load.into_actor(self).map(move |(result, thresholds), actor, _ctx| {
             match thresholds {
                 Ok(Some(json)) => match serde_json::from_slice::<MeterConfig>(&json) {
-                    Ok(config) => actor.thresholds = Arc::new(config.thresholds),
+                    Ok(config) => {
+                        if let Some(partition) = &actor.shared.partition_actor {
+                            partition.do_send(crate::partition_actor::NoDataTimeout {
+                                meter,
+                                timeout_s: config.thresholds.no_data_timeout_s,
+                            });
+                        }
+                        actor.thresholds = Arc::new(config.thresholds);
+                    }
                     Err(error) => tracing::error!(%meter, %error, "stored meter configuration is unreadable; using default thresholds"),
                 },
                 Ok(None) => {}
@@ -436,6 +446,7 @@ mod tests {
             n_applied: Arc::default(),
             partition: 0,
             store: None,
+            partition_actor: None,
         });
         let thresholds = Arc::new(Thresholds::default());
         let start = |id: &str| {

@@ -437,3 +437,23 @@ impl Handler<EnsureMeter> for PartitionActor {
         actix::MessageResult(self.meter_entry(message.0, now_ms).addr.clone())
     }
 }
+
+/// A restored meter's own "no data" timeout (from its stored configuration).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct NoDataTimeout {
+    /// The meter.
+    pub meter: MeterId,
+    /// Its timeout, seconds.
+    pub timeout_s: u32,
+}
+
+impl Handler<NoDataTimeout> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: NoDataTimeout, _ctx: &mut Self::Context) {
+        if let Some(entry) = self.meters.get_mut(&message.meter) {
+            entry.no_data_timeout_ms = i64::from(message.timeout_s) * 1000;
+        }
+    }
+}

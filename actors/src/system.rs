@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use actix::{Actor, Addr, Arbiter, MailboxError};
+use actix::{Actor, Addr, Arbiter, AsyncContext, MailboxError};
 use gridpulse_domain::{AlertRecord, MeterId, parse_alert_id};
 use tokio::sync::Notify;
 
@@ -154,7 +154,7 @@ impl MeterSystem {
                 let partition_config = partition_config.clone();
                 let hub = Arc::clone(&hub);
                 let store = config.store.clone();
-                PartitionActor::start_in_arbiter(&arbiter.handle(), move |_ctx| {
+                PartitionActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     let shared = Rc::new(PartitionShared {
                         hub,
                         in_flight: Cell::new(0),
@@ -166,6 +166,7 @@ impl MeterSystem {
                         n_applied: applied,
                         partition,
                         store,
+                        partition_actor: Some(ctx.address()),
                     });
                     PartitionActor::new(
                         partition,
