@@ -232,6 +232,7 @@ impl Handler<RouteBatch> for PartitionActor {
     fn handle(&mut self, batch: RouteBatch, _ctx: &mut Self::Context) {
         let now_ms = self.config.clock.now_ms();
         let n_records = batch.0.len() as u64;
+        let track_changes = self.shared.store.is_some();
         for record in batch.0 {
             let meter = record.reading.meter;
             let entry = self.meter_entry(meter, now_ms);
@@ -241,7 +242,8 @@ impl Handler<RouteBatch> for PartitionActor {
                 reading: record.reading,
                 offset: record.offset,
             });
-            if !entry.dirty {
+            // Only checkpoints need to know who changed.
+            if track_changes && !entry.dirty {
                 entry.dirty = true;
                 self.dirty.push(meter);
             }
