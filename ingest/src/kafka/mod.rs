@@ -1,0 +1,22 @@
+//! Kafka: the distributed reading log.
+//!
+//! * [`admin`] creates the topics (`gridpulse topics create`).
+//! * [`producer::KafkaReadingProducer`] appends readings to `readings` (key = meter id,
+//!   value = canonical JSON), waiting for the broker's acknowledgement before a client
+//!   is told its readings are accepted.
+//! * [`consumer::KafkaSource`] is the [`ReadingSource`](gridpulse_actors::ReadingSource)
+//!   of a processor: one consumer-group member per process; each assigned partition feeds
+//!   its partition actor in order; undecodable or invalid records go to `readings-dlq`
+//!   with the original bytes and the reason; offsets are committed only at checkpoints,
+//!   when everything before them is durable.
+//! * [`test_broker::TestBroker`] runs a real Kafka-protocol broker (tansu) for tests.
+//!
+//! Architecture invariant: only this module knows rdkafka.
+
+pub mod admin;
+pub mod config;
+pub mod consumer;
+pub mod producer;
+pub mod test_broker;
+
+pub use config::KafkaConfig;

@@ -1,0 +1,207 @@
+//! Kafka against a real Kafka-protocol broker (tansu, started on a free loopback port):
+//! topics, producing readings, the processor's consumer with per-partition order, dead
+//! letters with their reason, and resuming from committed (checkpointed) offsets.
+
+// Test helpers panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gridpulse_actors::ReadingSource;
+use gridpulse_domain::{Limits, MeterId, Reading};
+use gridpulse_ingest::kafka::KafkaConfig;
+use gridpulse_ingest::kafka::admin::{TopicOutcome, create_topics};
+use gridpulse_ingest::kafka::consumer::KafkaSource;
+use gridpulse_ingest::kafka::producer::KafkaReadingProducer;
+use gridpulse_ingest::kafka::test_broker::TestBroker;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+fn reading(meter: &str, ts_ms: i64) -> Reading {
+    Reading {
+        meter: MeterId::new(meter).unwrap(),
+        ts_ms,
+        voltage: 230.0,
+        current: 1.0,
+        power_w: 200.0,
+        energy_wh: ts_ms as f64 / 1e9,
+        credit: None,
+        seq: None,
+    }
+}
+
+fn config(broker: &TestBroker, group: &str) -> KafkaConfig {
+    let mut config = KafkaConfig::new(broker.bootstrap());
+    config.partitions = 4;
+    config.group_id = group.into();
+    config
+}
+
+/// Reads every partition until `expected` records arrived or 30 s passed.
+async fn drain(source: &KafkaSource, expected: usize) -> BTreeMap<u32, Vec<(u64, Reading)>> {
+    let mut readers: Vec<_> = (0..source.n_partitions())
+        .map(|p| (p, source.open_partition(p, None)))
+        .collect();
+    let mut got: BTreeMap<u32, Vec<(u64, Reading)>> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.values().map(Vec::len).sum::<usize>() < expected {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {got:?} of {expected} records"
+        );
+        for (partition, reader) in &mut readers {
+            if let Ok(Ok(batch)) =
+                tokio::time::timeout(Duration::from_millis(50), reader.next_batch(100)).await
+            {
+                got.entry(*partition).or_default().extend(
+                    batch
+                        .into_iter()
+                        .map(|record| (record.offset, record.reading)),
+                );
+            }
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn readings_flow_through_a_real_broker_with_dead_letters_and_resume() {
+    let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
+    let config = config(&broker, "test-processors");
+    let created = create_topics(&config).await.unwrap();
+    assert_eq!(created.len(), 4, "{created:?}");
+    assert!(
+        created
+            .iter()
+            .all(|t| matches!(t, TopicOutcome::Created(_))),
+        "{created:?}"
+    );
+    // Idempotent: a second run finds them.
+    let again = create_topics(&config).await.unwrap();
+    assert!(
+        again.iter().all(|t| matches!(t, TopicOutcome::Exists(_))),
+        "{again:?}"
+    );
+
+    // 5 meters x 20 readings, plus two poison records in the middle.
+    let producer = KafkaReadingProducer::new(&config).unwrap();
+    let base = 1_739_930_000_000;
+    let first: Vec<Reading> = (0..10)
+        .flat_map(|i| (0..5).map(move |m| reading(&format!("k-{m}"), base + i * 5000)))
+        .collect();
+    producer.append(&first).await.unwrap();
+    let raw: FutureProducer = config.client().create().unwrap();
+    for (key, payload) in [("k-0", b"{\"meter\":".as_slice()), ("k-1", br#"{"meter":"k-1","ts_ms":1739930000000,"voltage":"high","current":1,"power_w":1,"energy_wh":1}"#.as_slice())] {
+        raw.send(FutureRecord::to("readings").key(key).payload(payload), Duration::from_secs(5)).await.unwrap();
+    }
+    let second: Vec<Reading> = (10..20)
+        .flat_map(|i| (0..5).map(move |m| reading(&format!("k-{m}"), base + i * 5000)))
+        .collect();
+    producer.append(&second).await.unwrap();
+
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let source = KafkaSource::start(&config, Limits::default())
+                .await
+                .unwrap();
+            assert_eq!(source.n_partitions(), 4);
+            let got = drain(&source, 100).await;
+            // Every good reading exactly once; each meter's in order and in one partition.
+            let mut per_meter: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+            for (partition, records) in &got {
+                assert!(
+                    records.windows(2).all(|w| w[0].0 < w[1].0),
+                    "offsets ordered in partition {partition}"
+                );
+                for (_, reading) in records {
+                    assert_eq!(
+                        reading.meter.partition(4),
+                        *partition,
+                        "librdkafka's partitioner and ours differ"
+                    );
+                    per_meter
+                        .entry(reading.meter.to_string())
+                        .or_default()
+                        .push(reading.ts_ms);
+                }
+            }
+            assert_eq!(per_meter.len(), 5);
+            for (meter, ts) in &per_meter {
+                let expected: Vec<i64> = (0..20).map(|i| base + i * 5000).collect();
+                assert_eq!(ts, &expected, "meter {meter}");
+            }
+            // Commit what was processed (as a checkpoint does) for every partition.
+            for (partition, records) in &got {
+                let next = records.last().unwrap().0 + 1;
+                source.checkpointed(*partition, next);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        })
+        .await;
+
+    // The dead letters carry the original bytes and the reason.
+    let dlq: StreamConsumer = config
+        .client()
+        .set("group.id", "dlq-reader")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset("readings-dlq", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    dlq.assign(&assignment).unwrap();
+    let mut letters = Vec::new();
+    while letters.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
+            .await
+            .expect("2 dead letters")
+            .unwrap();
+        let headers: BTreeMap<String, String> = message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        letters.push((
+            String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned(),
+            headers,
+        ));
+    }
+    letters.sort();
+    assert!(letters[0].0.starts_with("{\"meter\":"), "{letters:?}");
+    assert_eq!(letters[0].1["code"], "malformed_json");
+    assert_eq!(letters[1].1["code"], "wrong_type");
+    assert!(letters[1].1["reason"].contains("voltage"), "{letters:?}");
+    assert_eq!(letters[1].1["source-topic"], "readings");
+    assert!(letters[1].1.contains_key("source-offset"));
+
+    // A new member of the same group resumes after the committed offsets: only new
+    // readings arrive.
+    producer
+        .append(&[reading("k-2", base + 999_000)])
+        .await
+        .unwrap();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let source = KafkaSource::start(&config, Limits::default())
+                .await
+                .unwrap();
+            let got = drain(&source, 1).await;
+            let all: Vec<&Reading> = got.values().flatten().map(|(_, r)| r).collect();
+            assert_eq!(all.len(), 1, "{all:?}");
+            assert_eq!(all[0].ts_ms, base + 999_000);
+        })
+        .await;
+}
