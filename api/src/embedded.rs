@@ -12,12 +12,16 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use std::path::PathBuf;
 
+use gridpulse_actors::ReadingSource;
 use gridpulse_actors::writer::BatchWriter;
 use gridpulse_actors::{AlertHub, Clock, MeterSystem, SystemClock, SystemConfig, Thresholds};
 use gridpulse_domain::AlertState;
 use gridpulse_domain::Limits;
+use gridpulse_ingest::kafka::KafkaConfig;
+use gridpulse_ingest::kafka::consumer::KafkaSource;
+use gridpulse_ingest::kafka::producer::KafkaReadingProducer;
 use gridpulse_ingest::simulator::{Simulator, SimulatorConfig, SimulatorOutput};
-use gridpulse_ingest::{InProcessLog, ingest_json, metrics as ingest_metrics};
+use gridpulse_ingest::{InProcessLog, ReadingLog, ingest, metrics as ingest_metrics};
 use gridpulse_store::embedded::EmbeddedStore;
 use gridpulse_store::journal::{Journal, JournalOptions};
 use gridpulse_store::{AlertHistoryEntry, AlertQuery, Retention, Store, StoreError};
@@ -51,6 +55,8 @@ pub struct EmbeddedConfig {
     pub no_data_sweep: Duration,
     /// Persistence: `None` keeps everything in memory (lost on exit).
     pub persistence: Option<Persistence>,
+    /// Use Kafka as the reading log (produce and consume) instead of the in-process log.
+    pub kafka: Option<KafkaConfig>,
 }
 
 /// Where and how the embedded system persists.
@@ -97,6 +103,7 @@ impl Default for EmbeddedConfig {
             simulate: None,
             no_data_sweep: Duration::from_secs(1),
             persistence: None,
+            kafka: None,
         }
     }
 }
@@ -131,6 +138,9 @@ pub enum StartError {
     /// The HTTP listener failed.
     #[error("HTTP listener: {0}")]
     Io(#[from] std::io::Error),
+    /// Kafka could not be reached or is not set up.
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 impl EmbeddedSystem {
@@ -143,49 +153,64 @@ impl EmbeddedSystem {
         clock: Arc<dyn Clock>,
     ) -> Result<EmbeddedSystem, StartError> {
         let hub = AlertHub::new(config.alert_channel_capacity, config.max_resolved_alerts);
-        let (log, store) = match &config.persistence {
-            None => (
-                InProcessLog::new(config.n_partitions, config.log_capacity),
-                None,
-            ),
-            Some(persistence) => {
-                let store: Arc<dyn Store> = match &persistence.store {
-                    Some(store) => Arc::clone(store),
-                    None => Arc::new(EmbeddedStore::open(
-                        &persistence.data_dir.join("store"),
-                        persistence.retention,
-                    )?),
-                };
-                let journal = Journal::open(
-                    &persistence.data_dir.join("journal"),
-                    config.n_partitions,
-                    JournalOptions {
-                        sync: persistence.sync_journal,
-                        ..JournalOptions::default()
-                    },
-                )?;
-                let log = InProcessLog::open_durable(Arc::new(journal), config.log_capacity);
-                hub.set_sink(BatchWriter::spawn(
-                    "alerts",
-                    Arc::clone(&store),
-                    1 << 16,
-                    Arc::new(|store: &dyn Store, entries: &[AlertHistoryEntry]| {
-                        store.write_alert_events(entries)
-                    }),
-                ));
-                for state in [AlertState::Firing, AlertState::Acknowledged] {
-                    let open = store
-                        .query_alerts(&AlertQuery {
-                            state: Some(state),
-                            limit: 1_000_000,
-                            ..AlertQuery::default()
-                        })
-                        .await?;
-                    hub.seed(open);
-                }
-                (log, Some(store))
-            }
+        // The store (snapshots, history), when persistence is on.
+        let store: Option<Arc<dyn Store>> = match &config.persistence {
+            None => None,
+            Some(persistence) => Some(match &persistence.store {
+                Some(store) => Arc::clone(store),
+                None => Arc::new(EmbeddedStore::open(
+                    &persistence.data_dir.join("store"),
+                    persistence.retention,
+                )?),
+            }),
         };
+        // The reading log: Kafka, or in-process (journaled when persistent).
+        let (log, source): (ReadingLog, Arc<dyn ReadingSource>) =
+            match (&config.kafka, &config.persistence) {
+                (Some(kafka), _) => {
+                    let producer = KafkaReadingProducer::new(kafka).map_err(StartError::Kafka)?;
+                    let source = KafkaSource::start(kafka, config.limits)
+                        .await
+                        .map_err(StartError::Kafka)?;
+                    (ReadingLog::Kafka(Arc::new(producer)), source)
+                }
+                (None, None) => {
+                    let log = InProcessLog::new(config.n_partitions, config.log_capacity);
+                    (ReadingLog::InProcess(Arc::clone(&log)), log)
+                }
+                (None, Some(persistence)) => {
+                    let journal = Journal::open(
+                        &persistence.data_dir.join("journal"),
+                        config.n_partitions,
+                        JournalOptions {
+                            sync: persistence.sync_journal,
+                            ..JournalOptions::default()
+                        },
+                    )?;
+                    let log = InProcessLog::open_durable(Arc::new(journal), config.log_capacity);
+                    (ReadingLog::InProcess(Arc::clone(&log)), log)
+                }
+            };
+        if let Some(store) = &store {
+            hub.set_sink(BatchWriter::spawn(
+                "alerts",
+                Arc::clone(store),
+                1 << 16,
+                Arc::new(|store: &dyn Store, entries: &[AlertHistoryEntry]| {
+                    store.write_alert_events(entries)
+                }),
+            ));
+            for state in [AlertState::Firing, AlertState::Acknowledged] {
+                let open = store
+                    .query_alerts(&AlertQuery {
+                        state: Some(state),
+                        limit: 1_000_000,
+                        ..AlertQuery::default()
+                    })
+                    .await?;
+                hub.seed(open);
+            }
+        }
         let checkpoint_interval = config
             .persistence
             .as_ref()
@@ -201,7 +226,7 @@ impl EmbeddedSystem {
                 checkpoint_interval,
                 ..SystemConfig::default()
             },
-            Arc::clone(&log) as Arc<dyn gridpulse_actors::ReadingSource>,
+            source,
             hub,
             Arc::clone(&clock),
         )
@@ -288,33 +313,27 @@ async fn run_simulator(config: SimulatorConfig, state: AppState) {
     loop {
         tick.tick().await;
         simulator.tick(state.clock.now_ms(), &mut output);
-        // Appending may wait for the journal's fsync: off the async thread. A full log
-        // means the actors are behind: keep the readings and retry next tick.
-        let readings = std::mem::take(&mut output.readings);
-        let log = Arc::clone(&state.log);
-        let appended = tokio::task::spawn_blocking(move || {
-            let result = log.append(&readings);
-            (readings, result)
-        })
-        .await;
-        match appended {
-            Ok((readings, Ok(()))) => {
-                ingest_metrics::record_accepted("simulator", readings.len() as u64);
+        // A full log means the actors are behind: keep the readings and retry next tick.
+        match state.log.append(output.readings.clone()).await {
+            Ok(()) => {
+                ingest_metrics::record_accepted("simulator", output.readings.len() as u64);
+                output.readings.clear();
             }
-            Ok((_, Err(gridpulse_actors::LogError::Closed))) | Err(_) => return,
-            Ok((readings, Err(error))) => {
-                tracing::warn!(%error, pending = readings.len(), "simulator paused");
-                output.readings = readings;
+            Err(gridpulse_actors::LogError::Closed) => return,
+            Err(error) => {
+                tracing::warn!(%error, pending = output.readings.len(), "simulator paused");
             }
         }
         for payload in output.bad_payloads.drain(..) {
-            let _ = ingest_json(
+            // Bad payloads are refused and counted like any client's.
+            let _ = ingest(
                 &state.log,
                 &payload,
                 state.clock.now_ms(),
                 &state.limits,
                 "simulator",
-            );
+            )
+            .await;
         }
     }
 }

@@ -12,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use gridpulse_actors::Thresholds;
 use gridpulse_api::embedded::Persistence;
 use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
+use gridpulse_ingest::kafka::KafkaConfig;
+use gridpulse_ingest::kafka::admin::TopicOutcome;
 use gridpulse_ingest::simulator::SimulatorConfig;
 use gridpulse_store::Retention;
 use gridpulse_store::scylla_store::{ScyllaConfig, ScyllaStore};
@@ -31,6 +33,66 @@ enum Command {
     /// Create or upgrade the ScyllaDB schema (idempotent); connection from
     /// GRIDPULSE_SCYLLA_* variables.
     Migrate,
+    /// Kafka topics.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicsCommand {
+    /// Create `readings`, `alerts`, `usage-by-user` and `readings-dlq` (existing ones are
+    /// left alone).
+    Create(KafkaArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port,...).
+    #[arg(
+        long = "kafka-brokers",
+        env = "GRIDPULSE_KAFKA_BROKERS",
+        required = true
+    )]
+    brokers: Option<String>,
+    /// Partitions of the readings and alerts topics (when creating them).
+    #[arg(
+        long = "kafka-partitions",
+        default_value_t = 8,
+        env = "GRIDPULSE_KAFKA_PARTITIONS"
+    )]
+    partitions: i32,
+    /// Replication factor (when creating topics).
+    #[arg(
+        long = "kafka-replication",
+        default_value_t = 1,
+        env = "GRIDPULSE_KAFKA_REPLICATION"
+    )]
+    replication: i32,
+    /// Consumer group of the processors.
+    #[arg(
+        long = "kafka-group",
+        default_value = "gridpulse-processors",
+        env = "GRIDPULSE_KAFKA_GROUP"
+    )]
+    group: String,
+    /// Extra librdkafka setting, key=value (repeatable).
+    #[arg(long = "kafka-set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
+}
+
+impl KafkaArgs {
+    fn config(&self) -> anyhow::Result<Option<KafkaConfig>> {
+        let Some(brokers) = &self.brokers else {
+            return Ok(None);
+        };
+        let mut config = KafkaConfig::new(brokers.clone());
+        config.partitions = self.partitions;
+        config.replication = self.replication;
+        config.group_id = self.group.clone();
+        config.overrides =
+            KafkaConfig::parse_overrides(&self.settings).map_err(anyhow::Error::msg)?;
+        Ok(Some(config))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +146,20 @@ struct RunArgs {
     /// Days resolved alerts and their history are kept (0: forever).
     #[arg(long, default_value_t = 400, env = "GRIDPULSE_RETENTION_ALERTS_DAYS")]
     retention_alerts_days: u32,
+    /// Use Kafka as the reading log: POST /api/readings and the simulator produce to
+    /// `readings`, the meter actors consume it as a consumer-group member.
+    #[arg(long = "kafka-brokers", env = "GRIDPULSE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Consumer group (with --kafka-brokers).
+    #[arg(
+        long = "kafka-group",
+        default_value = "gridpulse-processors",
+        env = "GRIDPULSE_KAFKA_GROUP"
+    )]
+    kafka_group: String,
+    /// Extra librdkafka setting, key=value (repeatable).
+    #[arg(long = "kafka-set", value_name = "KEY=VALUE")]
+    kafka_settings: Vec<String>,
     /// Seconds between checkpoints (state snapshots; bounds the replay after a crash).
     #[arg(long, default_value_t = 5.0, env = "GRIDPULSE_CHECKPOINT_INTERVAL")]
     checkpoint_interval: f64,
@@ -100,7 +176,24 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Migrate => migrate(),
+        Command::Topics(TopicsCommand::Create(args)) => create_topics(&args),
     }
+}
+
+fn create_topics(args: &KafkaArgs) -> anyhow::Result<()> {
+    let config = args.config()?.context("--kafka-brokers is required")?;
+    actix_web::rt::System::new().block_on(async move {
+        for outcome in gridpulse_ingest::kafka::admin::create_topics(&config)
+            .await
+            .map_err(anyhow::Error::msg)?
+        {
+            match outcome {
+                TopicOutcome::Created(name) => println!("created {name}"),
+                TopicOutcome::Exists(name) => println!("exists  {name}"),
+            }
+        }
+        Ok(())
+    })
 }
 
 fn scylla_config() -> anyhow::Result<ScyllaConfig> {
@@ -166,6 +259,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             ..SimulatorConfig::default()
         }),
         persistence,
+        kafka: KafkaArgs {
+            brokers: args.kafka_brokers.clone(),
+            partitions: 8,
+            replication: 1,
+            group: args.kafka_group.clone(),
+            settings: args.kafka_settings.clone(),
+        }
+        .config()?,
         ..EmbeddedConfig::default()
     };
     let use_scylla = args.scylla;

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use gridpulse_actors::{Clock, MeterSystem};
 use gridpulse_domain::Limits;
-use gridpulse_ingest::InProcessLog;
+use gridpulse_ingest::ReadingLog;
 use gridpulse_store::Store;
 
 /// Shared application state (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// Where accepted readings go.
-    pub log: Arc<InProcessLog>,
+    pub log: ReadingLog,
     /// The meter actors.
     pub meters: MeterSystem,
     /// History (readings, alerts with lifecycle) when persistence is on.

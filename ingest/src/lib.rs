@@ -11,5 +11,5 @@ pub mod memory_log;
 pub mod metrics;
 pub mod simulator;
 
-pub use accept::{IngestError, IngestReport, ingest_json};
+pub use accept::{IngestError, IngestReport, ReadingLog, ingest, validate_body};
 pub use memory_log::InProcessLog;

@@ -185,7 +185,13 @@ async fn run_in_system(args: EmbeddedArgs, fleet: Fleet, cores: usize) -> anyhow
     let addr = system.local_addr;
     let server = system.server.handle();
     actix_web::rt::spawn(system.server);
-    let log = Arc::clone(&system.state.log);
+    let log = Arc::clone(
+        system
+            .state
+            .log
+            .in_process()
+            .context("embedded mode uses the in-process log")?,
+    );
     let meters = system.state.meters.clone();
 
     // Websocket client: latency of each `raised` event from acceptance.

@@ -107,7 +107,12 @@ async fn run_in_system(
     let server = system.server.handle();
     actix_web::rt::spawn(system.server);
     let state = system.state.clone();
-    let log = Arc::clone(&state.log);
+    let log = Arc::clone(
+        state
+            .log
+            .in_process()
+            .context("persist mode uses the in-process log")?,
+    );
     let now_ms = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
     let mut generator = Generator::new(fleet, 0, args.batch, now_ms, Arc::default());
 

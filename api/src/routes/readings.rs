@@ -7,7 +7,7 @@
 //! a meter ignores readings at or before its last timestamp.
 
 use actix_web::{HttpRequest, HttpResponse, post, web};
-use gridpulse_ingest::{IngestError, ingest_json};
+use gridpulse_ingest::{IngestError, ingest};
 use serde::Serialize;
 
 use super::read_body;
@@ -50,19 +50,7 @@ pub async fn post_readings(
     }
     let body = read_body(payload, state.max_body_bytes).await?.freeze();
     let now_ms = state.clock.now_ms();
-    // Appending waits for the journal's fsync: off the async worker.
-    let worker_state = state.clone();
-    let result = web::block(move || {
-        ingest_json(
-            &worker_state.log,
-            &body,
-            now_ms,
-            &worker_state.limits,
-            "http",
-        )
-    })
-    .await
-    .map_err(|error| ApiError::Unavailable(format!("ingest worker: {error}")))?;
+    let result = ingest(&state.log, &body, now_ms, &state.limits, "http").await;
     let report = match result {
         Ok(report) => report,
         Err(IngestError::Malformed(error)) => {

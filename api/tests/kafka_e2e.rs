@@ -1,0 +1,82 @@
+//! End to end on a real Kafka-protocol broker (tansu on a free loopback port): readings
+//! posted over HTTP are produced to `readings`, consumed by the meter actors as a
+//! consumer-group member, and their alerts reach a websocket client.
+
+// Test helpers panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use gridpulse_actors::{Clock, SystemClock};
+use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
+use gridpulse_ingest::kafka::KafkaConfig;
+use gridpulse_ingest::kafka::admin::create_topics;
+use gridpulse_ingest::kafka::test_broker::TestBroker;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+mod support;
+use support::http;
+
+#[actix_rt::test]
+async fn http_to_kafka_to_actors_to_websocket() {
+    let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
+    let mut kafka = KafkaConfig::new(broker.bootstrap());
+    kafka.partitions = 4;
+    create_topics(&kafka).await.unwrap();
+    let config = EmbeddedConfig {
+        n_workers: 1,
+        n_http_workers: 1,
+        kafka: Some(kafka),
+        ..EmbeddedConfig::default()
+    };
+    let system =
+        EmbeddedSystem::start_default_clock(config, TcpListener::bind("127.0.0.1:0").unwrap())
+            .await
+            .unwrap();
+    let addr = system.local_addr;
+    actix_rt::spawn(system.server);
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts?snapshot=false"))
+            .await
+            .unwrap();
+
+    let now = SystemClock.now_ms();
+    let body = json!([
+        {"meter": "kafka-1", "ts_ms": now - 10_000, "voltage": 230.0, "current": 1.0, "power_w": 200.0, "energy_wh": 10.0},
+        {"meter": "kafka-1", "ts_ms": now - 5_000, "voltage": 265.0, "current": 1.0, "power_w": 200.0, "energy_wh": 10.2},
+        {"meter": "kafka-2", "ts_ms": now - 5_000, "voltage": 190.0, "current": 1.0, "power_w": 200.0, "energy_wh": 3.0},
+    ]);
+    let (status, answer) = http(addr, "POST", "/api/readings", &body.to_string()).await;
+    assert_eq!((status, &answer["accepted"]), (202, &json!(3)), "{answer}");
+
+    // The consumer joins its group first (a few seconds on tansu), then the alerts come.
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("alerts within 30 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = message {
+            let event: Value = serde_json::from_str(&text).unwrap();
+            kinds.push((
+                event["alert"]["meter"].as_str().unwrap().to_owned(),
+                event["alert"]["kind"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("kafka-1".to_owned(), "over_voltage".to_owned()),
+            ("kafka-2".to_owned(), "under_voltage".to_owned())
+        ]
+    );
+    // The meter state came through Kafka in order.
+    let (status, meter) = http(addr, "GET", "/api/meters/kafka-1", "").await;
+    assert_eq!((status, &meter["n_readings"]), (200, &json!(2)), "{meter}");
+}
