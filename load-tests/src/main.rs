@@ -2,10 +2,12 @@
 //! block of `key=value` lines (always with `cores=`) so runs compare by script.
 //!
 //! Modes: `embedded` (parse → route → meter actor → alert evaluation → websocket) and
-//! `persist` (the same with every reading durably stored; restart time).
+//! `persist` (the same with every reading durably stored; restart time) and `kafka`
+//! (the processor on a real broker against a raw consumer).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod embedded;
+mod kafka;
 mod payloads;
 mod persist;
 mod report;
@@ -26,6 +28,8 @@ enum Mode {
     Embedded(embedded::EmbeddedArgs),
     /// With persistence: durable throughput, bytes on disk per reading, restart time.
     Persist(persist::PersistArgs),
+    /// The processor on a real Kafka-protocol broker, against a raw consumer.
+    Kafka(kafka::KafkaArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
     match cli.mode {
         Mode::Embedded(args) => embedded::run(args),
         Mode::Persist(args) => persist::run(args),
+        Mode::Kafka(args) => kafka::run(args),
     }
 }

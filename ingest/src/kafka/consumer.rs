@@ -1,8 +1,8 @@
 //! The processor's side of Kafka: a consumer-group member feeding partition actors.
 //!
-//! One `StreamConsumer` per process subscribes to `readings`; a dispatcher task decodes
+//! One consumer per process subscribes to `readings`; a dispatcher thread decodes
 //! each record with the production parser and hands it to the channel of its partition
-//! (the partition actor's [`PartitionReader`]). A full channel makes the dispatcher wait:
+//! (the partition actor's [`PartitionReader`]) in batches. A full channel makes the dispatcher wait:
 //! backpressure reaches the broker (records stay there) instead of memory growing.
 //! Records that fail to decode or validate, or whose key names another meter, go to
 //! `readings-dlq` with the original bytes and `reason`, `code`, `source-topic`,
@@ -18,8 +18,10 @@ use gridpulse_actors::log::{LocalFuture, LogError, LogRecord, PartitionReader, R
 use gridpulse_actors::{Clock, SystemClock};
 use gridpulse_domain::{Limits, ParseError, parse_reading};
 use parking_lot::Mutex;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
@@ -27,16 +29,24 @@ use tokio::sync::mpsc;
 use super::KafkaConfig;
 use crate::metrics;
 
-/// Records buffered per partition between the dispatcher and the partition actor.
-const CHANNEL_CAPACITY: usize = 8192;
+/// Batches buffered per partition between the dispatcher and the partition actor.
+const CHANNEL_BATCHES: usize = 64;
+/// Most records the dispatcher gathers before handing batches over.
+const DISPATCH_BATCH: usize = 4096;
 
 /// `readings` as a [`ReadingSource`].
 pub struct KafkaSource {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<BaseConsumer>,
     topic: String,
-    receivers: Mutex<Vec<Option<mpsc::Receiver<LogRecord>>>>,
-    /// Dropping the source stops the dispatcher (and so leaves the group).
-    _stop: tokio::sync::oneshot::Sender<()>,
+    receivers: Mutex<Vec<Option<mpsc::Receiver<Vec<LogRecord>>>>>,
+    /// Tells the dispatcher thread to stop (and so leave the group) when dropped.
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -48,7 +58,8 @@ impl std::fmt::Debug for KafkaSource {
 }
 
 impl KafkaSource {
-    /// Joins the consumer group and starts the dispatcher on the current tokio runtime.
+    /// Joins the consumer group and starts the dispatcher thread. Must be called on a
+    /// tokio runtime (dead letters are produced through it).
     pub async fn start(config: &KafkaConfig, limits: Limits) -> Result<Arc<KafkaSource>, String> {
         let mut client = config.client();
         client
@@ -62,7 +73,7 @@ impl KafkaSource {
         for (key, value) in &config.overrides {
             client.set(key, value);
         }
-        let consumer: StreamConsumer = client
+        let consumer: BaseConsumer = client
             .create()
             .map_err(|error| format!("kafka consumer: {error}"))?;
         let metadata = consumer
@@ -92,51 +103,89 @@ impl KafkaSource {
             .create()
             .map_err(|error| format!("kafka DLQ producer: {error}"))?;
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n_partitions)
-            .map(|_| mpsc::channel(CHANNEL_CAPACITY))
+            .map(|_| mpsc::channel(CHANNEL_BATCHES))
             .unzip();
         let consumer = Arc::new(consumer);
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let dispatcher = dispatch(
-            Arc::clone(&consumer),
+        let stop = Arc::new(AtomicBool::new(false));
+        let dispatcher = Dispatcher {
+            consumer: Arc::clone(&consumer),
             senders,
             dlq,
-            config.dlq_topic.clone(),
+            dlq_topic: config.dlq_topic.clone(),
             limits,
-        );
-        tokio::spawn(async move {
-            tokio::select! {
-                () = dispatcher => {}
-                _ = stopped => {}
-            }
-        });
+            runtime: tokio::runtime::Handle::current(),
+            stop: Arc::clone(&stop),
+        };
+        std::thread::Builder::new()
+            .name("kafka-dispatch".into())
+            .spawn(move || dispatcher.run())
+            .map_err(|error| format!("starting the kafka dispatcher: {error}"))?;
         Ok(Arc::new(KafkaSource {
             consumer,
             topic: config.readings_topic.clone(),
             receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
-            _stop: stop,
+            stop,
         }))
     }
 }
 
-async fn dispatch(
-    consumer: Arc<StreamConsumer>,
-    senders: Vec<mpsc::Sender<LogRecord>>,
+/// Polls the consumer on its own thread, decodes, and hands per-partition batches over.
+struct Dispatcher {
+    consumer: Arc<BaseConsumer>,
+    senders: Vec<mpsc::Sender<Vec<LogRecord>>>,
     dlq: FutureProducer,
     dlq_topic: String,
     limits: Limits,
-) {
-    loop {
-        let message = match consumer.recv().await {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, "kafka consume failed, retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    runtime: tokio::runtime::Handle,
+    stop: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    fn run(self) {
+        let mut pending: Vec<Vec<LogRecord>> = vec![Vec::new(); self.senders.len()];
+        let mut n_pending = 0usize;
+        while !self.stop.load(Ordering::Relaxed) {
+            // Block briefly for the first record, then take whatever is already there.
+            let timeout = if n_pending == 0 {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(message)) => {
+                    if let Some(record) = self.decode(&message) {
+                        let partition = message.partition() as usize;
+                        if let Some(batch) = pending.get_mut(partition) {
+                            batch.push(record);
+                            n_pending += 1;
+                        }
+                    }
+                    if n_pending < DISPATCH_BATCH {
+                        continue;
+                    }
+                }
+                Some(Err(error)) => tracing::warn!(%error, "kafka consume failed"),
+                None => {}
             }
-        };
+            // Hand over (waiting while a partition's queue is full: backpressure).
+            for (sender, batch) in self.senders.iter().zip(pending.iter_mut()) {
+                if batch.is_empty() {
+                    continue;
+                }
+                metrics::record_accepted("kafka", batch.len() as u64);
+                if sender.blocking_send(std::mem::take(batch)).is_err() {
+                    return;
+                }
+            }
+            n_pending = 0;
+        }
+    }
+
+    /// The reading of `message`, or `None` after sending it to the dead-letter topic.
+    fn decode(&self, message: &BorrowedMessage<'_>) -> Option<LogRecord> {
         let (partition, offset) = (message.partition(), message.offset());
         let payload = message.payload().unwrap_or_default();
-        let outcome = match parse_reading(payload, SystemClock.now_ms(), &limits) {
+        let outcome = match parse_reading(payload, SystemClock.now_ms(), &self.limits) {
             Ok(reading) => match message.key() {
                 Some(key) if key != reading.meter.as_str().as_bytes() => Err((
                     "meter_mismatch",
@@ -147,65 +196,52 @@ async fn dispatch(
             Err(ParseError::Malformed(error)) => Err(("malformed_json", error.to_string())),
             Err(ParseError::Invalid(error)) => Err((error.reason.code(), error.to_string())),
         };
-        match outcome {
+        let (code, reason) = match outcome {
             Ok(reading) => {
-                let Some(sender) = usize::try_from(partition)
-                    .ok()
-                    .and_then(|idx| senders.get(idx))
-                else {
-                    tracing::error!(
-                        partition,
-                        "record from a partition beyond the topic's partition count"
-                    );
-                    continue;
-                };
-                if sender
-                    .send(LogRecord {
-                        offset: offset as u64,
-                        reading,
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                metrics::record_accepted("kafka", 1);
+                return Some(LogRecord {
+                    offset: offset as u64,
+                    reading,
+                });
             }
-            Err((code, reason)) => {
-                metrics::record_rejected("kafka", code, 1);
-                let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: "reason",
-                        value: Some(reason.as_str()),
-                    })
-                    .insert(Header {
-                        key: "code",
-                        value: Some(code),
-                    })
-                    .insert(Header {
-                        key: "source-topic",
-                        value: Some(message.topic()),
-                    })
-                    .insert(Header {
-                        key: "source-partition",
-                        value: Some(partition_text.as_str()),
-                    })
-                    .insert(Header {
-                        key: "source-offset",
-                        value: Some(offset_text.as_str()),
-                    });
-                let mut record = FutureRecord::to(&dlq_topic)
-                    .payload(payload)
-                    .headers(headers);
-                if let Some(key) = message.key() {
-                    record = record.key(key);
-                }
-                if let Err((error, _)) = dlq.send(record, Duration::from_secs(5)).await {
-                    tracing::error!(%error, partition, offset, "could not write a dead letter");
-                }
-            }
+            Err(refused) => refused,
+        };
+        metrics::record_rejected("kafka", code, 1);
+        let (partition_text, offset_text) = (partition.to_string(), offset.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "reason",
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: "code",
+                value: Some(code),
+            })
+            .insert(Header {
+                key: "source-topic",
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: "source-partition",
+                value: Some(partition_text.as_str()),
+            })
+            .insert(Header {
+                key: "source-offset",
+                value: Some(offset_text.as_str()),
+            });
+        let mut record = FutureRecord::to(&self.dlq_topic)
+            .payload(payload)
+            .headers(headers);
+        if let Some(key) = message.key() {
+            record = record.key(key);
         }
+        // Wait for the broker: the record's offset will be committed with its partition.
+        if let Err((error, _)) = self
+            .runtime
+            .block_on(self.dlq.send(record, Duration::from_secs(5)))
+        {
+            tracing::error!(%error, partition, offset, "could not write a dead letter");
+        }
+        None
     }
 }
 
@@ -248,7 +284,7 @@ impl ReadingSource for KafkaSource {
 /// One partition's records, in offset order.
 #[derive(Debug)]
 pub struct KafkaPartitionReader {
-    receiver: Option<mpsc::Receiver<LogRecord>>,
+    receiver: Option<mpsc::Receiver<Vec<LogRecord>>>,
 }
 
 impl PartitionReader for KafkaPartitionReader {
@@ -257,15 +293,13 @@ impl PartitionReader for KafkaPartitionReader {
             let Some(receiver) = self.receiver.as_mut() else {
                 return Err(LogError::Closed);
             };
-            let Some(first) = receiver.recv().await else {
+            let Some(mut records) = receiver.recv().await else {
                 return Err(LogError::Closed);
             };
-            let mut records = Vec::with_capacity(max.clamp(1, 4096));
-            records.push(first);
             while records.len() < max
-                && let Ok(record) = receiver.try_recv()
+                && let Ok(more) = receiver.try_recv()
             {
-                records.push(record);
+                records.extend(more);
             }
             Ok(records)
         })

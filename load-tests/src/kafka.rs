@@ -1,0 +1,178 @@
+//! `kafka` mode: the processor against a real Kafka-protocol broker.
+//!
+//! Preloads `--readings` canonical readings into `readings` (produced by gridpulse's own
+//! producer), then measures, on the same broker and partitions: a plain rdkafka consumer
+//! that does nothing with the records (`raw_consume_per_sec`), and the embedded system
+//! consuming them as a processor — decode, validate, route, meter actors, alert
+//! evaluation — until every reading is applied (`readings_per_sec`). Both clocks start
+//! at the first record received, so the consumer-group join is not counted. Starts its
+//! own tansu on loopback unless `--brokers` is given.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
+use gridpulse_domain::{MeterId, Reading};
+use gridpulse_ingest::kafka::KafkaConfig;
+use gridpulse_ingest::kafka::admin::create_topics;
+use gridpulse_ingest::kafka::producer::KafkaReadingProducer;
+use gridpulse_ingest::kafka::test_broker::TestBroker;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use crate::report;
+
+/// Options of the Kafka benchmark.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Readings preloaded and consumed.
+    #[arg(long, default_value_t = 2_000_000)]
+    readings: u64,
+    /// Meters they belong to.
+    #[arg(long, default_value_t = 100_000)]
+    meters: usize,
+    /// Partitions of the readings topic.
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Use this broker instead of starting tansu on loopback.
+    #[arg(long)]
+    brokers: Option<String>,
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.readings > 0 && args.meters > 0,
+        "--readings and --meters must be at least 1"
+    );
+    let cores = report::cores();
+    let broker = match &args.brokers {
+        Some(_) => None,
+        None => Some(TestBroker::start().map_err(anyhow::Error::msg)?),
+    };
+    let brokers = args
+        .brokers
+        .clone()
+        .or_else(|| broker.as_ref().map(TestBroker::bootstrap))
+        .context("no broker")?;
+    println!(
+        "kafka benchmark: {} readings of {} meters over {} partitions on {brokers}, {cores} cores",
+        args.readings, args.meters, args.partitions
+    );
+    actix_web::rt::System::new().block_on(run_in_system(args, brokers, cores))
+}
+
+async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow::Result<()> {
+    let mut config = KafkaConfig::new(brokers);
+    config.partitions = args.partitions;
+    create_topics(&config).await.map_err(anyhow::Error::msg)?;
+
+    // Preload.
+    let producer = KafkaReadingProducer::new(&config).map_err(anyhow::Error::msg)?;
+    let ids: Vec<MeterId> = (0..args.meters)
+        .map(|idx| MeterId::new(&format!("kb-{idx:07}")))
+        .collect::<Result<_, _>>()?;
+    let base_ms = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock) - 12 * 3_600_000;
+    let produce_start = Instant::now();
+    let mut produced = 0u64;
+    let mut batch = Vec::with_capacity(10_000);
+    while produced < args.readings {
+        let idx = (produced % args.meters as u64) as usize;
+        let round = produced / args.meters as u64;
+        batch.push(Reading {
+            meter: ids[idx],
+            ts_ms: base_ms + round as i64 * 5_000,
+            voltage: if idx.is_multiple_of(100) && round % 2 == 1 {
+                262.0
+            } else {
+                231.0
+            },
+            current: 2.0,
+            power_w: 420.0,
+            energy_wh: 1_000.0 + round as f64 * 0.6,
+            credit: None,
+            seq: Some(round),
+        });
+        produced += 1;
+        if batch.len() == batch.capacity() || produced == args.readings {
+            producer.append(&batch).await?;
+            batch.clear();
+        }
+    }
+    let produce_per_sec = produced as f64 / produce_start.elapsed().as_secs_f64();
+    println!("produced {produced} readings at {produce_per_sec:.0} readings/s");
+
+    // Raw consume: a consumer that does nothing.
+    let raw: StreamConsumer = config
+        .client()
+        .set("group.id", "bench-raw")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "6000")
+        .create()?;
+    raw.subscribe(&[&config.readings_topic])?;
+    let mut first = None;
+    let mut n_raw = 0u64;
+    while n_raw < produced {
+        let message = tokio::time::timeout(Duration::from_secs(60), raw.recv())
+            .await
+            .context("raw consumer stalled")??;
+        first.get_or_insert_with(Instant::now);
+        std::hint::black_box(rdkafka::Message::payload(&message));
+        n_raw += 1;
+    }
+    let raw_per_sec = n_raw as f64 / first.map_or(f64::NAN, |t| t.elapsed().as_secs_f64());
+    drop(raw);
+    println!("raw consume: {raw_per_sec:.0} records/s");
+
+    // The processor: the embedded system consuming the same topic in a fresh group.
+    config.group_id = "bench-processor".into();
+    let system = EmbeddedSystem::start_default_clock(
+        EmbeddedConfig {
+            n_http_workers: 1,
+            kafka: Some(config),
+            ..EmbeddedConfig::default()
+        },
+        TcpListener::bind("127.0.0.1:0")?,
+    )
+    .await?;
+    let server = system.server.handle();
+    actix_web::rt::spawn(system.server);
+    let meters = system.state.meters.clone();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while meters.n_applied() == 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the processor never received a record"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let start = Instant::now();
+    while meters.n_applied() < produced {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {produced} readings applied",
+            meters.n_applied()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let processor_per_sec = produced as f64 / start.elapsed().as_secs_f64();
+    let ratio = processor_per_sec / raw_per_sec;
+    println!(
+        "processor: {processor_per_sec:.0} readings/s = {:.0} % of the raw consume rate",
+        ratio * 100.0
+    );
+    server.stop(false).await;
+    report::print_key_values(&[
+        ("mode", "kafka".into()),
+        ("readings", produced.to_string()),
+        ("produce_per_sec", format!("{produce_per_sec:.0}")),
+        ("raw_consume_per_sec", format!("{raw_per_sec:.0}")),
+        ("readings_per_sec", format!("{processor_per_sec:.0}")),
+        ("ratio", format!("{ratio:.3}")),
+        ("cores", cores.to_string()),
+    ]);
+    Ok(())
+}
