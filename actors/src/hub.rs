@@ -9,43 +9,18 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use gridpulse_domain::{AlertEvent, AlertKind, AlertRecord, AlertState, MeterId};
+use gridpulse_domain::{AlertEvent, AlertRecord, AlertState};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::sync::broadcast;
 
 use std::sync::OnceLock;
 
-use gridpulse_store::AlertHistoryEntry;
+use gridpulse_store::{AlertHistoryEntry, AlertQuery};
 
 use crate::meter_state::AlertChange;
 use crate::metrics;
 use crate::writer::{BatchWriter, WriterError};
-
-/// Filters for alert queries; `None` matches everything.
-#[derive(Debug, Clone, Default)]
-pub struct AlertFilter {
-    /// Only this meter.
-    pub meter: Option<MeterId>,
-    /// Only this kind.
-    pub kind: Option<AlertKind>,
-    /// Only this state.
-    pub state: Option<AlertState>,
-    /// Only alerts first seen at or after this time, Unix ms.
-    pub since_ms: Option<i64>,
-}
-
-impl AlertFilter {
-    /// Whether `alert` passes the filter.
-    pub fn matches(&self, alert: &AlertRecord) -> bool {
-        self.meter.is_none_or(|meter| alert.meter == meter)
-            && self.kind.is_none_or(|kind| alert.kind == kind)
-            && self.state.is_none_or(|state| alert.state == state)
-            && self
-                .since_ms
-                .is_none_or(|since| alert.last_seen_ms >= since)
-    }
-}
 
 #[derive(Debug, Default)]
 struct HubState {
@@ -173,8 +148,10 @@ impl AlertHub {
         self.state.lock().alerts.get(id).cloned()
     }
 
-    /// Alerts matching `filter`, newest (first seen) first, at most `limit`.
-    pub fn query(&self, filter: &AlertFilter, limit: usize) -> Vec<AlertRecord> {
+    /// Alerts matching `filter` (the same filter the store answers), newest (first
+    /// seen) first, at most `filter.limit`.
+    pub fn query(&self, filter: &AlertQuery) -> Vec<AlertRecord> {
+        let limit = filter.limit.max(1);
         let state = self.state.lock();
         let mut found: Vec<&AlertRecord> = state
             .alerts

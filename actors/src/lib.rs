@@ -24,7 +24,7 @@ pub mod windows;
 pub mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use hub::{AlertFilter, AlertHub};
+pub use hub::AlertHub;
 pub use log::{LogError, LogRecord, PartitionReader, ReadingSource};
 pub use meter_actor::AlertAction;
 pub use meter_state::{MeterSnapshot, MeterState};

@@ -10,10 +10,11 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gridpulse_actors::{AlertFilter, Clock, ManualClock, SystemClock};
+use gridpulse_actors::{Clock, ManualClock, SystemClock};
 use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
 use gridpulse_domain::AlertKind;
 use gridpulse_ingest::simulator::SimulatorConfig;
+use gridpulse_store::AlertQuery;
 
 #[actix_rt::test]
 async fn every_alert_kind_appears_within_five_simulated_minutes() {
@@ -44,7 +45,10 @@ async fn every_alert_kind_appears_within_five_simulated_minutes() {
         clock.advance(1_000);
         tokio::time::sleep(Duration::from_millis(10)).await;
         seen = hub
-            .query(&AlertFilter::default(), 100_000)
+            .query(&AlertQuery {
+                limit: 100_000,
+                ..AlertQuery::default()
+            })
             .into_iter()
             .map(|alert| alert.kind)
             .collect();

@@ -308,16 +308,13 @@ fn config_key(kind: ConfigKind, id: &str) -> Vec<u8> {
     key
 }
 
+/// Shorthand for [`StoreError::corrupt`].
 fn corrupt(
     what: &'static str,
     location: impl Into<String>,
     message: impl std::fmt::Display,
 ) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        location: location.into(),
-        message: message.to_string(),
-    }
+    StoreError::corrupt(what, location, message)
 }
 
 // ---- the Store implementation -------------------------------------------------------

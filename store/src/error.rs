@@ -61,6 +61,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A value that could not be decoded: what it was, where, and why.
+    pub fn corrupt(
+        what: &'static str,
+        location: impl Into<String>,
+        message: impl std::fmt::Display,
+    ) -> StoreError {
+        StoreError::Corrupt {
+            what,
+            location: location.into(),
+            message: message.to_string(),
+        }
+    }
+
     /// Wraps an I/O error with its file.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> StoreError {
         StoreError::Io {

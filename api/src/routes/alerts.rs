@@ -1,7 +1,7 @@
 //! Alerts: query, detail, acknowledge, resolve.
 
 use actix_web::{HttpResponse, get, post, web};
-use gridpulse_actors::{AlertAction, AlertFilter};
+use gridpulse_actors::AlertAction;
 use std::collections::HashSet;
 
 use gridpulse_domain::{AlertKind, AlertRecord, AlertState};
@@ -43,7 +43,7 @@ pub async fn list_alerts(
     state: web::Data<AppState>,
     query: web::Query<AlertQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = AlertFilter {
+    let filter = StoreAlertQuery {
         meter: query
             .meter
             .as_deref()
@@ -68,20 +68,13 @@ pub async fn list_alerts(
                 })
             })
             .transpose()?,
+        limit: parse_limit(query.limit.as_deref(), 100, 1000)?,
     };
-    let limit = parse_limit(query.limit.as_deref(), 100, 1000)?;
+    let limit = filter.limit;
     // Live alerts from the hub (freshest), history across restarts from the store.
-    let mut alerts = state.meters.hub().query(&filter, limit);
+    let mut alerts = state.meters.hub().query(&filter);
     if let Some(store) = &state.store {
-        let stored = store
-            .query_alerts(&StoreAlertQuery {
-                meter: filter.meter,
-                kind: filter.kind,
-                state: filter.state,
-                since_ms: filter.since_ms,
-                limit,
-            })
-            .await?;
+        let stored = store.query_alerts(&filter).await?;
         let live: HashSet<String> = alerts.iter().map(|alert| alert.id.clone()).collect();
         // A stored copy may be older than the hub's, so the hub decides its state.
         let hub = state.meters.hub();

@@ -21,17 +21,13 @@ use scylla::value::{CqlTimestamp, MaybeUnset};
 use crate::error::StoreError;
 use crate::model::{AlertHistoryEntry, ConfigKind, DAY_MS, SnapshotRow, day_bucket};
 
-/// A `corrupt row` error for `table`, naming the key.
+/// Shorthand for [`StoreError::corrupt`].
 pub(crate) fn corrupt(
     what: &'static str,
     location: impl Into<String>,
     message: impl std::fmt::Display,
 ) -> StoreError {
-    StoreError::Corrupt {
-        what,
-        location: location.into(),
-        message: message.to_string(),
-    }
+    StoreError::corrupt(what, location, message)
 }
 
 /// `u64` stored bit-for-bit in a `bigint`.
