@@ -33,6 +33,10 @@ pub enum LogError {
         /// How many records it holds at most.
         capacity: usize,
     },
+    /// This process no longer owns the partition (a consumer-group rebalance): its
+    /// meters must be dropped; records after this come from a new assignment.
+    #[error("partition revoked")]
+    Revoked,
     /// Any other failure of the backing log.
     #[error("log: {0}")]
     Backend(String),

@@ -95,6 +95,20 @@ static SNAPSHOT_RESTORES: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+#[allow(clippy::expect_used)]
+static PARTITIONS_REVOKED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gridpulse_actors_partitions_revoked_total",
+        "Partitions taken away by a consumer-group rebalance"
+    )
+    .expect("metric registers once")
+});
+
+/// A partition was revoked (rebalance).
+pub fn record_partition_revoked() {
+    PARTITIONS_REVOKED.inc();
+}
+
 /// An alert change could not be queued for persistence.
 pub fn record_alert_persist_failure() {
     ALERT_PERSIST_FAILURES.inc();

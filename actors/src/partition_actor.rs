@@ -212,6 +212,12 @@ async fn pump(
                 }
             }
             Err(LogError::Closed) => break,
+            Err(LogError::Revoked) => {
+                tracing::info!(partition, "partition revoked: dropping its meters");
+                if actor.send(ResetPartition).await.is_err() {
+                    break;
+                }
+            }
             Err(error) => {
                 tracing::warn!(partition, %error, "reading the log failed, retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -457,5 +463,26 @@ impl Handler<NoDataTimeout> for PartitionActor {
         if let Some(entry) = self.meters.get_mut(&message.meter) {
             entry.no_data_timeout_ms = i64::from(message.timeout_s) * 1000;
         }
+    }
+}
+
+/// The partition moved to another process: drop every meter actor (their state may be
+/// behind what the new owner restores) and forget what was routed. If the partition comes
+/// back, meters restore from the store and the log replays from the committed offset.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ResetPartition;
+
+impl Handler<ResetPartition> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, _message: ResetPartition, _ctx: &mut Self::Context) {
+        let n_meters = self.meters.len() as i64;
+        // Dropping the last address stops an actor once its mailbox is drained.
+        self.meters.clear();
+        self.sorted_ids = None;
+        self.dirty.clear();
+        metrics::record_meters_live(-n_meters);
+        metrics::record_partition_revoked();
     }
 }

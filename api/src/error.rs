@@ -114,7 +114,9 @@ impl From<LogError> for ApiError {
     fn from(error: LogError) -> Self {
         match error {
             LogError::Full { .. } => ApiError::Overloaded(error.to_string()),
-            LogError::Closed | LogError::Backend(_) => ApiError::Unavailable(error.to_string()),
+            LogError::Closed | LogError::Revoked | LogError::Backend(_) => {
+                ApiError::Unavailable(error.to_string())
+            }
         }
     }
 }

@@ -23,6 +23,20 @@ static REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+#[allow(clippy::expect_used)]
+static REBALANCES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "gridpulse_ingest_kafka_rebalances_total",
+        "Consumer-group rebalances that revoked partitions from this process"
+    )
+    .expect("metric registers once")
+});
+
+/// A rebalance revoked partitions.
+pub fn record_rebalance() {
+    REBALANCES.inc();
+}
+
 /// `n` readings from `source` were appended to the log.
 pub fn record_accepted(source: &str, n: u64) {
     if n > 0 {

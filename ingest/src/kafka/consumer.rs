@@ -36,9 +36,9 @@ const DISPATCH_BATCH: usize = 4096;
 
 /// `readings` as a [`ReadingSource`].
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
     topic: String,
-    receivers: Mutex<Vec<Option<mpsc::Receiver<Vec<LogRecord>>>>>,
+    receivers: Mutex<Vec<Option<mpsc::Receiver<PartitionEvent>>>>,
     /// Tells the dispatcher thread to stop (and so leave the group) when dropped.
     stop: Arc<AtomicBool>,
 }
@@ -73,8 +73,12 @@ impl KafkaSource {
         for (key, value) in &config.overrides {
             client.set(key, value);
         }
-        let consumer: BaseConsumer = client
-            .create()
+        let context = RebalanceContext {
+            topic: config.readings_topic.clone(),
+            revoked: Mutex::new(Vec::new()),
+        };
+        let consumer: BaseConsumer<RebalanceContext> = client
+            .create_with_context(context)
             .map_err(|error| format!("kafka consumer: {error}"))?;
         let metadata = consumer
             .fetch_metadata(Some(&config.readings_topic), Duration::from_secs(10))
@@ -131,8 +135,8 @@ impl KafkaSource {
 
 /// Polls the consumer on its own thread, decodes, and hands per-partition batches over.
 struct Dispatcher {
-    consumer: Arc<BaseConsumer>,
-    senders: Vec<mpsc::Sender<Vec<LogRecord>>>,
+    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    senders: Vec<mpsc::Sender<PartitionEvent>>,
     dlq: FutureProducer,
     dlq_topic: String,
     limits: Limits,
@@ -151,7 +155,21 @@ impl Dispatcher {
             } else {
                 Duration::ZERO
             };
-            match self.consumer.poll(timeout) {
+            let polled = self.consumer.poll(timeout);
+            // Partitions taken away by a rebalance (the callback ran inside `poll`, before
+            // any record of the new assignment): drop their unsent records, tell them.
+            let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock());
+            for partition in revoked {
+                let idx = partition as usize;
+                if let (Some(batch), Some(sender)) = (pending.get_mut(idx), self.senders.get(idx)) {
+                    n_pending -= batch.len();
+                    batch.clear();
+                    if sender.blocking_send(PartitionEvent::Revoked).is_err() {
+                        return;
+                    }
+                }
+            }
+            match polled {
                 Some(Ok(message)) => {
                     if let Some(record) = self.decode(&message) {
                         let partition = message.partition() as usize;
@@ -173,7 +191,10 @@ impl Dispatcher {
                     continue;
                 }
                 metrics::record_accepted("kafka", batch.len() as u64);
-                if sender.blocking_send(std::mem::take(batch)).is_err() {
+                if sender
+                    .blocking_send(PartitionEvent::Records(std::mem::take(batch)))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -261,7 +282,10 @@ impl ReadingSource for KafkaSource {
             .lock()
             .get_mut(partition as usize)
             .and_then(Option::take);
-        Box::new(KafkaPartitionReader { receiver })
+        Box::new(KafkaPartitionReader {
+            receiver,
+            revoked_pending: false,
+        })
     }
 
     fn checkpointed(&self, partition: u32, offset: u64) {
@@ -281,25 +305,89 @@ impl ReadingSource for KafkaSource {
     }
 }
 
+/// What the dispatcher hands a partition.
+#[derive(Debug)]
+pub enum PartitionEvent {
+    /// Records, in offset order.
+    Records(Vec<LogRecord>),
+    /// The partition was revoked by a rebalance.
+    Revoked,
+}
+
+/// Records revoked partitions for the dispatcher (librdkafka calls it inside `poll`).
+#[derive(Debug)]
+pub struct RebalanceContext {
+    topic: String,
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl rdkafka::client::ClientContext for RebalanceContext {}
+
+impl rdkafka::consumer::ConsumerContext for RebalanceContext {
+    fn pre_rebalance(
+        &self,
+        _consumer: &BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        match rebalance {
+            rdkafka::consumer::Rebalance::Revoke(partitions) => {
+                let revoked: Vec<i32> = partitions
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|element| element.partition())
+                    .collect();
+                tracing::info!(?revoked, "kafka partitions revoked");
+                metrics::record_rebalance();
+                self.revoked.lock().extend(revoked);
+            }
+            rdkafka::consumer::Rebalance::Assign(partitions) => {
+                let assigned: Vec<i32> = partitions
+                    .elements_for_topic(&self.topic)
+                    .iter()
+                    .map(|element| element.partition())
+                    .collect();
+                tracing::info!(?assigned, "kafka partitions assigned");
+            }
+            rdkafka::consumer::Rebalance::Error(error) => {
+                tracing::warn!(%error, "kafka rebalance error")
+            }
+        }
+    }
+}
+
 /// One partition's records, in offset order.
 #[derive(Debug)]
 pub struct KafkaPartitionReader {
-    receiver: Option<mpsc::Receiver<Vec<LogRecord>>>,
+    receiver: Option<mpsc::Receiver<PartitionEvent>>,
+    /// A revocation was seen while gathering a batch: report it next.
+    revoked_pending: bool,
 }
 
 impl PartitionReader for KafkaPartitionReader {
     fn next_batch(&mut self, max: usize) -> LocalFuture<'_, Result<Vec<LogRecord>, LogError>> {
         Box::pin(async move {
+            if std::mem::take(&mut self.revoked_pending) {
+                return Err(LogError::Revoked);
+            }
             let Some(receiver) = self.receiver.as_mut() else {
                 return Err(LogError::Closed);
             };
-            let Some(mut records) = receiver.recv().await else {
-                return Err(LogError::Closed);
+            let mut records = match receiver.recv().await {
+                None => return Err(LogError::Closed),
+                Some(PartitionEvent::Revoked) => return Err(LogError::Revoked),
+                Some(PartitionEvent::Records(records)) => records,
             };
-            while records.len() < max
-                && let Ok(more) = receiver.try_recv()
-            {
-                records.extend(more);
+            // Gather what is already queued, stopping before a revocation.
+            while records.len() < max {
+                match receiver.try_recv() {
+                    Ok(PartitionEvent::Records(more)) => records.extend(more),
+                    Ok(PartitionEvent::Revoked) => {
+                        // Deliver these records now; the revocation must not be lost.
+                        self.revoked_pending = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
             }
             Ok(records)
         })
