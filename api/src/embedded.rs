@@ -17,9 +17,9 @@ use gridpulse_actors::writer::BatchWriter;
 use gridpulse_actors::{AlertHub, Clock, MeterSystem, SystemClock, SystemConfig, Thresholds};
 use gridpulse_domain::AlertState;
 use gridpulse_domain::Limits;
-use gridpulse_ingest::kafka::KafkaConfig;
 use gridpulse_ingest::kafka::consumer::KafkaSource;
 use gridpulse_ingest::kafka::producer::KafkaReadingProducer;
+use gridpulse_ingest::kafka::{KafkaConfig, alerts};
 use gridpulse_ingest::simulator::{Simulator, SimulatorConfig, SimulatorOutput};
 use gridpulse_ingest::{InProcessLog, ReadingLog, ingest, metrics as ingest_metrics};
 use gridpulse_store::embedded::EmbeddedStore;
@@ -57,6 +57,9 @@ pub struct EmbeddedConfig {
     pub persistence: Option<Persistence>,
     /// Use Kafka as the reading log (produce and consume) instead of the in-process log.
     pub kafka: Option<KafkaConfig>,
+    /// With Kafka: serve the API only (produce readings, consume alerts); meters live in
+    /// the processors.
+    pub api_only: bool,
 }
 
 /// Where and how the embedded system persists.
@@ -104,6 +107,7 @@ impl Default for EmbeddedConfig {
             no_data_sweep: Duration::from_secs(1),
             persistence: None,
             kafka: None,
+            api_only: false,
         }
     }
 }
@@ -167,12 +171,39 @@ impl EmbeddedSystem {
         // The reading log: Kafka, or in-process (journaled when persistent).
         let (log, source): (ReadingLog, Arc<dyn ReadingSource>) =
             match (&config.kafka, &config.persistence) {
+                (Some(kafka), _) if config.api_only => {
+                    // An API replica: readings go to Kafka, alerts come from Kafka; no
+                    // meters live here (an empty local log feeds no actor).
+                    let producer = KafkaReadingProducer::new(kafka).map_err(StartError::Kafka)?;
+                    let replica_id = format!("{}-{}", std::process::id(), clock.now_ms());
+                    let (hub, kafka) = (Arc::clone(&hub), kafka.clone());
+                    actix_web::rt::spawn(async move {
+                        if let Err(error) = alerts::consume_alerts(hub, kafka, replica_id).await {
+                            tracing::error!(%error, "alert consumer stopped");
+                        }
+                    });
+                    let idle = InProcessLog::new(1, 1);
+                    (
+                        ReadingLog::Kafka(Arc::new(producer)),
+                        idle as Arc<dyn ReadingSource>,
+                    )
+                }
                 (Some(kafka), _) => {
                     let producer = KafkaReadingProducer::new(kafka).map_err(StartError::Kafka)?;
                     let source = KafkaSource::start(kafka, config.limits)
                         .await
                         .map_err(StartError::Kafka)?;
-                    (ReadingLog::Kafka(Arc::new(producer)), source)
+                    // Every alert event also goes to the `alerts` topic for API replicas.
+                    let (hub, kafka) = (Arc::clone(&hub), kafka.clone());
+                    actix_web::rt::spawn(async move {
+                        if let Err(error) = alerts::forward_alerts(hub, kafka).await {
+                            tracing::error!(%error, "alert forwarder stopped");
+                        }
+                    });
+                    (
+                        ReadingLog::Kafka(Arc::new(producer)),
+                        source as Arc<dyn ReadingSource>,
+                    )
                 }
                 (None, None) => {
                     let log = InProcessLog::new(config.n_partitions, config.log_capacity);

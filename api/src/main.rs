@@ -36,6 +36,22 @@ enum Command {
     /// Kafka topics.
     #[command(subcommand)]
     Topics(TopicsCommand),
+    /// An API replica for a Kafka deployment: accepts readings (produced to `readings`)
+    /// and serves live alerts consumed from `alerts` over the websocket; meters live in
+    /// the processors (`gridpulse run --kafka-brokers`).
+    Api(ApiArgs),
+}
+
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// Address the API and websocket listen on.
+    #[arg(long, env = "GRIDPULSE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// HTTP worker threads.
+    #[arg(long, default_value_t = 2, env = "GRIDPULSE_HTTP_WORKERS")]
+    http_workers: usize,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,7 +193,45 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args),
         Command::Migrate => migrate(),
         Command::Topics(TopicsCommand::Create(args)) => create_topics(&args),
+        Command::Api(args) => api(args),
     }
+}
+
+fn api(args: ApiArgs) -> anyhow::Result<()> {
+    let config = EmbeddedConfig {
+        n_partitions: 1,
+        n_workers: 1,
+        n_http_workers: args.http_workers,
+        kafka: Some(
+            args.kafka
+                .config()?
+                .context("--kafka-brokers is required")?,
+        ),
+        api_only: true,
+        ..EmbeddedConfig::default()
+    };
+    actix_web::rt::System::new().block_on(async move {
+        let listener = TcpListener::bind(&args.listen).with_context(|| {
+            format!(
+                "cannot listen on {} (is it in use? try --listen)",
+                args.listen
+            )
+        })?;
+        let system = EmbeddedSystem::start_default_clock(config, listener)
+            .await
+            .context("starting the API replica")?;
+        println!(
+            "gridpulse API replica on http://{} (alerts from Kafka)",
+            system.local_addr
+        );
+        let server = system.server.handle();
+        actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            server.stop(true).await;
+        });
+        system.server.await.context("HTTP server")?;
+        Ok(())
+    })
 }
 
 fn create_topics(args: &KafkaArgs) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! End to end on a real Kafka-protocol broker (tansu on a free loopback port): readings
 //! posted over HTTP are produced to `readings`, consumed by the meter actors as a
-//! consumer-group member, and their alerts reach a websocket client.
+//! consumer-group member, and their alerts reach websocket clients of the processor and
+//! of a separate API replica (through the `alerts` topic).
 
 // Test helpers panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,6 +27,27 @@ async fn http_to_kafka_to_actors_to_websocket() {
     let mut kafka = KafkaConfig::new(broker.bootstrap());
     kafka.partitions = 4;
     create_topics(&kafka).await.unwrap();
+    // An API replica (no meters) beside the processor: its websocket gets the alerts
+    // through the `alerts` topic.
+    let replica = EmbeddedSystem::start_default_clock(
+        EmbeddedConfig {
+            n_partitions: 1,
+            n_workers: 1,
+            n_http_workers: 1,
+            kafka: Some(kafka.clone()),
+            api_only: true,
+            ..EmbeddedConfig::default()
+        },
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+    .await
+    .unwrap();
+    let replica_addr = replica.local_addr;
+    actix_rt::spawn(replica.server);
+    let (mut replica_ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{replica_addr}/ws/alerts?snapshot=false"))
+            .await
+            .unwrap();
     let config = EmbeddedConfig {
         n_workers: 1,
         n_http_workers: 1,
@@ -49,10 +71,38 @@ async fn http_to_kafka_to_actors_to_websocket() {
         {"meter": "kafka-1", "ts_ms": now - 5_000, "voltage": 265.0, "current": 1.0, "power_w": 200.0, "energy_wh": 10.2},
         {"meter": "kafka-2", "ts_ms": now - 5_000, "voltage": 190.0, "current": 1.0, "power_w": 200.0, "energy_wh": 3.0},
     ]);
-    let (status, answer) = http(addr, "POST", "/api/readings", &body.to_string()).await;
+    // Readings posted to the replica go through Kafka to the processor.
+    let (status, answer) = http(replica_addr, "POST", "/api/readings", &body.to_string()).await;
     assert_eq!((status, &answer["accepted"]), (202, &json!(3)), "{answer}");
 
-    // The consumer joins its group first (a few seconds on tansu), then the alerts come.
+    // The consumers join their groups first (a few seconds on tansu), then the alerts
+    // come: on the processor's own websocket and on the replica's.
+    let expected = vec![
+        ("kafka-1".to_owned(), "over_voltage".to_owned()),
+        ("kafka-2".to_owned(), "under_voltage".to_owned()),
+    ];
+    assert_eq!(two_alerts(&mut ws).await, expected, "processor websocket");
+    assert_eq!(
+        two_alerts(&mut replica_ws).await,
+        expected,
+        "replica websocket"
+    );
+    let (status, list) = http(replica_addr, "GET", "/api/alerts?meter=kafka-1", "").await;
+    assert_eq!(
+        (status, &list["alerts"][0]["kind"]),
+        (200, &json!("over_voltage")),
+        "{list}"
+    );
+    // The meter state came through Kafka in order.
+    let (status, meter) = http(addr, "GET", "/api/meters/kafka-1", "").await;
+    assert_eq!((status, &meter["n_readings"]), (200, &json!(2)), "{meter}");
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The (meter, kind) of the next two alert events, sorted.
+async fn two_alerts(ws: &mut Ws) -> Vec<(String, String)> {
     let mut kinds = Vec::new();
     while kinds.len() < 2 {
         let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
@@ -69,14 +119,5 @@ async fn http_to_kafka_to_actors_to_websocket() {
         }
     }
     kinds.sort();
-    assert_eq!(
-        kinds,
-        vec![
-            ("kafka-1".to_owned(), "over_voltage".to_owned()),
-            ("kafka-2".to_owned(), "under_voltage".to_owned())
-        ]
-    );
-    // The meter state came through Kafka in order.
-    let (status, meter) = http(addr, "GET", "/api/meters/kafka-1", "").await;
-    assert_eq!((status, &meter["n_readings"]), (200, &json!(2)), "{meter}");
+    kinds
 }

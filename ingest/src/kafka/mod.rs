@@ -14,6 +14,7 @@
 //! Architecture invariant: only this module knows rdkafka.
 
 pub mod admin;
+pub mod alerts;
 pub mod config;
 pub mod consumer;
 pub mod producer;
