@@ -64,49 +64,45 @@ enum TopicsCommand {
 #[derive(Debug, Clone, Args)]
 struct KafkaArgs {
     /// Kafka bootstrap servers (host:port,...).
-    #[arg(
-        long = "kafka-brokers",
-        env = "GRIDPULSE_KAFKA_BROKERS",
-        required = true
-    )]
-    brokers: Option<String>,
+    #[arg(long = "kafka-brokers", env = "GRIDPULSE_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
     /// Partitions of the readings and alerts topics (when creating them).
     #[arg(
         long = "kafka-partitions",
         default_value_t = 8,
         env = "GRIDPULSE_KAFKA_PARTITIONS"
     )]
-    partitions: i32,
+    kafka_partitions: i32,
     /// Replication factor (when creating topics).
     #[arg(
         long = "kafka-replication",
         default_value_t = 1,
         env = "GRIDPULSE_KAFKA_REPLICATION"
     )]
-    replication: i32,
+    kafka_replication: i32,
     /// Consumer group of the processors.
     #[arg(
         long = "kafka-group",
         default_value = "gridpulse-processors",
         env = "GRIDPULSE_KAFKA_GROUP"
     )]
-    group: String,
+    kafka_group: String,
     /// Extra librdkafka setting, key=value (repeatable).
     #[arg(long = "kafka-set", value_name = "KEY=VALUE")]
-    settings: Vec<String>,
+    kafka_settings: Vec<String>,
 }
 
 impl KafkaArgs {
     fn config(&self) -> anyhow::Result<Option<KafkaConfig>> {
-        let Some(brokers) = &self.brokers else {
+        let Some(brokers) = &self.kafka_brokers else {
             return Ok(None);
         };
         let mut config = KafkaConfig::new(brokers.clone());
-        config.partitions = self.partitions;
-        config.replication = self.replication;
-        config.group_id = self.group.clone();
+        config.partitions = self.kafka_partitions;
+        config.replication = self.kafka_replication;
+        config.group_id = self.kafka_group.clone();
         config.overrides =
-            KafkaConfig::parse_overrides(&self.settings).map_err(anyhow::Error::msg)?;
+            KafkaConfig::parse_overrides(&self.kafka_settings).map_err(anyhow::Error::msg)?;
         Ok(Some(config))
     }
 }
@@ -162,20 +158,10 @@ struct RunArgs {
     /// Days resolved alerts and their history are kept (0: forever).
     #[arg(long, default_value_t = 400, env = "GRIDPULSE_RETENTION_ALERTS_DAYS")]
     retention_alerts_days: u32,
-    /// Use Kafka as the reading log: POST /api/readings and the simulator produce to
-    /// `readings`, the meter actors consume it as a consumer-group member.
-    #[arg(long = "kafka-brokers", env = "GRIDPULSE_KAFKA_BROKERS")]
-    kafka_brokers: Option<String>,
-    /// Consumer group (with --kafka-brokers).
-    #[arg(
-        long = "kafka-group",
-        default_value = "gridpulse-processors",
-        env = "GRIDPULSE_KAFKA_GROUP"
-    )]
-    kafka_group: String,
-    /// Extra librdkafka setting, key=value (repeatable).
-    #[arg(long = "kafka-set", value_name = "KEY=VALUE")]
-    kafka_settings: Vec<String>,
+    /// Kafka as the reading log (with --kafka-brokers): POST /api/readings and the
+    /// simulator produce to `readings`, the meter actors consume it as a group member.
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Seconds between checkpoints (state snapshots; bounds the replay after a crash).
     #[arg(long, default_value_t = 5.0, env = "GRIDPULSE_CHECKPOINT_INTERVAL")]
     checkpoint_interval: f64,
@@ -313,14 +299,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             ..SimulatorConfig::default()
         }),
         persistence,
-        kafka: KafkaArgs {
-            brokers: args.kafka_brokers.clone(),
-            partitions: 8,
-            replication: 1,
-            group: args.kafka_group.clone(),
-            settings: args.kafka_settings.clone(),
-        }
-        .config()?,
+        kafka: args.kafka.config()?,
         ..EmbeddedConfig::default()
     };
     let use_scylla = args.scylla;
@@ -391,5 +370,51 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Catches clashing argument names and bad defaults at test time, not at run time.
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "gridpulse",
+            "run",
+            "--kafka-brokers",
+            "b:9092",
+            "--partitions",
+            "4",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(args.partitions, 4);
+        assert_eq!(args.kafka.config().unwrap().unwrap().brokers, "b:9092");
+        let error = Cli::try_parse_from([
+            "gridpulse",
+            "run",
+            "--kafka-brokers",
+            "b:9092",
+            "--kafka-set",
+            "nokey",
+        ])
+        .unwrap();
+        let Command::Run(args) = error.command else {
+            panic!("expected run");
+        };
+        assert!(
+            args.kafka
+                .config()
+                .unwrap_err()
+                .to_string()
+                .contains("nokey")
+        );
     }
 }
