@@ -93,6 +93,21 @@ async fn http_to_kafka_to_actors_to_websocket() {
         (200, &json!("over_voltage")),
         "{list}"
     );
+    // Operations: consumer lag is reported per partition (librdkafka statistics, 1 s).
+    let mut lag_seen = false;
+    for _ in 0..50 {
+        let (_, metrics) = http(addr, "GET", "/metrics", "").await;
+        if metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("gridpulse_ingest_kafka_consumer_lag_records{partition=")
+        {
+            lag_seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(lag_seen, "consumer lag metric missing");
     // The meter state came through Kafka in order.
     let (status, meter) = http(addr, "GET", "/api/meters/kafka-1", "").await;
     assert_eq!((status, &meter["n_readings"]), (200, &json!(2)), "{meter}");

@@ -32,6 +32,36 @@ static REBALANCES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+#[allow(clippy::expect_used)]
+static CONSUMER_LAG: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "gridpulse_ingest_kafka_consumer_lag_records",
+        "Records of `readings` not yet consumed, per partition this process consumes",
+        &["partition"]
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static PRODUCE_ERRORS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "gridpulse_ingest_kafka_produce_errors_total",
+        "Readings the broker did not acknowledge"
+    )
+    .expect("metric registers once")
+});
+
+/// The consumer lag of one partition.
+pub fn record_consumer_lag(partition: i32, lag: i64) {
+    CONSUMER_LAG
+        .with_label_values(&[&partition.to_string()])
+        .set(lag);
+}
+
+/// A produce was not acknowledged.
+pub fn record_produce_error() {
+    PRODUCE_ERRORS.inc();
+}
+
 /// A rebalance revoked partitions.
 pub fn record_rebalance() {
     REBALANCES.inc();

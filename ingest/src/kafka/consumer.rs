@@ -69,7 +69,8 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             // Short timeouts: a rebalance (join) waits for them.
             .set("session.timeout.ms", "6000")
-            .set("max.poll.interval.ms", "6000");
+            .set("max.poll.interval.ms", "6000")
+            .set("statistics.interval.ms", "1000");
         for (key, value) in &config.overrides {
             client.set(key, value);
         }
@@ -321,7 +322,26 @@ pub struct RebalanceContext {
     revoked: Mutex<Vec<i32>>,
 }
 
-impl rdkafka::client::ClientContext for RebalanceContext {}
+impl rdkafka::client::ClientContext for RebalanceContext {
+    /// Consumer lag per partition, from librdkafka's statistics (every second).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, stats) in &topic.partitions {
+                // Records on the broker not yet handed to gridpulse: high watermark minus
+                // the application's position (librdkafka's own `consumer_lag` needs a
+                // committed offset, which only checkpoints write).
+                let lag = if stats.hi_offset >= 0 && stats.app_offset >= 0 {
+                    stats.hi_offset - stats.app_offset
+                } else {
+                    stats.consumer_lag
+                };
+                if *partition >= 0 && stats.desired && lag >= 0 {
+                    metrics::record_consumer_lag(*partition, lag);
+                }
+            }
+        }
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for RebalanceContext {
     fn pre_rebalance(

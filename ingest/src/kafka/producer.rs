@@ -79,9 +79,11 @@ impl KafkaReadingProducer {
             match delivery.await {
                 Ok(Ok(_)) => {}
                 Ok(Err((error, _))) => {
+                    crate::metrics::record_produce_error();
                     return Err(LogError::Backend(format!("kafka produce: {error}")));
                 }
                 Err(_) => {
+                    crate::metrics::record_produce_error();
                     return Err(LogError::Backend(
                         "kafka producer dropped the delivery".into(),
                     ));
