@@ -35,6 +35,9 @@ pub struct KafkaArgs {
     /// Partitions of the readings topic.
     #[arg(long, default_value_t = 8)]
     partitions: i32,
+    /// Actor worker threads of the processor (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     /// Use this broker instead of starting tansu on loopback.
     #[arg(long)]
     brokers: Option<String>,
@@ -132,6 +135,7 @@ async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow
     let system = EmbeddedSystem::start_default_clock(
         EmbeddedConfig {
             n_http_workers: 1,
+            n_workers: args.workers,
             kafka: Some(config),
             ..EmbeddedConfig::default()
         },
