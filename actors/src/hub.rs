@@ -138,11 +138,6 @@ impl AlertHub {
         (state.last_seq, open, receiver)
     }
 
-    /// Number of live subscribers.
-    pub fn n_subscribers(&self) -> usize {
-        self.sender.receiver_count()
-    }
-
     /// One alert by id.
     pub fn get(&self, id: &str) -> Option<AlertRecord> {
         self.state.lock().alerts.get(id).cloned()
@@ -164,10 +159,5 @@ impl AlertHub {
                 .then_with(|| a.id.cmp(&b.id))
         });
         found.into_iter().take(limit).cloned().collect()
-    }
-
-    /// The sequence number of the last event published.
-    pub fn last_seq(&self) -> u64 {
-        self.state.lock().last_seq
     }
 }

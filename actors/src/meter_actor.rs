@@ -364,6 +364,7 @@ impl Handler<AlertCommand> for MeterActor {
             (Some(store), true) => self.snapshot_row().map(|row| (Arc::clone(store), row)),
             _ => None,
         };
+        let hub = Arc::clone(&self.shared.hub);
         Box::pin(async move {
             if let Some((store, row)) = durable {
                 let written = async {
@@ -374,6 +375,11 @@ impl Handler<AlertCommand> for MeterActor {
                     tracing::error!(meter = %row.meter, %error, "alert command applied but its snapshot was not stored");
                     return Err(AlertActionError::NotDurable(error.to_string()));
                 }
+            }
+            // The alert's own record and history too (queued to the hub's writer).
+            if let Err(error) = hub.flush().await {
+                tracing::error!(%error, "alert command applied but its history was not stored");
+                return Err(AlertActionError::NotDurable(error.to_string()));
             }
             result
         })

@@ -197,12 +197,7 @@ fn api(args: ApiArgs) -> anyhow::Result<()> {
         ..EmbeddedConfig::default()
     };
     actix_web::rt::System::new().block_on(async move {
-        let listener = TcpListener::bind(&args.listen).with_context(|| {
-            format!(
-                "cannot listen on {} (is it in use? try --listen)",
-                args.listen
-            )
-        })?;
+        let listener = bind(&args.listen)?;
         let system = EmbeddedSystem::start_default_clock(config, listener)
             .await
             .context("starting the API replica")?;
@@ -210,13 +205,7 @@ fn api(args: ApiArgs) -> anyhow::Result<()> {
             "gridpulse API replica on http://{} (alerts from Kafka)",
             system.local_addr
         );
-        let server = system.server.handle();
-        actix_web::rt::spawn(async move {
-            shutdown_signal().await;
-            server.stop(true).await;
-        });
-        system.server.await.context("HTTP server")?;
-        Ok(())
+        serve_until_signal(system.server).await
     })
 }
 
@@ -304,12 +293,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let use_scylla = args.scylla;
     actix_web::rt::System::new().block_on(async move {
-        let listener = TcpListener::bind(&args.listen).with_context(|| {
-            format!(
-                "cannot listen on {} (is it in use? try --listen)",
-                args.listen
-            )
-        })?;
+        let listener = bind(&args.listen)?;
         let mut config = config;
         if use_scylla && let Some(persistence) = config.persistence.as_mut() {
             let store =
@@ -342,18 +326,29 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }
         println!("press Ctrl-C to stop");
         let state = system.state.clone();
-        let server = system.server.handle();
-        actix_web::rt::spawn(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down: stopping HTTP, then checkpointing");
-            server.stop(true).await;
-        });
-        system.server.await.context("HTTP server")?;
+        serve_until_signal(system.server).await?;
         EmbeddedSystem::shutdown(&state)
             .await
             .context("final checkpoint")?;
         Ok(())
     })
+}
+
+/// Binds the listen address, saying what to do when it is taken.
+fn bind(listen: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen} (is it in use? try --listen)"))
+}
+
+/// Serves HTTP until SIGINT/SIGTERM, then stops it gracefully (the caller checkpoints).
+async fn serve_until_signal(server: actix_web::dev::Server) -> anyhow::Result<()> {
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: stopping HTTP");
+        handle.stop(true).await;
+    });
+    server.await.context("HTTP server")
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd).

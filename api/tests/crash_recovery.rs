@@ -92,6 +92,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A failing test must not leave a gridpulse process behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One HTTP/1.1 request; `None` when the connection fails (server killed).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, Value)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;

@@ -157,6 +157,7 @@ impl Dispatcher {
                 Duration::ZERO
             };
             let polled = self.consumer.poll(timeout);
+            let now_ms = SystemClock.now_ms();
             // Partitions taken away by a rebalance (the callback ran inside `poll`, before
             // any record of the new assignment): drop their unsent records, tell them.
             let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock());
@@ -172,7 +173,7 @@ impl Dispatcher {
             }
             match polled {
                 Some(Ok(message)) => {
-                    if let Some(record) = self.decode(&message) {
+                    if let Some(record) = self.decode(&message, now_ms) {
                         let partition = message.partition() as usize;
                         if let Some(batch) = pending.get_mut(partition) {
                             batch.push(record);
@@ -204,10 +205,10 @@ impl Dispatcher {
     }
 
     /// The reading of `message`, or `None` after sending it to the dead-letter topic.
-    fn decode(&self, message: &BorrowedMessage<'_>) -> Option<LogRecord> {
+    fn decode(&self, message: &BorrowedMessage<'_>, now_ms: i64) -> Option<LogRecord> {
         let (partition, offset) = (message.partition(), message.offset());
         let payload = message.payload().unwrap_or_default();
-        let outcome = match parse_reading(payload, SystemClock.now_ms(), &self.limits) {
+        let outcome = match parse_reading(payload, now_ms, &self.limits) {
             Ok(reading) => match message.key() {
                 Some(key) if key != reading.meter.as_str().as_bytes() => Err((
                     "meter_mismatch",
