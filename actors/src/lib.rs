@@ -20,6 +20,9 @@ pub mod metrics;
 pub mod partition_actor;
 pub mod system;
 pub mod thresholds;
+pub mod usage;
+pub mod user_state;
+pub mod user_system;
 pub mod windows;
 pub mod writer;
 
@@ -30,3 +33,6 @@ pub use meter_actor::AlertAction;
 pub use meter_state::{MeterSnapshot, MeterState};
 pub use system::{MeterSystem, SystemConfig, SystemError};
 pub use thresholds::Thresholds;
+pub use usage::{ChannelUsage, UsageEvent, UsageRecord, UsageSink};
+pub use user_state::{UserSnapshot, UserState};
+pub use user_system::{UserSystem, UserSystemConfig};

@@ -27,6 +27,8 @@ use crate::hub::AlertHub;
 use crate::meter_state::{AlertActionError, AlertChanges, Applied, MeterSnapshot, MeterState};
 use crate::metrics;
 use crate::thresholds::Thresholds;
+use crate::usage::UsageSink;
+use gridpulse_domain::UserId;
 
 /// Capacity of a meter's mailbox for `send` (readings are accounted separately, see
 /// [`PartitionShared`]).
@@ -59,6 +61,8 @@ pub struct PartitionShared {
     pub store: Option<Arc<dyn Store>>,
     /// The partition actor (to tell it about restored per-meter timeouts).
     pub partition_actor: Option<actix::Addr<crate::partition_actor::PartitionActor>>,
+    /// Where closed usage minutes go (to the meter's owner), when users are hosted.
+    pub usage: Option<Arc<dyn UsageSink>>,
 }
 
 impl PartitionShared {
@@ -81,6 +85,8 @@ pub struct MeterActor {
     shared: Rc<PartitionShared>,
     /// Offset of the last reading applied; readings at or before it are replays.
     applied_offset: Option<u64>,
+    /// The user who owns the meter (receives its usage minutes).
+    owner: Option<UserId>,
 }
 
 impl MeterActor {
@@ -95,6 +101,7 @@ impl MeterActor {
             thresholds,
             shared,
             applied_offset: None,
+            owner: None,
         }
     }
 
@@ -113,13 +120,16 @@ impl MeterActor {
             match thresholds {
                 Ok(Some(json)) => match serde_json::from_slice::<MeterConfig>(&json) {
                     Ok(config) => {
-                        if let Some(partition) = &actor.shared.partition_actor {
-                            partition.do_send(crate::partition_actor::NoDataTimeout {
-                                meter,
-                                timeout_s: config.thresholds.no_data_timeout_s,
-                            });
+                        if let Some(thresholds) = config.thresholds {
+                            if let Some(partition) = &actor.shared.partition_actor {
+                                partition.do_send(crate::partition_actor::NoDataTimeout {
+                                    meter,
+                                    timeout_s: thresholds.no_data_timeout_s,
+                                });
+                            }
+                            actor.thresholds = Arc::new(thresholds);
                         }
-                        actor.thresholds = Arc::new(config.thresholds);
+                        actor.owner = config.owner;
                     }
                     Err(error) => tracing::error!(%meter, %error, "stored meter configuration is unreadable; using default thresholds"),
                 },
@@ -194,6 +204,7 @@ impl Supervised for MeterActor {
         tracing::warn!(meter = %self.state.meter(), "meter actor restarting from its last snapshot");
         self.state = MeterState::new(self.state.meter());
         self.applied_offset = None;
+        self.owner = None;
         // `started` runs again after this and restores the snapshot.
     }
 }
@@ -226,6 +237,13 @@ impl Handler<ApplyReading> for MeterActor {
         });
         if stale.is_some() {
             self.applied_offset = Some(message.offset);
+        }
+        // A reading that opens a new minute closes the previous one: the owner's share.
+        if let Some(closed) = self.state.take_closed_minute()
+            && let (Some(owner), Some(usage)) = (self.owner, &self.shared.usage)
+        {
+            usage.publish(closed.to_delta(owner, self.state.meter()));
+            metrics::record_usage_sent();
         }
         if stale == Some(true) {
             self.shared.n_stale.set(self.shared.n_stale.get() + 1);
@@ -399,6 +417,19 @@ impl Handler<SetThresholds> for MeterActor {
     }
 }
 
+/// Replace the meter's owner (usage minutes closed from now on go to the new one).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct SetOwner(pub Option<UserId>);
+
+impl Handler<SetOwner> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, message: SetOwner, _ctx: &mut Self::Context) {
+        self.owner = message.0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use actix::Supervisor;
@@ -453,6 +484,7 @@ mod tests {
             partition: 0,
             store: None,
             partition_actor: None,
+            usage: None,
         });
         let thresholds = Arc::new(Thresholds::default());
         let start = |id: &str| {

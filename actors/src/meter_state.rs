@@ -9,8 +9,8 @@
 //! the wall clock, passed in by the caller.
 
 use gridpulse_domain::{
-    AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading, RegisterStep, alert_id,
-    register_step,
+    AlertEventKind, AlertKind, AlertRecord, AlertState, ClosedMinute, MeterId, Reading,
+    RegisterStep, UsageAccumulator, alert_id, register_step,
 };
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -84,6 +84,11 @@ pub struct MeterState {
     /// Kinds resolved by hand while their condition still held: no new alert until the
     /// condition clears first (bit per `AlertKind::index`).
     latched: u8,
+    /// The open usage minute (sent to the meter's owner when it closes).
+    usage: UsageAccumulator,
+    /// The minute the last applied reading closed, until the actor takes it.
+    #[serde(skip)]
+    closed_minute: Option<ClosedMinute>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -108,7 +113,14 @@ impl MeterState {
             n_stale: 0,
             open: Default::default(),
             latched: 0,
+            usage: UsageAccumulator::default(),
+            closed_minute: None,
         }
+    }
+
+    /// The usage minute closed by the last applied reading, if any (taken once).
+    pub fn take_closed_minute(&mut self) -> Option<ClosedMinute> {
+        self.closed_minute.take()
     }
 
     /// Encodes the state for a snapshot (compact binary, versioned by the store format).
@@ -159,6 +171,7 @@ impl MeterState {
             self.energy_today_wh = 0.0;
             self.day_start_ms = day_start;
         }
+        let mut counted_wh = 0.0;
         if let Some(last) = self.last {
             let step = register_step(
                 last.energy_wh,
@@ -166,7 +179,8 @@ impl MeterState {
                 ts_ms - last.ts_ms,
                 thresholds.max_power_w,
             );
-            self.energy_today_wh += step.counted_wh();
+            counted_wh = step.counted_wh();
+            self.energy_today_wh += counted_wh;
             if let RegisterStep::Reset {
                 previous_wh,
                 current_wh,
@@ -181,6 +195,8 @@ impl MeterState {
                 );
             }
         }
+
+        self.closed_minute = self.usage.add(ts_ms, counted_wh, reading.power_w);
 
         // The reading proves the meter is alive.
         self.clear(AlertKind::NoData, ts_ms, changes);

@@ -104,6 +104,31 @@ static PARTITIONS_REVOKED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+#[allow(clippy::expect_used)]
+static USAGE_DELTAS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_actors_usage_deltas_total",
+        "Usage deltas (meter minutes) by outcome: sent by meters, applied or skipped as replays by users",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// A meter sent a closed usage minute to its owner.
+pub fn record_usage_sent() {
+    USAGE_DELTAS.with_label_values(&["sent"]).inc();
+}
+
+/// A user applied a usage delta.
+pub fn record_usage_applied() {
+    USAGE_DELTAS.with_label_values(&["applied"]).inc();
+}
+
+/// A user skipped a replayed usage delta.
+pub fn record_usage_duplicate() {
+    USAGE_DELTAS.with_label_values(&["duplicate"]).inc();
+}
+
 /// A partition was revoked (rebalance).
 pub fn record_partition_revoked() {
     PARTITIONS_REVOKED.inc();

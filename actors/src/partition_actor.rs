@@ -369,11 +369,12 @@ impl Handler<Checkpoint> for PartitionActor {
                 requests.push(entry.addr.send(TakeSnapshot));
             }
         }
-        let (partition, hub, writer, source) = (
+        let (partition, hub, writer, source, usage) = (
             self.partition,
             Arc::clone(&self.shared.hub),
             self.readings_writer.clone(),
             Arc::clone(&self.config.source),
+            self.shared.usage.clone(),
         );
         let work = async move {
             let mut rows = Vec::with_capacity(requests.len());
@@ -386,6 +387,10 @@ impl Handler<Checkpoint> for PartitionActor {
                 writer.flush().await.map_err(|error| error.to_string())?;
             }
             hub.flush().await.map_err(|error| error.to_string())?;
+            // The usage minutes these readings closed reached their users durably.
+            if let Some(usage) = usage {
+                usage.flush().await?;
+            }
             store
                 .put_snapshots(&rows)
                 .await

@@ -14,13 +14,17 @@ use tokio::sync::Notify;
 use crate::clock::Clock;
 use crate::hub::AlertHub;
 use crate::log::ReadingSource;
-use crate::meter_actor::{AlertAction, AlertCommand, MeterActor, Observe, PartitionShared};
+use crate::meter_actor::{
+    AlertAction, AlertCommand, MeterActor, Observe, PartitionShared, SetOwner,
+};
 use crate::meter_state::{AlertActionError, MeterSnapshot};
 use crate::partition_actor::{
     Checkpoint, CountMeters, EnsureMeter, FindMeter, ListMeterIds, PartitionActor, PartitionConfig,
     SetMeterThresholds,
 };
 use crate::thresholds::{Thresholds, ThresholdsError};
+use crate::usage::UsageSink;
+use gridpulse_domain::UserId;
 use gridpulse_store::{ConfigKind, Store};
 
 /// Settings of the actor system.
@@ -40,6 +44,8 @@ pub struct SystemConfig {
     pub store: Option<Arc<dyn Store>>,
     /// How often partitions checkpoint (with a store).
     pub checkpoint_interval: Duration,
+    /// Where meters send closed usage minutes (`None`: no user actors).
+    pub usage: Option<Arc<dyn UsageSink>>,
 }
 
 impl Default for SystemConfig {
@@ -52,6 +58,7 @@ impl Default for SystemConfig {
             no_data_sweep: Duration::from_secs(1),
             store: None,
             checkpoint_interval: Duration::from_secs(5),
+            usage: None,
         }
     }
 }
@@ -65,6 +72,9 @@ pub enum SystemError {
     /// No meter with this id has reported.
     #[error("meter not found")]
     MeterNotFound,
+    /// No user with this id has usage here or in the store.
+    #[error("user not found")]
+    UserNotFound,
     /// The alert id is malformed or names no open alert.
     #[error("alert not found or not open")]
     AlertNotOpen,
@@ -154,6 +164,7 @@ impl MeterSystem {
                 let partition_config = partition_config.clone();
                 let hub = Arc::clone(&hub);
                 let store = config.store.clone();
+                let usage = config.usage.clone();
                 PartitionActor::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     let shared = Rc::new(PartitionShared {
                         hub,
@@ -167,6 +178,7 @@ impl MeterSystem {
                         partition,
                         store,
                         partition_actor: Some(ctx.address()),
+                        usage,
                     });
                     PartitionActor::new(
                         partition,
@@ -309,28 +321,75 @@ impl MeterSystem {
         if !found {
             return Err(SystemError::MeterNotFound);
         }
-        if let Some(store) = &self.store {
-            let config = MeterConfig {
-                thresholds: (*thresholds).clone(),
-            };
-            let json = serde_json::to_vec(&config)
-                .map_err(|error| SystemError::Store(error.to_string()))?;
-            store
-                .put_config(ConfigKind::Meter, meter.as_str(), &json)
-                .await
-                .map_err(|error| SystemError::Store(error.to_string()))?;
-            store
-                .flush()
-                .await
-                .map_err(|error| SystemError::Store(error.to_string()))?;
+        self.update_config(meter, |config| {
+            config.thresholds = Some((*thresholds).clone())
+        })
+        .await
+    }
+
+    /// Makes `user` the owner of `meter` (or no one): usage minutes that close from now
+    /// on go to the new owner's user actor. Starts the meter's actor if needed (a meter
+    /// may be registered before its first reading); kept in the meter's configuration.
+    pub async fn set_owner(
+        &self,
+        meter: MeterId,
+        owner: Option<UserId>,
+    ) -> Result<(), SystemError> {
+        let actor = self.partition_of(&meter).send(EnsureMeter(meter)).await?;
+        actor.send(SetOwner(owner)).await?;
+        self.update_config(meter, |config| config.owner = owner)
+            .await
+    }
+
+    /// The meter's stored configuration (default without a store or document).
+    pub async fn meter_config(&self, meter: MeterId) -> Result<MeterConfig, SystemError> {
+        let Some(store) = &self.store else {
+            return Ok(MeterConfig::default());
+        };
+        match store
+            .get_config(ConfigKind::Meter, meter.as_str())
+            .await
+            .map_err(|error| SystemError::Store(error.to_string()))?
+        {
+            None => Ok(MeterConfig::default()),
+            Some(json) => serde_json::from_slice(&json).map_err(|error| {
+                SystemError::Store(format!("stored meter configuration: {error}"))
+            }),
         }
+    }
+
+    /// Read-modify-write of the stored meter configuration, durable before it returns.
+    async fn update_config(
+        &self,
+        meter: MeterId,
+        change: impl FnOnce(&mut MeterConfig),
+    ) -> Result<(), SystemError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let mut config = self.meter_config(meter).await?;
+        change(&mut config);
+        let json =
+            serde_json::to_vec(&config).map_err(|error| SystemError::Store(error.to_string()))?;
+        store
+            .put_config(ConfigKind::Meter, meter.as_str(), &json)
+            .await
+            .map_err(|error| SystemError::Store(error.to_string()))?;
+        store
+            .flush()
+            .await
+            .map_err(|error| SystemError::Store(error.to_string()))?;
         Ok(())
     }
 }
 
 /// A meter's stored configuration (`ConfigKind::Meter`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MeterConfig {
-    /// The meter's thresholds.
-    pub thresholds: Thresholds,
+    /// The meter's own thresholds (`None`: the system's defaults).
+    #[serde(default)]
+    pub thresholds: Option<Thresholds>,
+    /// The user who owns the meter.
+    #[serde(default)]
+    pub owner: Option<UserId>,
 }

@@ -13,12 +13,17 @@ use actix_web::{App, HttpServer, web};
 use std::path::PathBuf;
 
 use gridpulse_actors::ReadingSource;
+use gridpulse_actors::user_system::CommitFn;
 use gridpulse_actors::writer::BatchWriter;
-use gridpulse_actors::{AlertHub, Clock, MeterSystem, SystemClock, SystemConfig, Thresholds};
+use gridpulse_actors::{
+    AlertHub, ChannelUsage, Clock, MeterSystem, SystemClock, SystemConfig, Thresholds, UsageEvent,
+    UsageSink, UserSystem, UserSystemConfig,
+};
 use gridpulse_domain::AlertState;
 use gridpulse_domain::Limits;
 use gridpulse_ingest::kafka::consumer::KafkaSource;
 use gridpulse_ingest::kafka::producer::KafkaReadingProducer;
+use gridpulse_ingest::kafka::usage::{KafkaUsageSink, UsageConsumer};
 use gridpulse_ingest::kafka::{KafkaConfig, alerts};
 use gridpulse_ingest::simulator::{Simulator, SimulatorConfig, SimulatorOutput};
 use gridpulse_ingest::{InProcessLog, ReadingLog, ingest, metrics as ingest_metrics};
@@ -27,6 +32,11 @@ use gridpulse_store::journal::{Journal, JournalOptions};
 use gridpulse_store::{AlertHistoryEntry, AlertQuery, Retention, Store, StoreError};
 
 use crate::state::AppState;
+
+type UsageReceiver = tokio::sync::mpsc::UnboundedReceiver<UsageEvent>;
+/// The usage flow of a process: the meters' sink, the user partitions' inputs and how
+/// their offsets are committed.
+type UsageFlow = (Arc<dyn UsageSink>, Vec<UsageReceiver>, Option<CommitFn>);
 
 /// Settings of an embedded system.
 #[derive(Debug, Clone)]
@@ -168,6 +178,8 @@ impl EmbeddedSystem {
                 )?),
             }),
         };
+        // Where meters send usage minutes, the user partitions' inputs and their commit.
+        let mut usage: Option<UsageFlow> = None;
         // The reading log: Kafka, or in-process (journaled when persistent).
         let (log, source): (ReadingLog, Arc<dyn ReadingSource>) =
             match (&config.kafka, &config.persistence) {
@@ -190,6 +202,16 @@ impl EmbeddedSystem {
                 }
                 (Some(kafka), _) => {
                     let producer = KafkaReadingProducer::new(kafka).map_err(StartError::Kafka)?;
+                    // Usage re-keyed by user: produced by meters, consumed by this
+                    // process's share of the `{group}-users` consumer group.
+                    let sink = KafkaUsageSink::start(kafka).map_err(StartError::Kafka)?;
+                    let (consumer, receivers) =
+                        UsageConsumer::start(kafka).map_err(StartError::Kafka)?;
+                    usage = Some((
+                        sink as Arc<dyn UsageSink>,
+                        receivers,
+                        Some(consumer.commit_fn()),
+                    ));
                     let source = KafkaSource::start(kafka, config.limits)
                         .await
                         .map_err(StartError::Kafka)?;
@@ -222,6 +244,11 @@ impl EmbeddedSystem {
                     (ReadingLog::InProcess(Arc::clone(&log)), log)
                 }
             };
+        if config.kafka.is_none() {
+            // Embedded: the usage log is in-process, one channel per user partition.
+            let (channels, receivers) = ChannelUsage::new(config.n_partitions);
+            usage = Some((Arc::new(channels), receivers, None));
+        }
         if let Some(store) = &store {
             hub.set_sink(BatchWriter::spawn(
                 "alerts",
@@ -248,6 +275,20 @@ impl EmbeddedSystem {
             .map_or(Duration::from_secs(5), |persistence| {
                 persistence.checkpoint_interval
             });
+        let (usage_sink, users) = match usage {
+            Some((sink, receivers, commit)) => (
+                Some(sink),
+                Some(UserSystem::start(
+                    UserSystemConfig {
+                        store: store.clone(),
+                        checkpoint_interval,
+                        commit,
+                    },
+                    receivers,
+                )),
+            ),
+            None => (None, None),
+        };
         let meters = MeterSystem::start(
             SystemConfig {
                 n_workers: config.n_workers,
@@ -255,6 +296,7 @@ impl EmbeddedSystem {
                 no_data_sweep: config.no_data_sweep,
                 store: store.clone(),
                 checkpoint_interval,
+                usage: usage_sink,
                 ..SystemConfig::default()
             },
             source,
@@ -265,6 +307,7 @@ impl EmbeddedSystem {
         let state = AppState {
             log,
             meters,
+            users,
             store,
             limits: config.limits,
             clock,

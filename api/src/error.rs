@@ -91,6 +91,7 @@ impl From<SystemError> for ApiError {
     fn from(error: SystemError) -> Self {
         match error {
             SystemError::MeterNotFound => ApiError::NotFound("meter"),
+            SystemError::UserNotFound => ApiError::NotFound("user"),
             SystemError::AlertNotOpen => ApiError::NotFound("open alert"),
             SystemError::Thresholds(error) => ApiError::bad_field(error.field, error.reason),
             SystemError::Unavailable(error) => ApiError::Unavailable(error.to_string()),

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use gridpulse_actors::{Clock, MeterSystem};
+use gridpulse_actors::{Clock, MeterSystem, UserSystem};
 use gridpulse_domain::Limits;
 use gridpulse_ingest::ReadingLog;
 use gridpulse_store::Store;
@@ -14,6 +14,8 @@ pub struct AppState {
     pub log: ReadingLog,
     /// The meter actors.
     pub meters: MeterSystem,
+    /// The user actors (`None` on an API-only replica: processors host them).
+    pub users: Option<UserSystem>,
     /// History (readings, alerts with lifecycle) when persistence is on.
     pub store: Option<Arc<dyn Store>>,
     /// Validation limits for incoming readings.

@@ -261,6 +261,60 @@ fn temp_dir() -> std::path::PathBuf {
     dir
 }
 
+/// Meters of user A (even) and B (odd): their usage minutes re-key to the user actors.
+const USERS: [&str; 2] = ["crash-user-a", "crash-user-b"];
+
+fn assign_owners(server: &Server) {
+    for idx in 0..N_METERS {
+        let body = json!({ "owner": USERS[idx % 2] }).to_string();
+        let (status, answer) = http(
+            server.addr,
+            "PUT",
+            &format!("/api/meters/{}", meter(idx)),
+            &body,
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+/// Each user's usage once every closed minute of every meter has reached it.
+fn user_usage(addr: SocketAddr, base_ms: i64) -> BTreeMap<String, Value> {
+    let minutes: BTreeSet<i64> = (0..N_STEPS as i64)
+        .map(|step| {
+            let ts = base_ms + step * STEP_MS;
+            ts - ts.rem_euclid(60_000)
+        })
+        .collect();
+    // The last minute stays open (no later reading closes it).
+    let per_meter = minutes.len() as u64 - 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    USERS
+        .iter()
+        .map(|user| {
+            let expected = per_meter * (N_METERS as u64 / 2);
+            loop {
+                let (status, usage) =
+                    http(addr, "GET", &format!("/api/users/{user}/usage"), "").unwrap();
+                if status == 200 && usage["n_deltas"] == expected {
+                    let essentials = json!({
+                        "energy_total_wh": usage["energy_total_wh"],
+                        "energy_today_wh": usage["energy_today_wh"],
+                        "n_deltas": usage["n_deltas"],
+                        "meters": usage["meters"],
+                    });
+                    break ((*user).to_owned(), essentials);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{user} never received its {expected} usage minutes: {status} {usage}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+        .collect()
+}
+
 fn post_all(server: &Server, base_ms: i64) {
     for step in 0..N_STEPS {
         let (status, answer) =
@@ -280,9 +334,11 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
 
     // The reference: the same binary, never crashed, nothing on disk.
     let reference = Server::start(&["--in-memory"]);
+    assign_owners(&reference);
     post_all(&reference, base_ms);
     wait_processed(reference.addr, base_ms);
     let expected_states = meter_states(reference.addr);
+    let expected_usage = user_usage(reference.addr, base_ms);
     let expected_alerts = alert_ids(reference.addr);
     reference.kill9();
     assert!(
@@ -303,6 +359,7 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
     let mut acknowledged: BTreeSet<usize> = BTreeSet::new();
     let mut n_kills = 0;
     let mut server = Server::start(&args);
+    assign_owners(&server);
     let mut step = 0;
     while step < N_STEPS {
         // Up to five times, a killer fires after a random delay while batches are in flight.
@@ -357,6 +414,11 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
     assert_eq!(unique.len(), ids.len(), "no alert stored twice");
     assert_eq!(ids, expected_alerts, "the same alerts, with the same ids");
     check_readings_stored_once(server.addr, base_ms);
+    assert_eq!(
+        user_usage(server.addr, base_ms),
+        expected_usage,
+        "every usage minute reached its user exactly once"
+    );
 
     // Clean shutdown: SIGTERM checkpoints everything, so a restart replays nothing.
     server.terminate();
@@ -375,6 +437,11 @@ fn kill_9_under_load_loses_and_duplicates_nothing() {
         "state restored from snapshots"
     );
     assert_eq!(alert_ids(server.addr), expected_alerts);
+    assert_eq!(
+        user_usage(server.addr, base_ms),
+        expected_usage,
+        "users restored from snapshots"
+    );
 
     // Human actions are not in the log: thresholds and an acknowledgement must survive
     // a kill -9 right after they were answered.

@@ -263,6 +263,63 @@ async fn readings_in_alerts_out_lifecycle_and_bad_input() {
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
+
+    // Usage re-keyed by user: meters send closed minutes to their owner's actor.
+    let (status, answer) = http(addr, "PUT", "/api/meters/e2e-u1", r#"{"owner":"alice"}"#).await;
+    assert_eq!(
+        (status, &answer["owner"]),
+        (200, &json!("alice")),
+        "{answer}"
+    );
+    let (status, answer) = http(addr, "PUT", "/api/meters/e2e-u1", r#"{"owner":"a b"}"#).await;
+    assert_eq!(
+        (status, &answer["field"]),
+        (400, &json!("owner")),
+        "{answer}"
+    );
+    let (status, answer) = http(addr, "PUT", "/api/meters/e2e-u1", r#"{"tarif":"x"}"#).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("tarif"),
+        "{answer}"
+    );
+    let (status, _) = http(addr, "GET", "/api/users/nobody/usage", "").await;
+    assert_eq!(status, 404);
+    let minute0 = (now - 600_000) - (now - 600_000).rem_euclid(60_000);
+    // Two minutes of readings every 10 s, +2 Wh each, and one that opens minute 2.
+    let body: Vec<Value> = (0..13)
+        .map(|k| {
+            reading(
+                "e2e-u1",
+                minute0 + k * 10_000,
+                230.0,
+                1.0,
+                200.0,
+                500.0 + 2.0 * k as f64,
+            )
+        })
+        .collect();
+    let (status, answer) = http(
+        addr,
+        "POST",
+        "/api/readings",
+        &Value::Array(body).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let mut usage = Value::Null;
+    for _ in 0..200 {
+        let (status, value) = http(addr, "GET", "/api/users/alice/usage", "").await;
+        if status == 200 && value["n_deltas"] == 2 {
+            usage = value;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Minute 0: 5 steps of 2 Wh (its first reading has no predecessor); minute 1: 6.
+    assert_eq!(usage["energy_total_wh"], 22.0, "{usage}");
+    assert_eq!(usage["meters"]["e2e-u1"]["readings"], 12, "{usage}");
+    assert_eq!(usage["last_minute_ms"], minute0 + 60_000, "{usage}");
     server.stop(false).await;
 }
 

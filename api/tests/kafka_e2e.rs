@@ -111,6 +111,46 @@ async fn http_to_kafka_to_actors_to_websocket() {
     // The meter state came through Kafka in order.
     let (status, meter) = http(addr, "GET", "/api/meters/kafka-1", "").await;
     assert_eq!((status, &meter["n_readings"]), (200, &json!(2)), "{meter}");
+
+    // Usage re-keyed by user: kafka-3's closed minutes go through `usage-by-user` to the
+    // user consumer group, which hosts the user actors.
+    let (status, answer) = http(
+        addr,
+        "PUT",
+        "/api/meters/kafka-3",
+        r#"{"owner":"kafka-user"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let minute0 = (now - 600_000) - (now - 600_000).rem_euclid(60_000);
+    let body: Vec<Value> = (0..13)
+        .map(|k| json!({"meter": "kafka-3", "ts_ms": minute0 + k * 10_000, "voltage": 230.0, "current": 1.0, "power_w": 200.0, "energy_wh": 100.0 + 2.0 * k as f64}))
+        .collect();
+    let (status, answer) = http(
+        replica_addr,
+        "POST",
+        "/api/readings",
+        &Value::Array(body).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let mut usage = Value::Null;
+    for _ in 0..300 {
+        let (status, value) = http(addr, "GET", "/api/users/kafka-user/usage", "").await;
+        if status == 200 && value["n_deltas"] == 2 {
+            usage = value;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        usage["energy_total_wh"], 22.0,
+        "usage deltas reached the user actor: {usage}"
+    );
+    assert_eq!(usage["last_minute_ms"], minute0 + 60_000, "{usage}");
+    // An API replica hosts no users and says where they are.
+    let (status, answer) = http(replica_addr, "GET", "/api/users/kafka-user/usage", "").await;
+    assert_eq!(status, 503, "{answer}");
 }
 
 type Ws =

@@ -16,6 +16,7 @@ pub mod alert;
 pub mod meter_id;
 pub mod reading;
 pub mod register;
+pub mod usage;
 pub mod validation;
 pub mod wire;
 
@@ -26,5 +27,8 @@ pub use alert::{
 pub use meter_id::{MeterId, MeterIdError};
 pub use reading::Reading;
 pub use register::{RegisterStep, register_step};
+pub use usage::{
+    ClosedMinute, USAGE_MINUTE_MS, UsageAccumulator, UsageDelta, UserId, UserIdError, usage_minute,
+};
 pub use validation::{ErrorReason, Limits, ReadingError};
 pub use wire::{MalformedJson, ParseError, ParsedBatch, parse_batch, parse_reading};

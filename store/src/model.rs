@@ -173,6 +173,8 @@ pub enum ConfigKind {
     User,
     /// Tariff.
     Tariff,
+    /// A user actor's snapshot (usage state), written at user checkpoints.
+    UserState,
 }
 
 impl ConfigKind {
@@ -182,6 +184,7 @@ impl ConfigKind {
             ConfigKind::Meter => "meter",
             ConfigKind::User => "user",
             ConfigKind::Tariff => "tariff",
+            ConfigKind::UserState => "user_state",
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpResponse, get, put, web};
 use gridpulse_actors::{MeterSnapshot, Thresholds};
+use gridpulse_domain::UserId;
 use gridpulse_store::ReadingQuery;
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,40 @@ pub async fn put_thresholds(
         .set_thresholds(meter, thresholds.clone())
         .await?;
     Ok(HttpResponse::Ok().json(thresholds))
+}
+
+/// `PUT /api/meters/{id}`: the meter's registration (its owner, for now).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeterUpdate {
+    /// The owning user's id, or `null` for none.
+    owner: Option<String>,
+}
+
+/// Sets a meter's owner (`{"owner": "user-1"}` or `{"owner": null}`); the meter need not
+/// have reported yet. Usage minutes that close from now on go to the new owner.
+#[put("/api/meters/{id}")]
+pub async fn put_meter(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let meter = parse_meter("id", &id)?;
+    let body = read_body(payload, 64 * 1024).await?;
+    let update: MeterUpdate = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::BadBody(format!("meter: {error}")))?;
+    let owner = update
+        .owner
+        .as_deref()
+        .map(|text| {
+            UserId::new(text).map_err(|error| ApiError::bad_field("owner", error.to_string()))
+        })
+        .transpose()?;
+    state.meters.set_owner(meter, owner).await?;
+    let mut config = state.meters.meter_config(meter).await?;
+    // Without a store the configuration lives only in the actor: answer what was set.
+    config.owner = owner;
+    Ok(HttpResponse::Ok().json(config))
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod meters;
 pub mod readings;
 pub mod system;
+pub mod users;
 
 use actix_web::web;
 use futures_util::StreamExt;
@@ -18,6 +19,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(meters::list_meters)
         .service(meters::get_meter)
         .service(meters::put_thresholds)
+        .service(meters::put_meter)
+        .service(users::get_usage)
         .service(meters::get_readings)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)

@@ -19,5 +19,6 @@ pub mod config;
 pub mod consumer;
 pub mod producer;
 pub mod test_broker;
+pub mod usage;
 
 pub use config::KafkaConfig;

@@ -1,0 +1,461 @@
+//! The per-user actors and the system that hosts them: the consumer side of the
+//! `usage-by-user` flow.
+//!
+//! One [`UserPartitionActor`] per user partition reads its [`UsageEvent`] channel (fed
+//! by Kafka's `usage-by-user` consumer group, or by [`ChannelUsage`](crate::usage::ChannelUsage)
+//! in embedded mode) and routes deltas to one [`UserActor`] per user, created on first
+//! sight and restored from its stored snapshot before its mailbox is read.
+//!
+//! Checkpoints store the snapshot of every user changed since the last one (each
+//! request queues behind the deltas already routed to that user), then report the
+//! partition's next offset as consumed (Kafka commits it). A checkpoint holds the
+//! partition's mailbox (`ctx.wait`), so checkpoints never overlap and a barrier's answer
+//! means everything before it is stored.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{
+    Actor, ActorFutureExt, Addr, Arbiter, AsyncContext, Context, Handler, Message, WrapFuture,
+};
+use gridpulse_domain::{UsageDelta, UserId};
+use gridpulse_store::{ConfigKind, Store};
+use rustc_hash::FxHashMap;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::system::SystemError;
+use crate::usage::{UsageEvent, UsageRecord};
+use crate::user_state::{UsageApplied, UserSnapshot, UserState};
+
+/// Tells the log that a user partition is durable up to an offset (Kafka commits it).
+pub type CommitFn = Arc<dyn Fn(u32, u64) + Send + Sync>;
+
+/// Settings of the user actors.
+#[derive(Clone)]
+pub struct UserSystemConfig {
+    /// Where user snapshots live; `None` keeps users in memory only.
+    pub store: Option<Arc<dyn Store>>,
+    /// How often partitions checkpoint (with a store).
+    pub checkpoint_interval: Duration,
+    /// Called after a checkpoint with the partition and its next offset.
+    pub commit: Option<CommitFn>,
+}
+
+impl std::fmt::Debug for UserSystemConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSystemConfig")
+            .field("store", &self.store.is_some())
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The actor of one user.
+#[derive(Debug)]
+pub struct UserActor {
+    state: UserState,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl Actor for UserActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Restore before the first delta (ctx.wait holds the mailbox).
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let user = self.state.user();
+        let load = async move { store.get_config(ConfigKind::UserState, user.as_str()).await };
+        ctx.wait(load.into_actor(self).map(move |result, actor, _ctx| {
+            match result {
+                Ok(None) => {}
+                Ok(Some(bytes)) => match UserState::decode(&bytes) {
+                    Ok(state) if state.user() == user => actor.state = state,
+                    Ok(_) | Err(_) => tracing::error!(%user, "stored user snapshot is corrupt; starting empty"),
+                },
+                Err(error) => tracing::error!(%user, %error, "cannot read the user snapshot; starting empty"),
+            }
+        }));
+    }
+}
+
+/// Apply one usage delta.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ApplyUsage(pub UsageDelta);
+
+impl Handler<ApplyUsage> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, message: ApplyUsage, _ctx: &mut Self::Context) {
+        match self.state.apply(&message.0) {
+            UsageApplied::Applied => crate::metrics::record_usage_applied(),
+            UsageApplied::Duplicate => crate::metrics::record_usage_duplicate(),
+        }
+    }
+}
+
+/// The user's encoded snapshot.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<Vec<u8>>")]
+pub struct TakeUserSnapshot;
+
+impl Handler<TakeUserSnapshot> for UserActor {
+    type Result = Option<Vec<u8>>;
+
+    fn handle(&mut self, _message: TakeUserSnapshot, _ctx: &mut Self::Context) -> Self::Result {
+        match self.state.encode() {
+            Ok(bytes) => Some(bytes),
+            Err(error) => {
+                tracing::error!(user = %self.state.user(), %error, "cannot encode user state");
+                None
+            }
+        }
+    }
+}
+
+/// The user's live usage.
+#[derive(Debug, Message)]
+#[rtype(result = "UserSnapshot")]
+pub struct ObserveUser;
+
+impl Handler<ObserveUser> for UserActor {
+    type Result = actix::MessageResult<ObserveUser>;
+
+    fn handle(&mut self, _message: ObserveUser, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.state.snapshot())
+    }
+}
+
+#[derive(Debug)]
+struct UserEntry {
+    addr: Addr<UserActor>,
+    dirty: bool,
+}
+
+/// Owns the user actors of one user partition.
+#[derive(Debug)]
+pub struct UserPartitionActor {
+    partition: u32,
+    config: UserSystemConfig,
+    users: FxHashMap<UserId, UserEntry>,
+    dirty: Vec<UserId>,
+    /// Offset after the last routed record (Kafka mode).
+    next_offset: Option<u64>,
+    receiver: Option<mpsc::UnboundedReceiver<UsageEvent>>,
+}
+
+impl UserPartitionActor {
+    fn entry(&mut self, user: UserId) -> &mut UserEntry {
+        let store = &self.config.store;
+        self.users.entry(user).or_insert_with(|| {
+            let store = store.clone();
+            UserEntry {
+                addr: UserActor {
+                    state: UserState::new(user),
+                    store,
+                }
+                .start(),
+                dirty: false,
+            }
+        })
+    }
+
+    /// Stores every changed user, then reports the offset; holds the mailbox meanwhile.
+    fn checkpoint(
+        &mut self,
+        ctx: &mut Context<Self>,
+        ack: Option<oneshot::Sender<Result<(), String>>>,
+    ) {
+        let Some(store) = self.config.store.clone() else {
+            if let Some(ack) = ack {
+                let _ = ack.send(Ok(()));
+            }
+            return;
+        };
+        let in_cut = std::mem::take(&mut self.dirty);
+        if in_cut.is_empty() {
+            // Nothing changed since the last checkpoint, which stored everything.
+            if let (Some(offset), Some(commit)) = (self.next_offset, &self.config.commit) {
+                commit(self.partition, offset);
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(Ok(()));
+            }
+            return;
+        }
+        let mut requests = Vec::with_capacity(in_cut.len());
+        for user in &in_cut {
+            if let Some(entry) = self.users.get_mut(user) {
+                entry.dirty = false;
+                requests.push((*user, entry.addr.send(TakeUserSnapshot)));
+            }
+        }
+        let (partition, offset, commit) =
+            (self.partition, self.next_offset, self.config.commit.clone());
+        let work = async move {
+            for (user, request) in requests {
+                if let Ok(Some(bytes)) = request.await {
+                    store
+                        .put_config(ConfigKind::UserState, user.as_str(), &bytes)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                }
+            }
+            store.flush().await.map_err(|error| error.to_string())?;
+            if let (Some(offset), Some(commit)) = (offset, commit) {
+                commit(partition, offset);
+            }
+            Ok::<(), String>(())
+        };
+        ctx.wait(work.into_actor(self).map(move |result, actor, _ctx| {
+            if let Err(error) = &result {
+                tracing::error!(partition, %error, "user checkpoint failed; will retry");
+                for user in in_cut {
+                    if let Some(entry) = actor.users.get_mut(&user)
+                        && !entry.dirty
+                    {
+                        entry.dirty = true;
+                        actor.dirty.push(user);
+                    }
+                }
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(result);
+            }
+        }));
+    }
+}
+
+impl Actor for UserPartitionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.config.store.is_some() {
+            ctx.run_interval(self.config.checkpoint_interval, |actor, ctx| {
+                actor.checkpoint(ctx, None);
+            });
+        }
+        if let Some(mut receiver) = self.receiver.take() {
+            let addr = ctx.address();
+            actix::spawn(async move {
+                while let Some(event) = receiver.recv().await {
+                    if addr.send(Route(event)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+/// One event from the partition's channel.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Route(UsageEvent);
+
+impl Handler<Route> for UserPartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: Route, ctx: &mut Self::Context) {
+        match message.0 {
+            UsageEvent::Records(records) => {
+                let track = self.config.store.is_some();
+                for UsageRecord { offset, delta } in records {
+                    let entry = self.entry(delta.user);
+                    entry.addr.do_send(ApplyUsage(delta));
+                    if track && !entry.dirty {
+                        entry.dirty = true;
+                        self.dirty.push(delta.user);
+                    }
+                    if let Some(offset) = offset {
+                        self.next_offset = Some(offset + 1);
+                    }
+                }
+            }
+            UsageEvent::Barrier(ack) => self.checkpoint(ctx, Some(ack)),
+            UsageEvent::Revoked => {
+                tracing::info!(
+                    partition = self.partition,
+                    "user partition revoked: dropping its users"
+                );
+                self.users.clear();
+                self.dirty.clear();
+                self.next_offset = None;
+            }
+        }
+    }
+}
+
+/// Find or start (restoring) one user's actor.
+#[derive(Debug, Message)]
+#[rtype(result = "Addr<UserActor>")]
+struct EnsureUser(UserId);
+
+impl Handler<EnsureUser> for UserPartitionActor {
+    type Result = actix::MessageResult<EnsureUser>;
+
+    fn handle(&mut self, message: EnsureUser, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.entry(message.0).addr.clone())
+    }
+}
+
+/// Is the user known here (running or stored)?
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+struct HasUser(UserId);
+
+impl Handler<HasUser> for UserPartitionActor {
+    type Result = bool;
+
+    fn handle(&mut self, message: HasUser, _ctx: &mut Self::Context) -> bool {
+        self.users.contains_key(&message.0)
+    }
+}
+
+/// Handle on the running user actors.
+#[derive(Debug, Clone)]
+pub struct UserSystem {
+    partitions: Arc<Vec<Addr<UserPartitionActor>>>,
+    store: Option<Arc<dyn Store>>,
+    _arbiter: Arc<ArbiterGuard>,
+}
+
+#[derive(Debug)]
+struct ArbiterGuard(Arbiter);
+
+impl Drop for ArbiterGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl UserSystem {
+    /// Starts one user partition per receiver on an arbiter of its own. Must be called
+    /// inside a running actix `System`.
+    pub fn start(
+        config: UserSystemConfig,
+        receivers: Vec<mpsc::UnboundedReceiver<UsageEvent>>,
+    ) -> UserSystem {
+        let arbiter = Arbiter::new();
+        let partitions = receivers
+            .into_iter()
+            .enumerate()
+            .map(|(partition, receiver)| {
+                let config = config.clone();
+                UserPartitionActor::start_in_arbiter(&arbiter.handle(), move |_ctx| {
+                    UserPartitionActor {
+                        partition: partition as u32,
+                        config,
+                        users: FxHashMap::default(),
+                        dirty: Vec::new(),
+                        next_offset: None,
+                        receiver: Some(receiver),
+                    }
+                })
+            })
+            .collect();
+        UserSystem {
+            partitions: Arc::new(partitions),
+            store: config.store,
+            _arbiter: Arc::new(ArbiterGuard(arbiter)),
+        }
+    }
+
+    fn partition_of(&self, user: UserId) -> &Addr<UserPartitionActor> {
+        &self.partitions[user.partition(self.partitions.len() as u32) as usize]
+    }
+
+    /// The live usage of one user: its actor if running, else its stored snapshot
+    /// (restored into an actor); `UserNotFound` if neither exists.
+    pub async fn observe(&self, user: UserId) -> Result<UserSnapshot, SystemError> {
+        let partition = self.partition_of(user);
+        if !partition.send(HasUser(user)).await? {
+            let stored = match &self.store {
+                Some(store) => store
+                    .get_config(ConfigKind::UserState, user.as_str())
+                    .await
+                    .map_err(|error| SystemError::Store(error.to_string()))?
+                    .is_some(),
+                None => false,
+            };
+            if !stored {
+                return Err(SystemError::UserNotFound);
+            }
+        }
+        let actor = partition.send(EnsureUser(user)).await?;
+        Ok(actor.send(ObserveUser).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridpulse_domain::MeterId;
+    use gridpulse_store::Retention;
+    use gridpulse_store::embedded::EmbeddedStore;
+
+    use super::*;
+    use crate::usage::{ChannelUsage, UsageSink};
+
+    fn delta(minute: i64, wh: f64) -> UsageDelta {
+        UsageDelta {
+            user: UserId::new("u-1").unwrap(),
+            meter: MeterId::new("m-1").unwrap(),
+            minute_ms: 1_700_000_040_000 + minute * 60_000,
+            energy_wh: wh,
+            readings: 6,
+            max_power_w: 500.0,
+        }
+    }
+
+    fn start(store: &Arc<dyn Store>) -> (ChannelUsage, UserSystem) {
+        let (channels, receivers) = ChannelUsage::new(3);
+        let users = UserSystem::start(
+            UserSystemConfig {
+                store: Some(Arc::clone(store)),
+                // Only barriers checkpoint in this test.
+                checkpoint_interval: Duration::from_secs(3600),
+                commit: None,
+            },
+            receivers,
+        );
+        (channels, users)
+    }
+
+    /// A barrier stores the users; a restarted system restores them and skips the
+    /// minutes a replay sends again, so nothing is counted twice.
+    #[actix_rt::test]
+    async fn users_restore_from_barrier_snapshots_and_skip_replays() {
+        let dir = std::env::temp_dir().join(format!("gridpulse-users-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(&dir, Retention::default()).unwrap());
+        let user = UserId::new("u-1").unwrap();
+
+        let (channels, users) = start(&store);
+        assert!(matches!(
+            users.observe(user).await,
+            Err(SystemError::UserNotFound)
+        ));
+        for (minute, wh) in [(0, 1.0), (1, 2.0), (2, 4.0)] {
+            channels.publish(delta(minute, wh));
+        }
+        channels.flush().await.unwrap();
+        assert_eq!(users.observe(user).await.unwrap().energy_total_wh, 7.0);
+        drop((channels, users));
+
+        // "Crash": a new system on the same store; the meters replay minutes 1 and 2.
+        let (channels, users) = start(&store);
+        for (minute, wh) in [(1, 2.0), (2, 4.0), (3, 8.0)] {
+            channels.publish(delta(minute, wh));
+        }
+        channels.flush().await.unwrap();
+        let usage = users.observe(user).await.unwrap();
+        assert_eq!(usage.energy_total_wh, 15.0);
+        assert_eq!(usage.n_deltas, 4);
+        assert_eq!(usage.n_duplicates, 2);
+        drop((channels, users));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,350 @@
+//! `usage-by-user` on Kafka: meter actors produce closed usage minutes keyed by user
+//! id; a second consumer group (`{group}-users`) hosts the user actors, so each user's
+//! state lives in exactly one process without any cross-process actor call.
+//!
+//! [`KafkaUsageSink`] is the producer (`acks=all`, idempotent, murmur2 so the partition
+//! is [`UserId::partition`](gridpulse_domain::UserId::partition)); its `flush` resolves
+//! when the broker acknowledged everything published before it, which the meter
+//! checkpoint awaits before committing `readings` offsets. [`UsageConsumer`] feeds the
+//! user partitions; offsets are committed after the user snapshots they cover are
+//! stored.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use gridpulse_actors::usage::{FlushFuture, UsageEvent, UsageRecord, UsageSink};
+use gridpulse_actors::user_system::CommitFn;
+use gridpulse_domain::UsageDelta;
+use parking_lot::Mutex;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+
+use super::KafkaConfig;
+use crate::metrics;
+
+/// Most deltas produced per round.
+const PRODUCE_BATCH: usize = 4096;
+/// How long a flush waits for the broker before the checkpoint gives up (and retries).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Produces usage deltas to `usage-by-user`.
+#[derive(Debug)]
+pub struct KafkaUsageSink {
+    queue: mpsc::UnboundedSender<UsageDelta>,
+    published: AtomicU64,
+    delivered: watch::Receiver<u64>,
+}
+
+impl KafkaUsageSink {
+    /// Starts the producer task. Must be called on a tokio runtime.
+    pub fn start(config: &KafkaConfig) -> Result<Arc<KafkaUsageSink>, String> {
+        let mut client = config.client();
+        client
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2")
+            .set("message.timeout.ms", "30000");
+        for (key, value) in &config.overrides {
+            client.set(key, value);
+        }
+        let producer: FutureProducer = client
+            .create()
+            .map_err(|error| format!("kafka usage producer: {error}"))?;
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let (delivered_tx, delivered) = watch::channel(0);
+        tokio::spawn(produce_loop(
+            producer,
+            config.usage_topic.clone(),
+            receiver,
+            delivered_tx,
+        ));
+        Ok(Arc::new(KafkaUsageSink {
+            queue,
+            published: AtomicU64::new(0),
+            delivered,
+        }))
+    }
+}
+
+impl UsageSink for KafkaUsageSink {
+    fn publish(&self, delta: UsageDelta) {
+        self.published.fetch_add(1, Ordering::SeqCst);
+        if self.queue.send(delta).is_err() {
+            tracing::error!(user = %delta.user, "usage producer stopped; the next checkpoint will fail");
+        }
+    }
+
+    fn flush(&self) -> FlushFuture {
+        let target = self.published.load(Ordering::SeqCst);
+        let mut delivered = self.delivered.clone();
+        Box::pin(async move {
+            match tokio::time::timeout(FLUSH_TIMEOUT, delivered.wait_for(|n| *n >= target)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err("usage producer stopped".to_owned()),
+                Err(_) => Err(format!(
+                    "usage deltas not acknowledged by kafka within {} s",
+                    FLUSH_TIMEOUT.as_secs()
+                )),
+            }
+        })
+    }
+}
+
+/// Produces queued deltas in rounds; a delta that fails is produced again (never
+/// dropped), and `delivered` counts deltas acknowledged in queue order.
+async fn produce_loop(
+    producer: FutureProducer,
+    topic: String,
+    mut receiver: mpsc::UnboundedReceiver<UsageDelta>,
+    delivered: watch::Sender<u64>,
+) {
+    let mut batch = Vec::with_capacity(PRODUCE_BATCH);
+    let mut n_delivered = 0u64;
+    let mut payload = Vec::with_capacity(160);
+    while receiver.recv_many(&mut batch, PRODUCE_BATCH).await > 0 {
+        let mut pending: Vec<UsageDelta> = std::mem::take(&mut batch);
+        let mut backoff = Duration::from_millis(50);
+        while !pending.is_empty() {
+            let mut deliveries = Vec::with_capacity(pending.len());
+            for delta in &pending {
+                payload.clear();
+                if let Err(error) = serde_json::to_writer(&mut payload, delta) {
+                    tracing::error!(%error, "usage delta not encodable");
+                    continue;
+                }
+                let mut record = FutureRecord::to(&topic)
+                    .key(delta.user.as_str())
+                    .payload(&payload);
+                loop {
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            deliveries.push((*delta, delivery));
+                            break;
+                        }
+                        Err((_, returned)) => {
+                            // The local queue is full: let librdkafka drain it.
+                            record = returned;
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+            }
+            let mut failed = Vec::new();
+            for (delta, delivery) in deliveries {
+                if !matches!(delivery.await, Ok(Ok(_))) {
+                    metrics::record_produce_error();
+                    failed.push(delta);
+                }
+            }
+            if !failed.is_empty() {
+                tracing::warn!(
+                    n_failed = failed.len(),
+                    "usage deltas not acknowledged; producing them again"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            n_delivered += (pending.len() - failed.len()) as u64;
+            pending = failed;
+        }
+        delivered.send_replace(n_delivered);
+    }
+}
+
+/// The user consumer group: reads `usage-by-user` and feeds the user partitions.
+pub struct UsageConsumer {
+    consumer: Arc<BaseConsumer<UsageContext>>,
+    topic: String,
+    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for UsageConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageConsumer")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for UsageConsumer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl UsageConsumer {
+    /// Joins `{group}-users` and starts the polling thread; answers the consumer and
+    /// one receiver per partition of the usage topic (for [`gridpulse_actors::UserSystem`]).
+    pub fn start(
+        config: &KafkaConfig,
+    ) -> Result<(Arc<UsageConsumer>, Vec<mpsc::UnboundedReceiver<UsageEvent>>), String> {
+        let mut client = config.client();
+        client
+            .set("group.id", format!("{}-users", config.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("max.poll.interval.ms", "6000");
+        for (key, value) in &config.overrides {
+            client.set(key, value);
+        }
+        let context = UsageContext {
+            topic: config.usage_topic.clone(),
+            revoked: Mutex::new(Vec::new()),
+        };
+        let consumer: BaseConsumer<UsageContext> = client
+            .create_with_context(context)
+            .map_err(|error| format!("kafka usage consumer: {error}"))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&config.usage_topic), Duration::from_secs(10))
+            .map_err(|error| format!("metadata of {}: {error}", config.usage_topic))?;
+        let n_partitions = metadata
+            .topics()
+            .iter()
+            .find(|topic| topic.name() == config.usage_topic)
+            .map_or(0, |topic| topic.partitions().len());
+        if n_partitions == 0 {
+            return Err(format!(
+                "topic {} has no partitions on {}: run `gridpulse topics create --kafka-brokers {}`",
+                config.usage_topic, config.brokers, config.brokers
+            ));
+        }
+        consumer
+            .subscribe(&[&config.usage_topic])
+            .map_err(|error| format!("subscribing to {}: {error}", config.usage_topic))?;
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..n_partitions).map(|_| mpsc::unbounded_channel()).unzip();
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (thread_consumer, thread_stop) = (Arc::clone(&consumer), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("kafka-usage".into())
+            .spawn(move || poll_loop(&thread_consumer, &senders, &thread_stop))
+            .map_err(|error| format!("starting the usage consumer: {error}"))?;
+        Ok((
+            Arc::new(UsageConsumer {
+                consumer,
+                topic: config.usage_topic.clone(),
+                stop,
+            }),
+            receivers,
+        ))
+    }
+
+    /// The commit callback for [`gridpulse_actors::UserSystemConfig::commit`].
+    pub fn commit_fn(self: &Arc<Self>) -> CommitFn {
+        let this = Arc::clone(self);
+        Arc::new(move |partition: u32, offset: u64| this.commit(partition, offset))
+    }
+
+    fn commit(&self, partition: u32, offset: u64) {
+        let Ok(offset) = i64::try_from(offset) else {
+            return;
+        };
+        let mut offsets = TopicPartitionList::new();
+        if offsets
+            .add_partition_offset(&self.topic, partition as i32, Offset::Offset(offset))
+            .is_err()
+        {
+            return;
+        }
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!(%error, partition, offset, "usage offset commit failed; the next checkpoint retries");
+        }
+    }
+
+    /// Stops polling (the consumer leaves the group when the last handle drops).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<UsageContext>,
+    senders: &[mpsc::UnboundedSender<UsageEvent>],
+    stop: &AtomicBool,
+) {
+    let mut pending: Vec<Vec<UsageRecord>> = vec![Vec::new(); senders.len()];
+    let mut n_pending = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        let timeout = if n_pending == 0 {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        let polled = consumer.poll(timeout);
+        for partition in std::mem::take(&mut *consumer.context().revoked.lock()) {
+            let idx = partition as usize;
+            if let (Some(batch), Some(sender)) = (pending.get_mut(idx), senders.get(idx)) {
+                n_pending -= batch.len();
+                batch.clear();
+                if sender.send(UsageEvent::Revoked).is_err() {
+                    return;
+                }
+            }
+        }
+        match polled {
+            Some(Ok(message)) => {
+                let payload = message.payload().unwrap_or_default();
+                match serde_json::from_slice::<UsageDelta>(payload) {
+                    Ok(delta) => {
+                        if let Some(batch) = pending.get_mut(message.partition() as usize) {
+                            batch.push(UsageRecord {
+                                offset: u64::try_from(message.offset()).ok(),
+                                delta,
+                            });
+                            n_pending += 1;
+                        }
+                    }
+                    Err(error) => {
+                        metrics::record_rejected("usage_topic", "malformed_json", 1);
+                        tracing::error!(%error, partition = message.partition(), offset = message.offset(), "skipping an unreadable usage record");
+                    }
+                }
+                if n_pending < PRODUCE_BATCH {
+                    continue;
+                }
+            }
+            Some(Err(error)) => tracing::warn!(%error, "kafka usage consume failed"),
+            None => {}
+        }
+        for (sender, batch) in senders.iter().zip(pending.iter_mut()) {
+            if !batch.is_empty()
+                && sender
+                    .send(UsageEvent::Records(std::mem::take(batch)))
+                    .is_err()
+            {
+                return;
+            }
+        }
+        n_pending = 0;
+    }
+}
+
+/// Records revoked partitions of the usage topic.
+struct UsageContext {
+    topic: String,
+    revoked: Mutex<Vec<i32>>,
+}
+
+impl ClientContext for UsageContext {}
+
+impl ConsumerContext for UsageContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let revoked: Vec<i32> = partitions
+                .elements_for_topic(&self.topic)
+                .iter()
+                .map(|element| element.partition())
+                .collect();
+            tracing::info!(?revoked, "usage partitions revoked");
+            self.revoked.lock().extend(revoked);
+        }
+    }
+}
