@@ -20,6 +20,7 @@ use gridpulse_store::{AlertHistoryEntry, AlertQuery};
 
 use crate::meter_state::AlertChange;
 use crate::metrics;
+use crate::usage::FlushFuture;
 use crate::writer::{BatchWriter, WriterError};
 
 #[derive(Debug, Default)]
@@ -37,6 +38,17 @@ pub struct AlertHub {
     max_resolved: usize,
     /// Where alert history is persisted, when a store is configured.
     sink: OnceLock<BatchWriter<AlertHistoryEntry>>,
+    /// Where every numbered event is forwarded (Kafka's `alerts` topic), if anywhere.
+    forwarder: OnceLock<Arc<dyn EventForwarder>>,
+}
+
+/// Receives every numbered event in sequence order (a processor forwards them to the
+/// `alerts` topic for API replicas). Called under the hub's lock: must not block.
+pub trait EventForwarder: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues one event.
+    fn forward(&self, event: Arc<AlertEvent>);
+    /// Resolves when every event forwarded before the call is delivered durably.
+    fn flush(&self) -> FlushFuture;
 }
 
 impl AlertHub {
@@ -49,6 +61,7 @@ impl AlertHub {
             sender,
             max_resolved,
             sink: OnceLock::new(),
+            forwarder: OnceLock::new(),
         })
     }
 
@@ -57,12 +70,22 @@ impl AlertHub {
         let _ = self.sink.set(sink);
     }
 
-    /// Waits until every change published so far is durable in the store.
+    /// Forwards every published event through `forwarder` from now on (set once).
+    pub fn set_forwarder(&self, forwarder: Arc<dyn EventForwarder>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
+    /// Waits until every change published so far is durable in the store and delivered
+    /// by the forwarder.
     pub async fn flush(&self) -> Result<(), WriterError> {
-        match self.sink.get() {
-            Some(sink) => sink.flush().await,
-            None => Ok(()),
+        let forwarded = self.forwarder.get().map(|forwarder| forwarder.flush());
+        if let Some(sink) = self.sink.get() {
+            sink.flush().await?;
         }
+        if let Some(forwarded) = forwarded {
+            forwarded.await.map_err(WriterError)?;
+        }
+        Ok(())
     }
 
     /// Loads alerts (open ones from the store after a restart) into the index without
@@ -107,6 +130,9 @@ impl AlertHub {
                 event,
                 alert,
             });
+            if let Some(forwarder) = self.forwarder.get() {
+                forwarder.forward(Arc::clone(&numbered));
+            }
             // No subscriber is fine: the index above keeps the state.
             let _ = self.sender.send(numbered);
         }

@@ -216,12 +216,9 @@ impl EmbeddedSystem {
                         .await
                         .map_err(StartError::Kafka)?;
                     // Every alert event also goes to the `alerts` topic for API replicas.
-                    let (hub, kafka) = (Arc::clone(&hub), kafka.clone());
-                    actix_web::rt::spawn(async move {
-                        if let Err(error) = alerts::forward_alerts(hub, kafka).await {
-                            tracing::error!(%error, "alert forwarder stopped");
-                        }
-                    });
+                    hub.set_forwarder(
+                        alerts::KafkaAlertForwarder::start(kafka).map_err(StartError::Kafka)?,
+                    );
                     (
                         ReadingLog::Kafka(Arc::new(producer)),
                         source as Arc<dyn ReadingSource>,

@@ -6,46 +6,46 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridpulse_actors::AlertHub;
+use gridpulse_actors::hub::EventForwarder;
+use gridpulse_actors::usage::FlushFuture;
 use gridpulse_domain::AlertEvent;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::KafkaConfig;
+use super::acked::AckedProducer;
 use crate::metrics;
 
-/// Produces every event of `hub` to the alerts topic until the hub closes.
-pub async fn forward_alerts(hub: Arc<AlertHub>, config: KafkaConfig) -> Result<(), String> {
-    let producer: FutureProducer = config
-        .client()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2")
-        .create()
-        .map_err(|error| format!("kafka alert producer: {error}"))?;
-    let (_, _, mut events) = hub.subscribe();
-    drop(hub);
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                let Ok(payload) = serde_json::to_vec(event.as_ref()) else {
-                    continue;
-                };
-                let record = FutureRecord::to(&config.alerts_topic)
-                    .key(event.alert.meter.as_str())
-                    .payload(&payload);
-                if let Err((error, _)) = producer.send(record, Duration::from_secs(5)).await {
-                    metrics::record_rejected("alerts_topic", "produce_failed", 1);
-                    tracing::error!(%error, alert = %event.alert.id, "alert event not produced");
-                }
-            }
-            Err(RecvError::Lagged(n_missed)) => {
-                metrics::record_rejected("alerts_topic", "lagged", n_missed);
-                tracing::error!(n_missed, "alert forwarder fell behind the hub");
-            }
-            Err(RecvError::Closed) => return Ok(()),
-        }
+/// Forwards every alert event of a processor's hub to `alerts` (key = meter id);
+/// checkpoints and alert commands wait until the broker acknowledged them
+/// ([`AlertHub::flush`]), so no event an offset commit covers is missing from the topic.
+#[derive(Debug)]
+pub struct KafkaAlertForwarder(AckedProducer<Arc<AlertEvent>>);
+
+impl KafkaAlertForwarder {
+    /// Starts the producer task. Must be called on a tokio runtime.
+    pub fn start(config: &KafkaConfig) -> Result<Arc<KafkaAlertForwarder>, String> {
+        let producer = AckedProducer::start(
+            config,
+            &config.alerts_topic,
+            0,
+            |event: &Arc<AlertEvent>, payload: &mut Vec<u8>| {
+                serde_json::to_writer(payload, event.as_ref())
+                    .map_err(|error| error.to_string())?;
+                Ok(event.alert.meter.as_str().to_owned())
+            },
+        )?;
+        Ok(Arc::new(KafkaAlertForwarder(producer)))
+    }
+}
+
+impl EventForwarder for KafkaAlertForwarder {
+    fn forward(&self, event: Arc<AlertEvent>) {
+        self.0.send(event);
+    }
+
+    fn flush(&self) -> FlushFuture {
+        self.0.flush()
     }
 }
 

@@ -13,6 +13,7 @@
 //!
 //! Architecture invariant: only this module knows rdkafka.
 
+pub mod acked;
 pub mod admin;
 pub mod alerts;
 pub mod config;

@@ -10,7 +10,7 @@
 //! stored.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gridpulse_actors::usage::{FlushFuture, UsageEvent, UsageRecord, UsageSink};
@@ -19,140 +19,43 @@ use gridpulse_domain::UsageDelta;
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::KafkaConfig;
+use super::acked::AckedProducer;
 use crate::metrics;
 
-/// Most deltas produced per round.
-const PRODUCE_BATCH: usize = 4096;
-/// How long a flush waits for the broker before the checkpoint gives up (and retries).
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most records handed to the user partitions per round.
+const CONSUME_BATCH: usize = 4096;
 
-/// Produces usage deltas to `usage-by-user`.
+/// Produces usage deltas to `usage-by-user` (key = user id).
 #[derive(Debug)]
-pub struct KafkaUsageSink {
-    queue: mpsc::UnboundedSender<UsageDelta>,
-    published: AtomicU64,
-    delivered: watch::Receiver<u64>,
-}
+pub struct KafkaUsageSink(AckedProducer<UsageDelta>);
 
 impl KafkaUsageSink {
     /// Starts the producer task. Must be called on a tokio runtime.
     pub fn start(config: &KafkaConfig) -> Result<Arc<KafkaUsageSink>, String> {
-        let mut client = config.client();
-        client
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("partitioner", "murmur2")
-            .set("message.timeout.ms", "30000");
-        for (key, value) in &config.overrides {
-            client.set(key, value);
-        }
-        let producer: FutureProducer = client
-            .create()
-            .map_err(|error| format!("kafka usage producer: {error}"))?;
-        let (queue, receiver) = mpsc::unbounded_channel();
-        let (delivered_tx, delivered) = watch::channel(0);
-        tokio::spawn(produce_loop(
-            producer,
-            config.usage_topic.clone(),
-            receiver,
-            delivered_tx,
-        ));
-        Ok(Arc::new(KafkaUsageSink {
-            queue,
-            published: AtomicU64::new(0),
-            delivered,
-        }))
+        let producer = AckedProducer::start(
+            config,
+            &config.usage_topic,
+            5,
+            |delta: &UsageDelta, payload: &mut Vec<u8>| {
+                serde_json::to_writer(payload, delta).map_err(|error| error.to_string())?;
+                Ok(delta.user.as_str().to_owned())
+            },
+        )?;
+        Ok(Arc::new(KafkaUsageSink(producer)))
     }
 }
 
 impl UsageSink for KafkaUsageSink {
     fn publish(&self, delta: UsageDelta) {
-        self.published.fetch_add(1, Ordering::SeqCst);
-        if self.queue.send(delta).is_err() {
-            tracing::error!(user = %delta.user, "usage producer stopped; the next checkpoint will fail");
-        }
+        self.0.send(delta);
     }
 
     fn flush(&self) -> FlushFuture {
-        let target = self.published.load(Ordering::SeqCst);
-        let mut delivered = self.delivered.clone();
-        Box::pin(async move {
-            match tokio::time::timeout(FLUSH_TIMEOUT, delivered.wait_for(|n| *n >= target)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(_)) => Err("usage producer stopped".to_owned()),
-                Err(_) => Err(format!(
-                    "usage deltas not acknowledged by kafka within {} s",
-                    FLUSH_TIMEOUT.as_secs()
-                )),
-            }
-        })
-    }
-}
-
-/// Produces queued deltas in rounds; a delta that fails is produced again (never
-/// dropped), and `delivered` counts deltas acknowledged in queue order.
-async fn produce_loop(
-    producer: FutureProducer,
-    topic: String,
-    mut receiver: mpsc::UnboundedReceiver<UsageDelta>,
-    delivered: watch::Sender<u64>,
-) {
-    let mut batch = Vec::with_capacity(PRODUCE_BATCH);
-    let mut n_delivered = 0u64;
-    let mut payload = Vec::with_capacity(160);
-    while receiver.recv_many(&mut batch, PRODUCE_BATCH).await > 0 {
-        let mut pending: Vec<UsageDelta> = std::mem::take(&mut batch);
-        let mut backoff = Duration::from_millis(50);
-        while !pending.is_empty() {
-            let mut deliveries = Vec::with_capacity(pending.len());
-            for delta in &pending {
-                payload.clear();
-                if let Err(error) = serde_json::to_writer(&mut payload, delta) {
-                    tracing::error!(%error, "usage delta not encodable");
-                    continue;
-                }
-                let mut record = FutureRecord::to(&topic)
-                    .key(delta.user.as_str())
-                    .payload(&payload);
-                loop {
-                    match producer.send_result(record) {
-                        Ok(delivery) => {
-                            deliveries.push((*delta, delivery));
-                            break;
-                        }
-                        Err((_, returned)) => {
-                            // The local queue is full: let librdkafka drain it.
-                            record = returned;
-                            tokio::time::sleep(Duration::from_millis(1)).await;
-                        }
-                    }
-                }
-            }
-            let mut failed = Vec::new();
-            for (delta, delivery) in deliveries {
-                if !matches!(delivery.await, Ok(Ok(_))) {
-                    metrics::record_produce_error();
-                    failed.push(delta);
-                }
-            }
-            if !failed.is_empty() {
-                tracing::warn!(
-                    n_failed = failed.len(),
-                    "usage deltas not acknowledged; producing them again"
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
-            n_delivered += (pending.len() - failed.len()) as u64;
-            pending = failed;
-        }
-        delivered.send_replace(n_delivered);
+        self.0.flush()
     }
 }
 
@@ -307,7 +210,7 @@ fn poll_loop(
                         tracing::error!(%error, partition = message.partition(), offset = message.offset(), "skipping an unreadable usage record");
                     }
                 }
-                if n_pending < PRODUCE_BATCH {
+                if n_pending < CONSUME_BATCH {
                     continue;
                 }
             }
