@@ -41,6 +41,13 @@ pub struct KafkaArgs {
     /// Use this broker instead of starting tansu on loopback.
     #[arg(long)]
     brokers: Option<String>,
+    /// Length of the latency phase, seconds (readings at half the measured processor
+    /// rate, with threshold crossings; 0 skips it).
+    #[arg(long, default_value_t = 10)]
+    latency_secs: u64,
+    /// Extra librdkafka settings for every client (`key=value`, repeatable).
+    #[arg(long = "kafka-set", value_name = "KEY=VALUE")]
+    kafka_set: Vec<String>,
 }
 
 /// Runs the benchmark and prints its figures.
@@ -69,6 +76,7 @@ pub fn run(args: KafkaArgs) -> anyhow::Result<()> {
 async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow::Result<()> {
     let mut config = KafkaConfig::new(brokers);
     config.partitions = args.partitions;
+    config.overrides = KafkaConfig::parse_overrides(&args.kafka_set).map_err(anyhow::Error::msg)?;
     create_topics(&config).await.map_err(anyhow::Error::msg)?;
 
     // Preload.
@@ -143,6 +151,7 @@ async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow
     )
     .await?;
     let server = system.server.handle();
+    let addr = system.local_addr;
     actix_web::rt::spawn(system.server);
     let meters = system.state.meters.clone();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -168,6 +177,23 @@ async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow
         "processor: {processor_per_sec:.0} readings/s = {:.0} % of the raw consume rate",
         ratio * 100.0
     );
+
+    // Latency: half the processor's rate, produced through Kafka, alerts on websockets.
+    let latency_rate = (processor_per_sec / 2.0).max(1.0) as u64;
+    let latency = if args.latency_secs > 0 {
+        Some(
+            latency_phase(
+                &producer,
+                addr,
+                &meters,
+                latency_rate,
+                Duration::from_secs(args.latency_secs),
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
     server.stop(false).await;
     report::print_key_values(&[
         ("mode", "kafka".into()),
@@ -176,7 +202,156 @@ async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow
         ("raw_consume_per_sec", format!("{raw_per_sec:.0}")),
         ("readings_per_sec", format!("{processor_per_sec:.0}")),
         ("ratio", format!("{ratio:.3}")),
+        ("latency_rate", latency_rate.to_string()),
+        (
+            "alerts_measured",
+            latency.map_or(0, |l| l.n_alerts).to_string(),
+        ),
+        (
+            "alert_p50_ms",
+            format!("{:.3}", latency.map_or(f64::NAN, |l| l.p50_ms)),
+        ),
+        (
+            "alert_p99_ms",
+            format!("{:.3}", latency.map_or(f64::NAN, |l| l.p99_ms)),
+        ),
         ("cores", cores.to_string()),
     ]);
     Ok(())
+}
+
+/// Alert latency figures.
+#[derive(Debug, Clone, Copy)]
+struct Latency {
+    n_alerts: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Meters of the latency phase, and how many of them cross the voltage limit.
+const LATENCY_METERS: usize = 10_000;
+const ALERT_EVERY: usize = 100;
+
+/// Produces readings at `rate` for `duration` (one round of `LATENCY_METERS` meters
+/// every `1/rounds_per_sec`; every `ALERT_EVERY`th meter alternates between over-voltage
+/// and normal, so it raises an alert every other round) and measures, for every
+/// `raised` event on the processor's websocket, the time from the start of producing
+/// its reading to the event's arrival.
+async fn latency_phase(
+    producer: &KafkaReadingProducer,
+    addr: std::net::SocketAddr,
+    meters: &gridpulse_actors::MeterSystem,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<Latency> {
+    use futures_util::StreamExt;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    let sent: Arc<parking_lot::Mutex<HashMap<(String, i64), Instant>>> = Arc::default();
+    let latencies: Arc<parking_lot::Mutex<Vec<f64>>> = Arc::default();
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts?snapshot=false"))
+            .await
+            .context("websocket connect")?;
+    {
+        let (sent, latencies) = (Arc::clone(&sent), Arc::clone(&latencies));
+        actix_web::rt::spawn(async move {
+            while let Some(Ok(message)) = ws.next().await {
+                let received = Instant::now();
+                let Ok(event) = serde_json::from_slice::<serde_json::Value>(&message.into_data())
+                else {
+                    continue;
+                };
+                if event["event"] != "raised" {
+                    continue;
+                }
+                let key = (
+                    event["alert"]["meter"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    event["alert"]["first_seen_ms"].as_i64().unwrap_or_default(),
+                );
+                if let Some(at) = sent.lock().remove(&key) {
+                    latencies
+                        .lock()
+                        .push(received.duration_since(at).as_secs_f64() * 1000.0);
+                }
+            }
+        });
+    }
+    let ids: Vec<MeterId> = (0..LATENCY_METERS)
+        .map(|idx| MeterId::new(&format!("kl-{idx:05}")))
+        .collect::<Result<_, _>>()?;
+    let base_ms = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock) - 3_600_000;
+    let applied_before = meters.n_applied();
+    let start = Instant::now();
+    let mut n_produced = 0u64;
+    let mut appends = Vec::new();
+    while start.elapsed() < duration {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        if due <= n_produced {
+            tokio::time::sleep(Duration::from_micros(500)).await;
+            continue;
+        }
+        let now = Instant::now();
+        let mut batch = Vec::with_capacity((due - n_produced) as usize);
+        for n in n_produced..due {
+            let idx = (n % LATENCY_METERS as u64) as usize;
+            let round = n / LATENCY_METERS as u64;
+            // 100 ms of event time per round: never in the future within the phase.
+            let ts_ms = base_ms + round as i64 * 100;
+            let alerting = idx.is_multiple_of(ALERT_EVERY) && round % 2 == 1;
+            if alerting {
+                sent.lock().insert((ids[idx].to_string(), ts_ms), now);
+            }
+            batch.push(Reading {
+                meter: ids[idx],
+                ts_ms,
+                voltage: if alerting { 262.0 } else { 231.0 },
+                current: 2.0,
+                power_w: 420.0,
+                energy_wh: 1_000.0 + round as f64 * 0.01,
+                credit: None,
+                seq: Some(round),
+            });
+        }
+        n_produced = due;
+        // Produce without waiting for the acknowledgement before the next batch.
+        let producer = producer.clone();
+        appends.push(tokio::spawn(async move {
+            producer.append(&batch).await?;
+            Ok::<f64, anyhow::Error>(now.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut acks_ms = Vec::with_capacity(appends.len());
+    for append in appends {
+        acks_ms.push(append.await??);
+    }
+    println!(
+        "produce acknowledged after: p50 {:.2} ms, p99 {:.2} ms",
+        report::quantile(&mut acks_ms, 0.5).unwrap_or(f64::NAN),
+        report::quantile(&mut acks_ms, 0.99).unwrap_or(f64::NAN)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while meters.n_applied() < applied_before + n_produced {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "latency-phase readings not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut samples = latencies.lock().clone();
+    let latency = Latency {
+        n_alerts: samples.len(),
+        p50_ms: report::quantile(&mut samples, 0.50).unwrap_or(f64::NAN),
+        p99_ms: report::quantile(&mut samples, 0.99).unwrap_or(f64::NAN),
+    };
+    println!(
+        "alert latency through kafka at {rate} readings/s ({n_produced} readings, {} alerts): p50 {:.2} ms, p99 {:.2} ms",
+        latency.n_alerts, latency.p50_ms, latency.p99_ms
+    );
+    Ok(latency)
 }
