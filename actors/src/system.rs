@@ -93,6 +93,7 @@ pub struct MeterSystem {
     clock: Arc<dyn Clock>,
     store: Option<Arc<dyn Store>>,
     n_applied: Arc<Vec<Arc<AtomicU64>>>,
+    source: Arc<dyn ReadingSource>,
     _arbiters: Arc<ArbiterGuard>,
 }
 
@@ -184,6 +185,7 @@ impl MeterSystem {
             clock,
             store: config.store.clone(),
             n_applied: Arc::new(n_applied),
+            source,
             _arbiters: Arc::new(ArbiterGuard(arbiters)),
         })
     }
@@ -200,6 +202,13 @@ impl MeterSystem {
             );
         }
         Ok(offsets)
+    }
+
+    /// Clean shutdown, after the final [`MeterSystem::checkpoint_all`]: closes the log
+    /// ([`ReadingSource::close`]; a Kafka consumer leaves its group). Partitions read
+    /// nothing more.
+    pub async fn close_log(&self) {
+        self.source.close().await;
     }
 
     /// Readings applied by meter actors since start (stale ones included).

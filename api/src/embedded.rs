@@ -28,6 +28,10 @@ use gridpulse_store::{AlertHistoryEntry, AlertQuery, Retention, Store, StoreErro
 
 use crate::state::AppState;
 
+/// How long a clean shutdown waits for the log to close (a Kafka consumer's last
+/// commits and LeaveGroup).
+const CLOSE_LOG_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Settings of an embedded system.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -320,11 +324,23 @@ impl EmbeddedSystem {
     }
 
     /// Clean shutdown after the HTTP server stopped: checkpoint every partition so a
-    /// restart replays nothing, then close the log.
+    /// restart replays nothing, then close the log (with Kafka: the consumer commits
+    /// and leaves its group, so other processors take the partitions over at once).
     pub async fn shutdown(state: &AppState) -> Result<(), gridpulse_actors::SystemError> {
         let offsets = state.meters.checkpoint_all().await?;
         state.log.close();
         tracing::info!(?offsets, "checkpointed all partitions");
+        // Bounded: with the broker gone, leaving cannot complete; the checkpoint is
+        // stored and the group expires this member after its session timeout anyway.
+        if tokio::time::timeout(CLOSE_LOG_TIMEOUT, state.meters.close_log())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?CLOSE_LOG_TIMEOUT,
+                "the log did not close in time; exiting without it"
+            );
+        }
         Ok(())
     }
 }
