@@ -326,6 +326,29 @@ impl ReadingSource for KafkaSource {
             tracing::debug!(partition, offset, "consumer closed: offset not committed");
             return;
         };
+        // Only the owner commits. The broker takes a commit for any partition from any
+        // member (or, before the join, from none), and partition actors checkpoint on a
+        // timer whether or not their partition is assigned: a non-owner would move the
+        // owner's offset to its own stale one (back: a longer replay; ahead of the
+        // owner's snapshots: readings skipped after the owner crashes).
+        match consumer.assignment() {
+            Ok(assignment)
+                if assignment
+                    .find_partition(&self.topic, partition as i32)
+                    .is_some() => {}
+            Ok(_) => {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    "partition not assigned here: not committed"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, partition, "no assignment to check; the next checkpoint retries");
+                return;
+            }
+        }
         if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
             tracing::warn!(%error, partition, offset, "offset commit failed; the next checkpoint retries");
         }
