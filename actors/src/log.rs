@@ -65,4 +65,10 @@ pub trait ReadingSource: Send + Sync + std::fmt::Debug + 'static {
     fn checkpointed(&self, partition: u32, offset: u64) {
         let _ = (partition, offset);
     }
+    /// Clean shutdown, after the final checkpoint: stop reading and let go of the log
+    /// (a consumer-group member leaves its group, so its partitions move to the other
+    /// members at once). Resolves when that is done; no records are read after it.
+    fn close(&self) -> LocalFuture<'_, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }

@@ -103,6 +103,7 @@ pub struct MeterSystem {
     clock: Arc<dyn Clock>,
     store: Option<Arc<dyn Store>>,
     n_applied: Arc<Vec<Arc<AtomicU64>>>,
+    source: Arc<dyn ReadingSource>,
     _arbiters: Arc<ArbiterGuard>,
 }
 
@@ -196,6 +197,7 @@ impl MeterSystem {
             clock,
             store: config.store.clone(),
             n_applied: Arc::new(n_applied),
+            source,
             _arbiters: Arc::new(ArbiterGuard(arbiters)),
         })
     }
@@ -212,6 +214,13 @@ impl MeterSystem {
             );
         }
         Ok(offsets)
+    }
+
+    /// Clean shutdown, after the final [`MeterSystem::checkpoint_all`]: closes the log
+    /// ([`ReadingSource::close`]; a Kafka consumer leaves its group). Partitions read
+    /// nothing more.
+    pub async fn close_log(&self) {
+        self.source.close().await;
     }
 
     /// Readings applied by meter actors since start (stale ones included).

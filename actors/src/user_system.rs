@@ -39,6 +39,9 @@ pub struct UserSystemConfig {
     pub checkpoint_interval: Duration,
     /// Called after a checkpoint with the partition and its next offset.
     pub commit: Option<CommitFn>,
+    /// Called once at a clean shutdown, after the final checkpoint (a Kafka consumer
+    /// leaves its group).
+    pub close: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for UserSystemConfig {
@@ -288,6 +291,19 @@ impl Handler<Route> for UserPartitionActor {
     }
 }
 
+/// Store every changed user now and commit (clean shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct CheckpointNow(oneshot::Sender<Result<(), String>>);
+
+impl Handler<CheckpointNow> for UserPartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CheckpointNow, ctx: &mut Self::Context) {
+        self.checkpoint(ctx, Some(message.0));
+    }
+}
+
 /// Find or start (restoring) one user's actor.
 #[derive(Debug, Message)]
 #[rtype(result = "Addr<UserActor>")]
@@ -315,11 +331,20 @@ impl Handler<HasUser> for UserPartitionActor {
 }
 
 /// Handle on the running user actors.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UserSystem {
     partitions: Arc<Vec<Addr<UserPartitionActor>>>,
     store: Option<Arc<dyn Store>>,
+    close: Option<Arc<dyn Fn() + Send + Sync>>,
     _arbiter: Arc<ArbiterGuard>,
+}
+
+impl std::fmt::Debug for UserSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSystem")
+            .field("partitions", &self.partitions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -359,8 +384,25 @@ impl UserSystem {
         UserSystem {
             partitions: Arc::new(partitions),
             store: config.store,
+            close: config.close,
             _arbiter: Arc::new(ArbiterGuard(arbiter)),
         }
+    }
+
+    /// Clean shutdown: stores every changed user, commits, then lets go of the usage
+    /// log (a Kafka consumer leaves its group).
+    pub async fn close(&self) -> Result<(), SystemError> {
+        for partition in self.partitions.iter() {
+            let (ack, done) = oneshot::channel();
+            partition.send(CheckpointNow(ack)).await?;
+            done.await
+                .map_err(|_| SystemError::Store("user partition stopped".into()))?
+                .map_err(SystemError::Store)?;
+        }
+        if let Some(close) = &self.close {
+            close();
+        }
+        Ok(())
     }
 
     fn partition_of(&self, user: UserId) -> &Addr<UserPartitionActor> {
@@ -417,6 +459,7 @@ mod tests {
                 // Only barriers checkpoint in this test.
                 checkpoint_interval: Duration::from_secs(3600),
                 commit: None,
+                close: None,
             },
             receivers,
         );

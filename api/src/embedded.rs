@@ -36,7 +36,16 @@ use crate::state::AppState;
 type UsageReceiver = tokio::sync::mpsc::UnboundedReceiver<UsageEvent>;
 /// The usage flow of a process: the meters' sink, the user partitions' inputs and how
 /// their offsets are committed.
-type UsageFlow = (Arc<dyn UsageSink>, Vec<UsageReceiver>, Option<CommitFn>);
+type UsageFlow = (
+    Arc<dyn UsageSink>,
+    Vec<UsageReceiver>,
+    Option<CommitFn>,
+    Option<Arc<dyn Fn() + Send + Sync>>,
+);
+
+/// How long a clean shutdown waits for the log to close (a Kafka consumer's last
+/// commits and LeaveGroup).
+const CLOSE_LOG_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of an embedded system.
 #[derive(Debug, Clone)]
@@ -211,6 +220,7 @@ impl EmbeddedSystem {
                         sink as Arc<dyn UsageSink>,
                         receivers,
                         Some(consumer.commit_fn()),
+                        Some(consumer.close_fn()),
                     ));
                     let source = KafkaSource::start(kafka, config.limits)
                         .await
@@ -244,7 +254,7 @@ impl EmbeddedSystem {
         if config.kafka.is_none() {
             // Embedded: the usage log is in-process, one channel per user partition.
             let (channels, receivers) = ChannelUsage::new(config.n_partitions);
-            usage = Some((Arc::new(channels), receivers, None));
+            usage = Some((Arc::new(channels), receivers, None, None));
         }
         if let Some(store) = &store {
             hub.set_sink(BatchWriter::spawn(
@@ -273,13 +283,14 @@ impl EmbeddedSystem {
                 persistence.checkpoint_interval
             });
         let (usage_sink, users) = match usage {
-            Some((sink, receivers, commit)) => (
+            Some((sink, receivers, commit, close)) => (
                 Some(sink),
                 Some(UserSystem::start(
                     UserSystemConfig {
                         store: store.clone(),
                         checkpoint_interval,
                         commit,
+                        close,
                     },
                     receivers,
                 )),
@@ -360,11 +371,26 @@ impl EmbeddedSystem {
     }
 
     /// Clean shutdown after the HTTP server stopped: checkpoint every partition so a
-    /// restart replays nothing, then close the log.
+    /// restart replays nothing, then close the log (with Kafka: the consumer commits
+    /// and leaves its group, so other processors take the partitions over at once).
     pub async fn shutdown(state: &AppState) -> Result<(), gridpulse_actors::SystemError> {
         let offsets = state.meters.checkpoint_all().await?;
         state.log.close();
         tracing::info!(?offsets, "checkpointed all partitions");
+        if let Some(users) = &state.users {
+            users.close().await?;
+        }
+        // Bounded: with the broker gone, leaving cannot complete; the checkpoint is
+        // stored and the group expires this member after its session timeout anyway.
+        if tokio::time::timeout(CLOSE_LOG_TIMEOUT, state.meters.close_log())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?CLOSE_LOG_TIMEOUT,
+                "the log did not close in time; exiting without it"
+            );
+        }
         Ok(())
     }
 }

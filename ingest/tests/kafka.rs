@@ -15,7 +15,7 @@ use gridpulse_ingest::kafka::admin::{TopicOutcome, create_topics};
 use gridpulse_ingest::kafka::consumer::KafkaSource;
 use gridpulse_ingest::kafka::producer::KafkaReadingProducer;
 use gridpulse_ingest::kafka::test_broker::TestBroker;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -202,6 +202,102 @@ async fn readings_flow_through_a_real_broker_with_dead_letters_and_resume() {
             let all: Vec<&Reading> = got.values().flatten().map(|(_, r)| r).collect();
             assert_eq!(all.len(), 1, "{all:?}");
             assert_eq!(all[0].ts_ms, base + 999_000);
+        })
+        .await;
+}
+
+/// Committed offsets of `topic`'s partitions in `consumer`'s group.
+fn committed(consumer: &BaseConsumer, partitions: i32) -> BTreeMap<i32, rdkafka::Offset> {
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition("readings", partition);
+    }
+    consumer
+        .committed_offsets(list, Duration::from_secs(5))
+        .unwrap()
+        .elements()
+        .iter()
+        .map(|element| (element.partition(), element.offset()))
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_member_commits_only_the_partitions_it_owns() {
+    let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
+    let config = config(&broker, "owners");
+    create_topics(&config).await.unwrap();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let source = KafkaSource::start(&config, Limits::default())
+                .await
+                .unwrap();
+            // A second member of the group: the partitions split between the two.
+            let other: BaseConsumer = config
+                .client()
+                .set("group.id", "owners")
+                .set("enable.auto.commit", "false")
+                .set("session.timeout.ms", "6000")
+                .set("heartbeat.interval.ms", "1000")
+                .create()
+                .unwrap();
+            other.subscribe(&["readings"]).unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            let owned_by_other: Vec<i32> = loop {
+                // Polling serves the group protocol (and the rebalance callback).
+                let _ = other.poll(Duration::ZERO);
+                let assignment = other.assignment().unwrap();
+                if (1..4).contains(&assignment.count()) {
+                    break assignment
+                        .elements()
+                        .iter()
+                        .map(|element| element.partition())
+                        .collect();
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the group never split: {assignment:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            };
+            let mut own = rdkafka::TopicPartitionList::new();
+            for partition in &owned_by_other {
+                own.add_partition_offset("readings", *partition, rdkafka::Offset::Offset(7))
+                    .unwrap();
+            }
+            other.commit(&own, CommitMode::Sync).unwrap();
+
+            // The source checkpoints every partition, again and again, as partition
+            // actors do (their timer runs whether or not the partition is assigned).
+            // Its own partitions' commits land; the other member's offsets stay.
+            let mine: Vec<i32> = (0..4).filter(|p| !owned_by_other.contains(p)).collect();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                for partition in 0..4 {
+                    source.checkpointed(partition, 3);
+                }
+                let _ = other.poll(Duration::ZERO);
+                let offsets = committed(&other, 4);
+                if mine
+                    .iter()
+                    .all(|p| offsets.get(p) == Some(&rdkafka::Offset::Offset(3)))
+                {
+                    for partition in &owned_by_other {
+                        assert_eq!(
+                            offsets.get(partition),
+                            Some(&rdkafka::Offset::Offset(7)),
+                            "partition {partition} is the other member's: {offsets:?}"
+                        );
+                    }
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the owner's commits never landed: {offsets:?} (mine: {mine:?})"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            source.close().await;
         })
         .await;
 }

@@ -9,7 +9,10 @@
 //! `source-partition`, `source-offset` headers, and never stop the partition.
 //! Offsets are committed only when a checkpoint says everything before them is durable
 //! ([`ReadingSource::checkpointed`]): at-least-once, made exact by idempotent writes and
-//! offset-carrying snapshots.
+//! offset-carrying snapshots. At a clean shutdown [`ReadingSource::close`] stops the
+//! dispatcher and closes the consumer, which waits for the last commits and leaves the
+//! group, so the partitions move to the other members at once instead of after the
+//! session timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +27,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::KafkaConfig;
 use crate::metrics;
@@ -36,11 +39,15 @@ const DISPATCH_BATCH: usize = 4096;
 
 /// `readings` as a [`ReadingSource`].
 pub struct KafkaSource {
-    consumer: Arc<BaseConsumer<RebalanceContext>>,
+    /// For commits; `None` once closed. Never cloned out of the lock, so after `close`
+    /// the dispatcher thread holds the last reference and closes the consumer.
+    consumer: Mutex<Option<Arc<BaseConsumer<RebalanceContext>>>>,
     topic: String,
     receivers: Mutex<Vec<Option<mpsc::Receiver<PartitionEvent>>>>,
     /// Tells the dispatcher thread to stop (and so leave the group) when dropped.
     stop: Arc<AtomicBool>,
+    /// Resolves once the dispatcher thread has closed the consumer (taken by `close`).
+    closed: Mutex<Option<oneshot::Receiver<()>>>,
 }
 
 impl Drop for KafkaSource {
@@ -70,6 +77,9 @@ impl KafkaSource {
             // Short timeouts: a rebalance (join) waits for them.
             .set("session.timeout.ms", "6000")
             .set("max.poll.interval.ms", "6000")
+            // Members learn of a rebalance (a member joined or left) at their next
+            // heartbeat: every second instead of every 3 s.
+            .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "1000");
         for (key, value) in &config.overrides {
             client.set(key, value);
@@ -121,15 +131,23 @@ impl KafkaSource {
             runtime: tokio::runtime::Handle::current(),
             stop: Arc::clone(&stop),
         };
+        let (closed_tx, closed_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("kafka-dispatch".into())
-            .spawn(move || dispatcher.run())
+            .spawn(move || {
+                dispatcher.run();
+                // The last reference once `close` has run: dropping it closes the
+                // consumer (revocation, pending commits, LeaveGroup) on this thread.
+                drop(dispatcher);
+                let _ = closed_tx.send(());
+            })
             .map_err(|error| format!("starting the kafka dispatcher: {error}"))?;
         Ok(Arc::new(KafkaSource {
-            consumer,
+            consumer: Mutex::new(Some(consumer)),
             topic: config.readings_topic.clone(),
             receivers: Mutex::new(receivers.into_iter().map(Some).collect()),
             stop,
+            closed: Mutex::new(Some(closed_rx)),
         }))
     }
 }
@@ -146,7 +164,7 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    fn run(self) {
+    fn run(&self) {
         let mut pending: Vec<Vec<LogRecord>> = vec![Vec::new(); self.senders.len()];
         let mut n_pending = 0usize;
         while !self.stop.load(Ordering::Relaxed) {
@@ -301,9 +319,52 @@ impl ReadingSource for KafkaSource {
             tracing::warn!(%error, partition, "bad offset to commit");
             return;
         }
-        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+        // The lock is held across the (non-blocking) call so that `close` never leaves
+        // a clone of the consumer behind on an actor thread.
+        let consumer = self.consumer.lock();
+        let Some(consumer) = consumer.as_ref() else {
+            tracing::debug!(partition, offset, "consumer closed: offset not committed");
+            return;
+        };
+        // Only the owner commits. The broker takes a commit for any partition from any
+        // member (or, before the join, from none), and partition actors checkpoint on a
+        // timer whether or not their partition is assigned: a non-owner would move the
+        // owner's offset to its own stale one (back: a longer replay; ahead of the
+        // owner's snapshots: readings skipped after the owner crashes).
+        match consumer.assignment() {
+            Ok(assignment)
+                if assignment
+                    .find_partition(&self.topic, partition as i32)
+                    .is_some() => {}
+            Ok(_) => {
+                tracing::debug!(
+                    partition,
+                    offset,
+                    "partition not assigned here: not committed"
+                );
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, partition, "no assignment to check; the next checkpoint retries");
+                return;
+            }
+        }
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
             tracing::warn!(%error, partition, offset, "offset commit failed; the next checkpoint retries");
         }
+    }
+
+    fn close(&self) -> LocalFuture<'_, ()> {
+        self.stop.store(true, Ordering::Relaxed);
+        // Now only the dispatcher thread holds the consumer; it closes it when it stops.
+        drop(self.consumer.lock().take());
+        let closed = self.closed.lock().take();
+        Box::pin(async move {
+            if let Some(closed) = closed {
+                let _ = closed.await;
+                tracing::info!("kafka consumer closed: left the group");
+            }
+        })
     }
 }
 

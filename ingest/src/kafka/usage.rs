@@ -61,7 +61,9 @@ impl UsageSink for KafkaUsageSink {
 
 /// The user consumer group: reads `usage-by-user` and feeds the user partitions.
 pub struct UsageConsumer {
-    consumer: Arc<BaseConsumer<UsageContext>>,
+    /// For commits; `None` once closed. Never cloned out of the lock, so after `close`
+    /// the polling thread holds the last reference and closes the consumer (LeaveGroup).
+    consumer: Mutex<Option<Arc<BaseConsumer<UsageContext>>>>,
     topic: String,
     stop: Arc<AtomicBool>,
 }
@@ -128,11 +130,15 @@ impl UsageConsumer {
         let (thread_consumer, thread_stop) = (Arc::clone(&consumer), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("kafka-usage".into())
-            .spawn(move || poll_loop(&thread_consumer, &senders, &thread_stop))
+            .spawn(move || {
+                poll_loop(&thread_consumer, &senders, &thread_stop);
+                // After `close`, the last reference: dropping it leaves the group.
+                drop(thread_consumer);
+            })
             .map_err(|error| format!("starting the usage consumer: {error}"))?;
         Ok((
             Arc::new(UsageConsumer {
-                consumer,
+                consumer: Mutex::new(Some(consumer)),
                 topic: config.usage_topic.clone(),
                 stop,
             }),
@@ -157,14 +163,27 @@ impl UsageConsumer {
         {
             return;
         }
-        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+        let consumer = self.consumer.lock();
+        let Some(consumer) = consumer.as_ref() else {
+            return;
+        };
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
             tracing::warn!(%error, partition, offset, "usage offset commit failed; the next checkpoint retries");
         }
     }
 
-    /// Stops polling (the consumer leaves the group when the last handle drops).
-    pub fn stop(&self) {
+    /// Clean shutdown after the final user checkpoint: stops polling; the polling thread
+    /// then drops the last reference, which closes the consumer (pending commits,
+    /// LeaveGroup).
+    pub fn close(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.consumer.lock().take();
+    }
+
+    /// The close callback for [`gridpulse_actors::UserSystemConfig::close`].
+    pub fn close_fn(self: &Arc<Self>) -> Arc<dyn Fn() + Send + Sync> {
+        let this = Arc::clone(self);
+        Arc::new(move || this.close())
     }
 }
 
