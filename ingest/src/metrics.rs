@@ -62,6 +62,20 @@ pub fn record_produce_error() {
     PRODUCE_ERRORS.inc();
 }
 
+#[allow(clippy::expect_used)]
+static PARTITION_PAUSES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "gridpulse_ingest_kafka_partition_pauses_total",
+        "Times a readings partition was paused because its partition actor fell behind"
+    )
+    .expect("metric registers once")
+});
+
+/// A partition was paused (its actors fell behind).
+pub fn record_partition_pause() {
+    PARTITION_PAUSES.inc();
+}
+
 /// A rebalance revoked partitions.
 pub fn record_rebalance() {
     REBALANCES.inc();

@@ -301,3 +301,105 @@ async fn a_member_commits_only_the_partitions_it_owns() {
         })
         .await;
 }
+
+/// A partition whose actor does not keep up is paused, not the whole consumer: the
+/// other partitions' records keep arriving, and the slow one resumes without losing or
+/// repeating a record once it is read again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_slow_partition_is_paused_and_the_others_go_on() {
+    let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
+    let mut config = config(&broker, "pauses");
+    config.partitions = 2;
+    // Two batches may wait per partition; beyond that the partition pauses.
+    config.partition_queue_batches = 2;
+    create_topics(&config).await.unwrap();
+    let meter_in = |partition: u32| {
+        (0..)
+            .map(|n| format!("pause-{n}"))
+            .find(|id| MeterId::new(id).unwrap().partition(2) == partition)
+            .unwrap()
+    };
+    let (slow_meter, fast_meter) = (meter_in(0), meter_in(1));
+    let producer = KafkaReadingProducer::new(&config).unwrap();
+    let t0 = 1_700_000_000_000;
+    // The slow partition's records first, so a consumer blocked on it would never
+    // reach the fast partition's.
+    const N_SLOW: usize = 20_000;
+    const N_FAST: usize = 500;
+    for chunk in 0..(N_SLOW / 1_000) {
+        let batch: Vec<Reading> = (0..1_000)
+            .map(|k| reading(&slow_meter, t0 + ((chunk * 1_000 + k) as i64) * 1_000))
+            .collect();
+        producer.append(&batch).await.unwrap();
+    }
+    let fast: Vec<Reading> = (0..N_FAST)
+        .map(|k| reading(&fast_meter, t0 + k as i64 * 1_000))
+        .collect();
+    producer.append(&fast).await.unwrap();
+
+    let pauses_before = pause_count();
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let source = KafkaSource::start(&config, Limits::default())
+                .await
+                .unwrap();
+            let mut slow = source.open_partition(0, None);
+            let mut fast = source.open_partition(1, None);
+            // Only the fast partition is read.
+            let mut n_fast = 0;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while n_fast < N_FAST {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the fast partition starved behind the slow one: {n_fast} of {N_FAST}"
+                );
+                if let Ok(Ok(batch)) =
+                    tokio::time::timeout(Duration::from_millis(100), fast.next_batch(1_000)).await
+                {
+                    n_fast += batch.len();
+                }
+            }
+            // Its queue fills (the fast records may all have come first): it pauses.
+            while pause_count() <= pauses_before {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the slow partition was never paused"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            // Now the slow partition is read: every record once, in order.
+            let mut offsets = Vec::new();
+            while offsets.len() < N_SLOW {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the slow partition did not resume: {} of {N_SLOW}",
+                    offsets.len()
+                );
+                if let Ok(Ok(batch)) =
+                    tokio::time::timeout(Duration::from_millis(100), slow.next_batch(1_000)).await
+                {
+                    offsets.extend(batch.iter().map(|record| record.offset));
+                }
+            }
+            let expected: Vec<u64> = (0..N_SLOW as u64).collect();
+            assert_eq!(
+                offsets, expected,
+                "no record lost or repeated across the pause"
+            );
+        })
+        .await;
+}
+
+fn pause_count() -> f64 {
+    prometheus::gather()
+        .iter()
+        .find(|family| family.name() == "gridpulse_ingest_kafka_partition_pauses_total")
+        .and_then(|family| {
+            family
+                .get_metric()
+                .first()
+                .map(|m| m.get_counter().get_value())
+        })
+        .unwrap_or(0.0)
+}

@@ -45,6 +45,9 @@ pub struct KafkaArgs {
     /// rate, with threshold crossings; 0 skips it).
     #[arg(long, default_value_t = 10)]
     latency_secs: u64,
+    /// Readings/s of the latency phase (default: half the measured processor rate).
+    #[arg(long)]
+    latency_rate: Option<u64>,
     /// Extra librdkafka settings for every client (`key=value`, repeatable).
     #[arg(long = "kafka-set", value_name = "KEY=VALUE")]
     kafka_set: Vec<String>,
@@ -179,7 +182,9 @@ async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow
     );
 
     // Latency: half the processor's rate, produced through Kafka, alerts on websockets.
-    let latency_rate = (processor_per_sec / 2.0).max(1.0) as u64;
+    let latency_rate = args
+        .latency_rate
+        .unwrap_or((processor_per_sec / 2.0).max(1.0) as u64);
     let latency = if args.latency_secs > 0 {
         Some(
             latency_phase(

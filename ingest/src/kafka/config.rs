@@ -23,6 +23,9 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// Extra librdkafka settings (`key=value`), applied last.
     pub overrides: Vec<(String, String)>,
+    /// Batches of records that may wait for one partition actor; when they are full
+    /// the partition is paused (the broker keeps its records) until the actor catches up.
+    pub partition_queue_batches: usize,
 }
 
 impl KafkaConfig {
@@ -38,6 +41,7 @@ impl KafkaConfig {
             replication: 1,
             group_id: "gridpulse-processors".into(),
             overrides: Vec::new(),
+            partition_queue_batches: 64,
         }
     }
 
