@@ -4,7 +4,9 @@
 //! the `firmware` crate can build and parse exactly the payloads the server accepts.
 //! It owns the meaning of a reading (units, limits, validation), the two JSON payload
 //! formats readings arrive in, the energy-register arithmetic (rollover/reset) and the
-//! alert vocabulary that clients see on the wire.
+//! alert vocabulary that clients see on the wire. It also owns the money math of
+//! users: exact amounts and currencies (`money`), tariffs and their local calendar
+//! (`tariff`), the streaming cost engine (`bill`) and budget thresholds (`budget`).
 //!
 //! Architecture invariant: nothing here does I/O, reads a clock or allocates per
 //! reading on the parse path; time is always passed in by the caller.
@@ -13,9 +15,13 @@
 extern crate alloc;
 
 pub mod alert;
+pub mod bill;
+pub mod budget;
 pub mod meter_id;
+pub mod money;
 pub mod reading;
 pub mod register;
+pub mod tariff;
 pub mod usage;
 pub mod validation;
 pub mod wire;
@@ -24,9 +30,20 @@ pub use alert::{
     AlertEvent, AlertEventKind, AlertKind, AlertRecord, AlertState, Severity, alert_id,
     parse_alert_id,
 };
+pub use bill::{
+    BillAccumulator, BillError, CostBreakdown, Energy, EnergyError, EnergyLine, EnergyLineItem,
+    StandingChargeLine, cost_of_energy,
+};
+pub use budget::{BudgetAssessment, BudgetError, BudgetState, BudgetThreshold, assess_budget};
 pub use meter_id::{MeterId, MeterIdError};
+pub use money::{Amount, Currency, Money, MoneyError};
 pub use reading::Reading;
 pub use register::{RegisterStep, register_step};
+pub use tariff::{
+    BillingPeriod, BillingPeriodId, BillingPeriodIdError, CalendarError, EnergyPricingDefinition,
+    LocalDate, LocalDateError, Tariff, TariffDefinition, TariffError, TariffErrorReason,
+    TierDefinition, TimeOfUseBandDefinition, Weekday,
+};
 pub use usage::{
     ClosedMinute, USAGE_MINUTE_MS, UsageAccumulator, UsageDelta, UserId, UserIdError, usage_minute,
 };
