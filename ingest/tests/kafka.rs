@@ -39,29 +39,37 @@ fn config(broker: &TestBroker, group: &str) -> KafkaConfig {
     config
 }
 
-/// Reads every partition until `expected` records arrived or 30 s passed.
+/// Reads every partition until `expected` records arrived or 30 s passed. Each reader
+/// runs in its own local task and is never cancelled mid-batch (a batch that was taken
+/// from its queue is delivered; the processor's pump never cancels a read either).
+/// Must run inside a `LocalSet`.
 async fn drain(source: &KafkaSource, expected: usize) -> BTreeMap<u32, Vec<(u64, Reading)>> {
-    let mut readers: Vec<_> = (0..source.n_partitions())
-        .map(|p| (p, source.open_partition(p, None)))
+    let (records_tx, mut records_rx) = tokio::sync::mpsc::unbounded_channel();
+    let tasks: Vec<_> = (0..source.n_partitions())
+        .map(|partition| {
+            let mut reader = source.open_partition(partition, None);
+            let records_tx = records_tx.clone();
+            tokio::task::spawn_local(async move {
+                while let Ok(batch) = reader.next_batch(100).await {
+                    for record in batch {
+                        let _ = records_tx.send((partition, record.offset, record.reading));
+                    }
+                }
+            })
+        })
         .collect();
     let mut got: BTreeMap<u32, Vec<(u64, Reading)>> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got.values().map(Vec::len).sum::<usize>() < expected {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {got:?} of {expected} records"
-        );
-        for (partition, reader) in &mut readers {
-            if let Ok(Ok(batch)) =
-                tokio::time::timeout(Duration::from_millis(50), reader.next_batch(100)).await
-            {
-                got.entry(*partition).or_default().extend(
-                    batch
-                        .into_iter()
-                        .map(|record| (record.offset, record.reading)),
-                );
+        match tokio::time::timeout_at(deadline, records_rx.recv()).await {
+            Ok(Some((partition, offset, reading))) => {
+                got.entry(partition).or_default().push((offset, reading))
             }
+            _ => panic!("only {got:?} of {expected} records"),
         }
+    }
+    for task in tasks {
+        task.abort();
     }
     got
 }
