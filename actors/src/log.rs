@@ -51,6 +51,9 @@ pub trait PartitionReader: Send + std::fmt::Debug + 'static {
     fn next_batch(&mut self, max: usize) -> LocalFuture<'_, Result<Vec<LogRecord>, LogError>>;
     /// Marks every record before `next_offset` as processed.
     fn commit(&mut self, next_offset: u64);
+    /// After [`LogError::Revoked`]: the partition has checkpointed what it applied and
+    /// dropped its meters, so the log may hand it to its new owner.
+    fn released(&mut self) {}
 }
 
 /// A partitioned log of readings.

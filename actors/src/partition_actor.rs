@@ -213,10 +213,26 @@ async fn pump(
             }
             Err(LogError::Closed) => break,
             Err(LogError::Revoked) => {
-                tracing::info!(partition, "partition revoked: dropping its meters");
+                // Hand over: make what was applied durable (the checkpoint commits its
+                // offset while this process still owns the partition), then drop the
+                // meters; the new owner restores their snapshots.
+                tracing::info!(
+                    partition,
+                    "partition revoked: checkpointing, then dropping its meters"
+                );
+                match actor.send(Checkpoint).await {
+                    Ok(Ok(offset)) => {
+                        tracing::debug!(partition, offset, "hand-over checkpoint stored")
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(partition, %error, "hand-over checkpoint failed: the new owner replays more")
+                    }
+                    Err(_) => break,
+                }
                 if actor.send(ResetPartition).await.is_err() {
                     break;
                 }
+                reader.released();
             }
             Err(error) => {
                 tracing::warn!(partition, %error, "reading the log failed, retrying");

@@ -30,6 +30,11 @@ struct Cli {
 enum Command {
     /// Run everything in one process: in-process log, meter actors, API and dashboard.
     Run(RunArgs),
+    /// A Kafka processor: a member of the consumer group on `readings` hosting the meter
+    /// actors of the partitions it owns (and the user actors of its `usage-by-user`
+    /// partitions), with the API and dashboard for them. Same options as `run`;
+    /// `--kafka-brokers` is required.
+    Processor(RunArgs),
     /// Create or upgrade the ScyllaDB schema (idempotent); connection from
     /// GRIDPULSE_SCYLLA_* variables.
     Migrate,
@@ -177,6 +182,13 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Processor(args) => {
+            anyhow::ensure!(
+                args.kafka.kafka_brokers.is_some(),
+                "gridpulse processor needs --kafka-brokers (or GRIDPULSE_KAFKA_BROKERS); `gridpulse run` runs without Kafka"
+            );
+            run(args)
+        }
         Command::Migrate => migrate(),
         Command::Topics(TopicsCommand::Create(args)) => create_topics(&args),
         Command::Api(args) => api(args),
@@ -301,6 +313,13 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                     .await?;
             persistence.store = Some(std::sync::Arc::new(store));
         }
+        let mode = match &config.kafka {
+            Some(kafka) => format!(
+                "Kafka processor: brokers {}, group {}",
+                kafka.brokers, kafka.group_id
+            ),
+            None => "embedded mode, no servers needed".to_owned(),
+        };
         let data_dir = config
             .persistence
             .as_ref()
@@ -309,7 +328,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("starting gridpulse")?;
         let url = format!("http://{}", system.local_addr);
-        println!("gridpulse is running (embedded mode, no servers needed)");
+        println!("gridpulse is running ({mode})");
         println!("  live alerts page   {url}/");
         println!("  meters             {url}/api/meters");
         println!("  alert websocket    ws://{}/ws/alerts", system.local_addr);
@@ -391,6 +410,8 @@ mod tests {
             panic!("expected run");
         };
         assert_eq!(args.partitions, 4);
+        let cli = Cli::try_parse_from(["gridpulse", "processor", "--kafka-brokers", "b:9092"]);
+        assert!(matches!(cli.unwrap().command, Command::Processor(_)));
         assert_eq!(args.kafka.config().unwrap().unwrap().brokers, "b:9092");
         let error = Cli::try_parse_from([
             "gridpulse",

@@ -60,7 +60,7 @@ impl Processor {
     fn start(brokers: &str, group: &str, data_dir: &Path, log: &Path) -> Processor {
         let mut log_file = File::options().create(true).append(true).open(log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_gridpulse"))
-            .args(["run", "--listen", "127.0.0.1:0", "--workers", "1"])
+            .args(["processor", "--listen", "127.0.0.1:0", "--workers", "1"])
             .args(["--http-workers", "1", "--kafka-brokers", brokers])
             .args(["--kafka-group", group, "--checkpoint-interval", "0.1"])
             .arg("--data-dir")

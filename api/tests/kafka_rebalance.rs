@@ -1,7 +1,8 @@
 //! Two processors in one consumer group on a real broker (tansu), sharing one store (as
 //! processors share ScyllaDB in production): partitions split when the second joins,
 //! move back when it leaves, and every meter's state and alerts survive the moves —
-//! each reading applied exactly once, no alert duplicated.
+//! each reading applied exactly once, no alert duplicated. A revoked partition
+//! checkpoints and commits before it is handed over.
 
 // Test helpers panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -52,7 +53,9 @@ fn batch(base_ms: i64, batch_idx: usize) -> Vec<Reading> {
 async fn start(kafka: &KafkaConfig, store: &Arc<dyn Store>) -> EmbeddedSystem {
     let mut persistence = Persistence::new(std::env::temp_dir());
     persistence.store = Some(Arc::clone(store));
-    persistence.checkpoint_interval = Duration::from_millis(200);
+    // No timed checkpoints: offsets are committed only when a partition is handed over
+    // (revoked) or at shutdown, so the test sees that hand-overs commit.
+    persistence.checkpoint_interval = Duration::from_secs(3_600);
     let config = EmbeddedConfig {
         n_workers: 1,
         n_http_workers: 1,
@@ -103,6 +106,15 @@ async fn meters_move_between_processors_without_loss_or_duplicates() {
         producer.append(&batch(base_ms, 1)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // A handed its partitions over at the rebalance: the snapshots of batch 0 are stored
+    // and their offsets committed (nothing else commits here before a shutdown).
+    let committed = gridpulse_ingest::kafka::admin::committed_reading_offsets(&kafka, 4).unwrap();
+    let n_committed: i64 = committed.iter().map(|offset| offset.unwrap_or(0)).sum();
+    assert!(
+        n_committed >= (N_METERS * PER_BATCH) as i64,
+        "hand-over commits cover batch 0: {committed:?}"
+    );
 
     // B leaves cleanly (final checkpoint, then its consumer leaves the group).
     b_server.stop(false).await;

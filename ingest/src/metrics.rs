@@ -92,3 +92,36 @@ pub fn record_accepted(source: &str, n: u64) {
 pub fn record_rejected(source: &str, reason: &str, n: u64) {
     REJECTED.with_label_values(&[source, reason]).inc_by(n);
 }
+
+#[allow(clippy::expect_used)]
+static REVOKE_HANDOVERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_ingest_kafka_revoke_handovers_total",
+        "Revoked partitions by how they were handed over: `checkpointed` (state stored and \
+         offset committed before the group moved on) or `timeout` (the new owner replays \
+         from the previous checkpoint)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static COMMITS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_ingest_kafka_offset_commits_total",
+        "Offset commits of the processors' consumer group, by result (`ok`, `error`)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// A revoked partition was handed over (`checkpointed`) or the wait for it timed out.
+pub fn record_revoke_handover(outcome: &str) {
+    REVOKE_HANDOVERS.with_label_values(&[outcome]).inc();
+}
+
+/// The broker answered an offset commit.
+pub fn record_commit(ok: bool) {
+    COMMITS
+        .with_label_values(&[if ok { "ok" } else { "error" }])
+        .inc();
+}

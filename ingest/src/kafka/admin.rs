@@ -42,3 +42,37 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>, St
         })
         .collect()
 }
+
+/// The offsets the processors' group (`config.group_id`) has committed on `readings`,
+/// one per partition in partition order (`None`: nothing committed). Blocking: call it
+/// off the actor threads. Does not join the group.
+pub fn committed_reading_offsets(
+    config: &KafkaConfig,
+    n_partitions: i32,
+) -> Result<Vec<Option<i64>>, String> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = config
+        .client()
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|error| format!("kafka consumer: {error}"))?;
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in 0..n_partitions {
+        partitions.add_partition(&config.readings_topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, std::time::Duration::from_secs(10))
+        .map_err(|error| format!("committed offsets of {}: {error}", config.group_id))?;
+    Ok((0..n_partitions)
+        .map(|partition| {
+            match committed
+                .find_partition(&config.readings_topic, partition)
+                .map(|element| element.offset())
+            {
+                Some(rdkafka::Offset::Offset(offset)) => Some(offset),
+                _ => None,
+            }
+        })
+        .collect())
+}

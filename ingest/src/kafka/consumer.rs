@@ -9,13 +9,16 @@
 //! `source-partition`, `source-offset` headers, and never stop the partition.
 //! Offsets are committed only when a checkpoint says everything before them is durable
 //! ([`ReadingSource::checkpointed`]): at-least-once, made exact by idempotent writes and
-//! offset-carrying snapshots. At a clean shutdown [`ReadingSource::close`] stops the
+//! offset-carrying snapshots. A revocation is a hand-over: the rebalance callback tells
+//! each revoked partition and waits (bounded) until it has checkpointed — snapshots
+//! stored, offset committed while this member still owns the partition — and dropped its
+//! meters, so the new owner restores fresh snapshots and replays almost nothing. At a clean shutdown [`ReadingSource::close`] stops the
 //! dispatcher and closes the consumer, which waits for the last commits and leaves the
 //! group, so the partitions move to the other members at once instead of after the
 //! session timeout.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use gridpulse_actors::log::{LocalFuture, LogError, LogRecord, PartitionReader, ReadingSource};
 use gridpulse_actors::{Clock, SystemClock};
@@ -34,6 +37,11 @@ use crate::metrics;
 
 /// Most records the dispatcher gathers before handing batches over.
 const DISPATCH_BATCH: usize = 4096;
+
+/// How long a rebalance waits for revoked partitions to checkpoint (well inside
+/// `max.poll.interval.ms`, which the wait counts against). Past it the group moves on
+/// and the new owner replays from the previous checkpoint: slower, never wrong.
+const REVOKE_HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `readings` as a [`ReadingSource`].
 pub struct KafkaSource {
@@ -92,9 +100,12 @@ impl KafkaSource {
         for (key, value) in &config.overrides {
             client.set(key, value);
         }
+        let stop = Arc::new(AtomicBool::new(false));
         let context = RebalanceContext {
             topic: config.readings_topic.clone(),
             revoked: Mutex::new(Vec::new()),
+            senders: OnceLock::new(),
+            stop: Arc::clone(&stop),
         };
         let consumer: BaseConsumer<RebalanceContext> = client
             .create_with_context(context)
@@ -128,8 +139,8 @@ impl KafkaSource {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n_partitions)
             .map(|_| mpsc::channel(config.partition_queue_batches.max(1)))
             .unzip();
+        let _ = consumer.context().senders.set(senders.clone());
         let consumer = Arc::new(consumer);
-        let stop = Arc::new(AtomicBool::new(false));
         let dispatcher = Dispatcher {
             consumer: Arc::clone(&consumer),
             topic: config.readings_topic.clone(),
@@ -192,9 +203,11 @@ impl Dispatcher {
             };
             let polled = self.consumer.poll(timeout);
             // Partitions taken away by a rebalance (the callback ran inside `poll`, before
-            // any record of the new assignment): drop their unsent records, tell them.
+            // any record of the new assignment, and told them): drop their unsent records
+            // (after what they checkpointed: the new owner reads them), and tell those the
+            // callback could not reach in time.
             let revoked = std::mem::take(&mut *self.consumer.context().revoked.lock());
-            for partition in revoked {
+            for (partition, told) in revoked {
                 let idx = partition as usize;
                 if let (Some(batch), Some(sender)) = (pending.get_mut(idx), self.senders.get(idx)) {
                     if !paused[idx] {
@@ -203,7 +216,7 @@ impl Dispatcher {
                     batch.clear();
                     // A pause ends with the assignment.
                     paused[idx] = false;
-                    if sender.blocking_send(PartitionEvent::Revoked).is_err() {
+                    if !told && sender.blocking_send(PartitionEvent::Revoked(None)).is_err() {
                         return;
                     }
                 }
@@ -449,6 +462,7 @@ impl ReadingSource for KafkaSource {
             partition,
             receiver,
             revoked_pending: false,
+            release_ack: None,
             decoder: Arc::clone(&self.decoder),
         })
     }
@@ -518,15 +532,86 @@ impl ReadingSource for KafkaSource {
 pub enum PartitionEvent {
     /// Raw records, in offset order.
     Records(RawBatch),
-    /// The partition was revoked by a rebalance.
-    Revoked,
+    /// The partition was revoked by a rebalance; the rebalance waits for the partition
+    /// number on the sender (if any) until the partition has checkpointed and let go.
+    Revoked(Option<std::sync::mpsc::SyncSender<u32>>),
 }
 
-/// Records revoked partitions for the dispatcher (librdkafka calls it inside `poll`).
+/// Hands revoked partitions over (librdkafka calls it inside `poll`) and keeps the
+/// consumer-lag and commit metrics.
 #[derive(Debug)]
 pub struct RebalanceContext {
     topic: String,
-    revoked: Mutex<Vec<i32>>,
+    /// Revoked partitions for the dispatcher, with whether they were told.
+    revoked: Mutex<Vec<(i32, bool)>>,
+    /// The partitions' queues (set once, right after the consumer is created).
+    senders: OnceLock<Vec<mpsc::Sender<PartitionEvent>>>,
+    /// Closing: revocations are not waited for (the final checkpoint has run).
+    stop: Arc<AtomicBool>,
+}
+
+impl RebalanceContext {
+    /// Tells every revoked partition and waits (at most [`REVOKE_HANDOVER_TIMEOUT`])
+    /// until each has checkpointed and dropped its meters; returns which were told.
+    fn hand_over(&self, partitions: &[i32]) -> Vec<(i32, bool)> {
+        let Some(senders) = self.senders.get() else {
+            return partitions
+                .iter()
+                .map(|&partition| (partition, false))
+                .collect();
+        };
+        let wait = !self.stop.load(Ordering::Relaxed);
+        let deadline = Instant::now() + REVOKE_HANDOVER_TIMEOUT;
+        let (ack_tx, ack_rx) = std::sync::mpsc::sync_channel(partitions.len());
+        let mut told = Vec::with_capacity(partitions.len());
+        let mut n_waiting = 0usize;
+        for &partition in partitions {
+            let Some(sender) = usize::try_from(partition)
+                .ok()
+                .and_then(|idx| senders.get(idx))
+            else {
+                continue;
+            };
+            let mut event = PartitionEvent::Revoked(wait.then(|| ack_tx.clone()));
+            // The queue drains as the partition works through the records before it.
+            let delivered = loop {
+                match sender.try_send(event) {
+                    Ok(()) => break true,
+                    Err(mpsc::error::TrySendError::Full(back)) if Instant::now() < deadline => {
+                        event = back;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(_) => break false,
+                }
+            };
+            n_waiting += usize::from(delivered && wait);
+            told.push((partition, delivered));
+        }
+        drop(ack_tx);
+        let mut n_handed_over = 0usize;
+        while n_handed_over < n_waiting {
+            match ack_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(partition) => {
+                    n_handed_over += 1;
+                    metrics::record_revoke_handover("checkpointed");
+                    tracing::debug!(partition, "revoked partition checkpointed and released");
+                }
+                // Timed out, or the partitions are gone (shutting down).
+                Err(_) => break,
+            }
+        }
+        for _ in n_handed_over..n_waiting {
+            metrics::record_revoke_handover("timeout");
+        }
+        if n_handed_over < n_waiting {
+            tracing::warn!(
+                n_waiting,
+                n_handed_over,
+                "revoked partitions did not checkpoint in time: their new owner replays more"
+            );
+        }
+        told
+    }
 }
 
 impl rdkafka::client::ClientContext for RebalanceContext {
@@ -551,6 +636,24 @@ impl rdkafka::client::ClientContext for RebalanceContext {
 }
 
 impl rdkafka::consumer::ConsumerContext for RebalanceContext {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => metrics::record_commit(true),
+            // Nothing to commit is not a failure (librdkafka reports it as an error).
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => {}
+            Err(error) => {
+                metrics::record_commit(false);
+                tracing::warn!(%error, "offset commit failed; the next checkpoint retries");
+            }
+        }
+    }
+
     fn pre_rebalance(
         &self,
         _consumer: &BaseConsumer<Self>,
@@ -565,7 +668,8 @@ impl rdkafka::consumer::ConsumerContext for RebalanceContext {
                     .collect();
                 tracing::info!(?revoked, "kafka partitions revoked");
                 metrics::record_rebalance();
-                self.revoked.lock().extend(revoked);
+                let told = self.hand_over(&revoked);
+                self.revoked.lock().extend(told);
             }
             rdkafka::consumer::Rebalance::Assign(partitions) => {
                 let assigned: Vec<i32> = partitions
@@ -590,6 +694,8 @@ pub struct KafkaPartitionReader {
     receiver: Option<mpsc::Receiver<PartitionEvent>>,
     /// A revocation was seen while gathering a batch: report it next.
     revoked_pending: bool,
+    /// The rebalance waiting for this partition to let go (answered by `released`).
+    release_ack: Option<std::sync::mpsc::SyncSender<u32>>,
 }
 
 impl PartitionReader for KafkaPartitionReader {
@@ -603,7 +709,10 @@ impl PartitionReader for KafkaPartitionReader {
             };
             let first = match receiver.recv().await {
                 None => return Err(LogError::Closed),
-                Some(PartitionEvent::Revoked) => return Err(LogError::Revoked),
+                Some(PartitionEvent::Revoked(ack)) => {
+                    self.release_ack = ack;
+                    return Err(LogError::Revoked);
+                }
                 Some(PartitionEvent::Records(batch)) => batch,
             };
             let mut n_records = first.len();
@@ -615,9 +724,10 @@ impl PartitionReader for KafkaPartitionReader {
                         n_records += more.len();
                         batches.push(more);
                     }
-                    Ok(PartitionEvent::Revoked) => {
+                    Ok(PartitionEvent::Revoked(ack)) => {
                         // Deliver these records now; the revocation must not be lost.
                         self.revoked_pending = true;
+                        self.release_ack = ack;
                         break;
                     }
                     Err(_) => break,
@@ -629,5 +739,12 @@ impl PartitionReader for KafkaPartitionReader {
 
     fn commit(&mut self, _next_offset: u64) {
         // Nothing to free: records are consumed from the channel.
+    }
+
+    fn released(&mut self) {
+        if let Some(ack) = self.release_ack.take() {
+            // The rebalance may have stopped waiting: then nobody listens.
+            let _ = ack.try_send(self.partition);
+        }
     }
 }
