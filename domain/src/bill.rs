@@ -127,8 +127,9 @@ impl Energy {
     }
 }
 
-/// `f64::round` (half away from zero), which `core` lacks without `std`.
-fn round_half_away_from_zero(value: f64) -> f64 {
+/// `f64::round` (half away from zero), which `core` lacks without `std`; exact for
+/// magnitudes below 2^63 (energy deltas, timestamps).
+pub(crate) fn round_half_away_from_zero(value: f64) -> f64 {
     let truncated = value as i64 as f64; // saturating; callers bound the result
     let fraction = value - truncated;
     if fraction >= 0.5 {

@@ -551,27 +551,14 @@ fn timestamp_ms(format: &Format, number: Number) -> Result<i64, ReadingError> {
                 return Err(ReadingError::new(format.ts, ErrorReason::NotFinite));
             }
             let scaled = value * format.ts_to_ms as f64;
-            if format.ts_to_ms == 1 && scaled != libm_round(scaled) {
+            if format.ts_to_ms == 1 && scaled != crate::bill::round_half_away_from_zero(scaled) {
                 return Err(ReadingError::new(format.ts, ErrorReason::NotInteger));
             }
             if scaled.abs() >= 9.0e18 {
                 return Err(out_of_range);
             }
             // Seed firmware may send fractional seconds: keep millisecond precision.
-            Ok(libm_round(scaled) as i64)
+            Ok(crate::bill::round_half_away_from_zero(scaled) as i64)
         }
-    }
-}
-
-/// `f64::round` lives in `std`; this is the same for the magnitudes timestamps have.
-fn libm_round(value: f64) -> f64 {
-    let truncated = value as i64 as f64;
-    let fraction = value - truncated;
-    if fraction >= 0.5 {
-        truncated + 1.0
-    } else if fraction <= -0.5 {
-        truncated - 1.0
-    } else {
-        truncated
     }
 }
