@@ -11,6 +11,7 @@
 //! Architecture invariant: a meter's readings are applied in log order by one actor;
 //! live state follows event time, so replays rebuild the same state and alert ids.
 
+pub mod account;
 pub mod clock;
 pub mod hub;
 pub mod log;
@@ -26,6 +27,7 @@ pub mod user_system;
 pub mod windows;
 pub mod writer;
 
+pub use account::{AccountBook, AccountError, TariffDocument, UserAccount};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use hub::AlertHub;
 pub use log::{LogError, LogRecord, PartitionReader, ReadingSource};

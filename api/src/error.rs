@@ -1,11 +1,13 @@
 //! API errors and the one place that maps them to HTTP status codes.
 //!
-//! Every error body is JSON: `{"error": "...", "field": "..."}` with the field when one
-//! input is to blame, so clients can show it next to the right input.
+//! Every error body is JSON: `{"error": "...", "field": "...", "code": "..."}` with the
+//! field when one input is to blame, so clients can show it next to the right input,
+//! and a stable code when a rule has one (tariff and account rules, JSON decoding).
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use gridpulse_actors::SystemError;
+use gridpulse_actors::account::{AccountError, FieldError};
 use gridpulse_actors::log::LogError;
 use serde::Serialize;
 
@@ -17,6 +19,16 @@ pub enum ApiError {
     BadField {
         /// The parameter or field.
         field: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A body field breaks a rule that has a stable code (e.g. `overlapping_bands`).
+    #[error("`{field}` {reason}")]
+    InvalidField {
+        /// Path of the field, e.g. `definition.energy.tiers[1].up_to_kwh`.
+        field: String,
+        /// Short stable code for machine clients.
+        code: &'static str,
         /// Why it is refused.
         reason: String,
     },
@@ -58,12 +70,16 @@ struct ErrorBody<'a> {
     error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<&'static str>,
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::BadField { .. } | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadField { .. } | ApiError::InvalidField { .. } | ApiError::BadBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -72,9 +88,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let field = match self {
-            ApiError::BadField { field, .. } => Some(field.as_str()),
-            _ => None,
+        let (field, code) = match self {
+            ApiError::BadField { field, .. } => (Some(field.as_str()), None),
+            ApiError::InvalidField { field, code, .. } => (Some(field.as_str()), Some(*code)),
+            _ => (None, None),
         };
         let mut response = HttpResponse::build(self.status_code());
         if matches!(self, ApiError::Overloaded(_)) {
@@ -83,6 +100,7 @@ impl ResponseError for ApiError {
         response.json(ErrorBody {
             error: self.to_string(),
             field,
+            code,
         })
     }
 }
@@ -96,6 +114,27 @@ impl From<SystemError> for ApiError {
             SystemError::Thresholds(error) => ApiError::bad_field(error.field, error.reason),
             SystemError::Unavailable(error) => ApiError::Unavailable(error.to_string()),
             SystemError::Store(error) => ApiError::Unavailable(format!("store: {error}")),
+        }
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(error: FieldError) -> Self {
+        ApiError::InvalidField {
+            field: error.field,
+            code: error.code,
+            reason: error.reason,
+        }
+    }
+}
+
+impl From<AccountError> for ApiError {
+    fn from(error: AccountError) -> Self {
+        match error {
+            AccountError::Invalid(error) => error.into(),
+            AccountError::NotFound(what) => ApiError::NotFound(what),
+            AccountError::Conflict(reason) => ApiError::Conflict(reason),
+            AccountError::Store(reason) => ApiError::Unavailable(format!("store: {reason}")),
         }
     }
 }

@@ -4,11 +4,16 @@ pub mod alerts;
 pub mod meters;
 pub mod readings;
 pub mod system;
+pub mod tariffs;
 pub mod users;
 
 use actix_web::web;
 use futures_util::StreamExt;
+use gridpulse_actors::AccountBook;
 use gridpulse_domain::MeterId;
+use serde::de::DeserializeOwned;
+
+use crate::state::AppState;
 
 use crate::error::ApiError;
 
@@ -20,6 +25,15 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(meters::get_meter)
         .service(meters::put_thresholds)
         .service(meters::put_meter)
+        .service(tariffs::create_tariff)
+        .service(tariffs::list_tariffs)
+        .service(tariffs::get_tariff)
+        .service(users::create_user)
+        .service(users::list_users)
+        .service(users::get_user)
+        .service(users::put_user)
+        .service(users::get_budget)
+        .service(users::put_budget)
         .service(users::get_usage)
         .service(meters::get_readings)
         .service(alerts::list_alerts)
@@ -51,4 +65,236 @@ pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::B
 /// Parses a meter id from a path or query parameter named `field`.
 pub fn parse_meter(field: &str, text: &str) -> Result<MeterId, ApiError> {
     MeterId::new(text).map_err(|error| ApiError::bad_field(field, error.to_string()))
+}
+
+/// The account book over the process's store; 503 without one: accounts and tariffs
+/// are configuration that must survive a restart, and `--in-memory` has no store.
+pub fn account_book(state: &AppState) -> Result<AccountBook, ApiError> {
+    state
+        .store
+        .as_ref()
+        .map(|store| AccountBook::new(std::sync::Arc::clone(store)))
+        .ok_or_else(|| {
+            ApiError::Unavailable(
+                "accounts and tariffs need persistence: this process runs without a store \
+                 (started with --in-memory)"
+                    .into(),
+            )
+        })
+}
+
+/// Decodes a JSON body into `T`. Malformed JSON is a 400 saying where (line and
+/// column); a value that does not fit — an unknown or missing key, a wrong type, a bad
+/// amount — is a 400 naming the field by its path from the root (e.g.
+/// `definition.energy.tiers[1].rate_per_kwh`) with a code (`unknown_field`,
+/// `missing_field`, `invalid_value`).
+pub fn decode_json<T: DeserializeOwned>(what: &str, body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| json_decode_error(what, body, &error))
+}
+
+fn json_decode_error(what: &str, body: &[u8], error: &serde_json::Error) -> ApiError {
+    if !error.is_data() {
+        return ApiError::BadBody(format!("{what}: malformed JSON: {error}"));
+    }
+    let message = error.to_string();
+    let offset = byte_offset_of(body, error.line(), error.column());
+    let mut path = json_path_at(body, offset);
+    let named_key = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(key, _)| key.to_owned())
+    };
+    let (code, key) = match (named_key("unknown field `"), named_key("missing field `")) {
+        (Some(key), _) => ("unknown_field", Some(key)),
+        (None, Some(key)) => ("missing_field", Some(key)),
+        (None, None) => ("invalid_value", None),
+    };
+    // A key the decoder names but the position does not (a missing key is reported at
+    // the end of its object, a key inside a tagged enum after the enum's object).
+    if let Some(key) = key
+        && path.last() != Some(&JsonPathSegment::Key(key.clone()))
+    {
+        path.push(JsonPathSegment::Key(key));
+    }
+    if path.is_empty() {
+        return ApiError::BadBody(format!("{what}: {message}"));
+    }
+    ApiError::InvalidField {
+        field: format_json_path(&path),
+        code,
+        reason: message,
+    }
+}
+
+/// The byte offset of serde_json's (1-based line, column = bytes into the line).
+fn byte_offset_of(body: &[u8], line: usize, column: usize) -> usize {
+    let start_of_line = if line <= 1 {
+        0
+    } else {
+        body.iter()
+            .enumerate()
+            .filter(|(_, byte)| **byte == b'\n')
+            .nth(line - 2)
+            .map_or(body.len(), |(index, _)| index + 1)
+    };
+    start_of_line.saturating_add(column).min(body.len())
+}
+
+/// One step of a path into a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JsonPathSegment {
+    Key(String),
+    Index(usize),
+}
+
+fn format_json_path(path: &[JsonPathSegment]) -> String {
+    let mut text = String::new();
+    for segment in path {
+        match segment {
+            JsonPathSegment::Key(key) => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(key);
+            }
+            JsonPathSegment::Index(index) => text.push_str(&format!("[{index}]")),
+        }
+    }
+    text
+}
+
+/// The path of the value being read after the first `offset` bytes of `body` (a JSON
+/// text valid up to there): the keys and indices of the containers still open, with
+/// the last key read in the innermost object.
+fn json_path_at(body: &[u8], offset: usize) -> Vec<JsonPathSegment> {
+    enum Frame {
+        Object {
+            key: Option<String>,
+            expecting_key: bool,
+        },
+        Array {
+            index: usize,
+        },
+    }
+    let body = &body[..offset.min(body.len())];
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut position = 0;
+    while position < body.len() {
+        match body[position] {
+            b'{' => frames.push(Frame::Object {
+                key: None,
+                expecting_key: true,
+            }),
+            b'[' => frames.push(Frame::Array { index: 0 }),
+            b'}' | b']' => {
+                frames.pop();
+            }
+            b',' => match frames.last_mut() {
+                Some(Frame::Object { expecting_key, .. }) => *expecting_key = true,
+                Some(Frame::Array { index }) => *index += 1,
+                None => {}
+            },
+            b':' => {
+                if let Some(Frame::Object { expecting_key, .. }) = frames.last_mut() {
+                    *expecting_key = false;
+                }
+            }
+            b'"' => {
+                let start = position + 1;
+                let mut end = start;
+                while end < body.len() && body[end] != b'"' {
+                    end += if body[end] == b'\\' { 2 } else { 1 };
+                }
+                if let Some(Frame::Object { key, expecting_key }) = frames.last_mut()
+                    && *expecting_key
+                {
+                    *key = Some(
+                        String::from_utf8_lossy(&body[start..end.min(body.len())]).into_owned(),
+                    );
+                }
+                position = end;
+            }
+            _ => {}
+        }
+        position += 1;
+    }
+    frames
+        .into_iter()
+        .filter_map(|frame| match frame {
+            Frame::Object { key, .. } => key.map(JsonPathSegment::Key),
+            Frame::Array { index } => Some(JsonPathSegment::Index(index)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        items: Vec<Inner>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        count: u32,
+    }
+
+    fn field_and_code(body: &str) -> (String, &'static str) {
+        match decode_json::<Outer>("outer", body.as_bytes()) {
+            Err(ApiError::InvalidField { field, code, .. }) => (field, code),
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn decode_errors_name_the_field_by_its_path() {
+        assert_eq!(
+            field_and_code(r#"{"name": "a", "items": [{"count": 1}, {"count": -1}]}"#),
+            ("items[1].count".into(), "invalid_value")
+        );
+        assert_eq!(
+            field_and_code("{\"name\": \"a\",\n \"items\": [{\"count\": 1, \"colour\": 2}]}"),
+            ("items[0].colour".into(), "unknown_field")
+        );
+        assert_eq!(
+            field_and_code(r#"{"name": "a", "items": [{}]}"#),
+            ("items[0].count".into(), "missing_field")
+        );
+        assert_eq!(
+            field_and_code(r#"{"items": []}"#),
+            ("name".into(), "missing_field")
+        );
+        assert_eq!(
+            field_and_code(r#"{"name": "a\"b", "items": [], "extra": true}"#),
+            ("extra".into(), "unknown_field")
+        );
+    }
+
+    #[test]
+    fn malformed_json_says_where() {
+        match decode_json::<Outer>("outer", b"{\"name\": \"a\",\n  \"items\": [}") {
+            Err(ApiError::BadBody(message)) => {
+                assert!(message.contains("line 2 column"), "{message}");
+            }
+            other => panic!("expected a body error, got {other:?}"),
+        }
+        assert!(matches!(
+            decode_json::<Outer>("outer", b""),
+            Err(ApiError::BadBody(_))
+        ));
+        assert!(matches!(
+            decode_json::<Outer>("outer", b"\"text\""),
+            Err(ApiError::BadBody(_))
+        ));
+    }
 }
