@@ -22,6 +22,7 @@ pub mod partition_actor;
 pub mod system;
 pub mod thresholds;
 pub mod usage;
+pub mod user_billing;
 pub mod user_state;
 pub mod user_system;
 pub mod windows;
