@@ -97,8 +97,6 @@ fn json_decode_error(what: &str, body: &[u8], error: &serde_json::Error) -> ApiE
         return ApiError::BadBody(format!("{what}: malformed JSON: {error}"));
     }
     let message = error.to_string();
-    let offset = byte_offset_of(body, error.line(), error.column());
-    let mut path = json_path_at(body, offset);
     let named_key = |prefix: &str| {
         message
             .strip_prefix(prefix)
@@ -110,8 +108,18 @@ fn json_decode_error(what: &str, body: &[u8], error: &serde_json::Error) -> ApiE
         (None, Some(key)) => ("missing_field", Some(key)),
         (None, None) => ("invalid_value", None),
     };
-    // A key the decoder names but the position does not (a missing key is reported at
-    // the end of its object, a key inside a tagged enum after the enum's object).
+    let offset = byte_offset_of(body, error.line(), error.column());
+    let unknown_key = (code == "unknown_field")
+        .then_some(key.as_deref())
+        .flatten();
+    let located = locate_json_path(body, offset, unknown_key);
+    let mut path = match located.last_occurrence_of_key {
+        // Inside a tagged enum the decoder reports an unknown key after the enum's
+        // whole object: the key's own position is its last occurrence in that object.
+        Some(occurrence) if occurrence.starts_with(&located.path) => occurrence,
+        _ => located.path,
+    };
+    // A missing key is reported at the end of its object.
     if let Some(key) = key
         && path.last() != Some(&JsonPathSegment::Key(key.clone()))
     {
@@ -164,10 +172,20 @@ fn format_json_path(path: &[JsonPathSegment]) -> String {
     text
 }
 
+/// Where a position in a JSON text is.
+#[derive(Debug, Default)]
+struct LocatedJsonPath {
+    /// The path of the value being read there.
+    path: Vec<JsonPathSegment>,
+    /// The path of the last object key equal to the key asked for, before there.
+    last_occurrence_of_key: Option<Vec<JsonPathSegment>>,
+}
+
 /// The path of the value being read after the first `offset` bytes of `body` (a JSON
 /// text valid up to there): the keys and indices of the containers still open, with
-/// the last key read in the innermost object.
-fn json_path_at(body: &[u8], offset: usize) -> Vec<JsonPathSegment> {
+/// the last key read in the innermost object; and where `key` last occurred as an
+/// object key before that.
+fn locate_json_path(body: &[u8], offset: usize, key: Option<&str>) -> LocatedJsonPath {
     enum Frame {
         Object {
             key: Option<String>,
@@ -177,8 +195,18 @@ fn json_path_at(body: &[u8], offset: usize) -> Vec<JsonPathSegment> {
             index: usize,
         },
     }
+    fn path_of(frames: &[Frame]) -> Vec<JsonPathSegment> {
+        frames
+            .iter()
+            .filter_map(|frame| match frame {
+                Frame::Object { key, .. } => key.clone().map(JsonPathSegment::Key),
+                Frame::Array { index } => Some(JsonPathSegment::Index(*index)),
+            })
+            .collect()
+    }
     let body = &body[..offset.min(body.len())];
     let mut frames: Vec<Frame> = Vec::new();
+    let mut last_occurrence_of_key = None;
     let mut position = 0;
     while position < body.len() {
         match body[position] {
@@ -206,12 +234,17 @@ fn json_path_at(body: &[u8], offset: usize) -> Vec<JsonPathSegment> {
                 while end < body.len() && body[end] != b'"' {
                     end += if body[end] == b'\\' { 2 } else { 1 };
                 }
-                if let Some(Frame::Object { key, expecting_key }) = frames.last_mut()
-                    && *expecting_key
+                if let Some(Frame::Object {
+                    key: current_key,
+                    expecting_key: true,
+                }) = frames.last_mut()
                 {
-                    *key = Some(
-                        String::from_utf8_lossy(&body[start..end.min(body.len())]).into_owned(),
-                    );
+                    let text = String::from_utf8_lossy(&body[start..end.min(body.len())]);
+                    let is_key_asked_for = key == Some(text.as_ref());
+                    *current_key = Some(text.into_owned());
+                    if is_key_asked_for {
+                        last_occurrence_of_key = Some(path_of(&frames));
+                    }
                 }
                 position = end;
             }
@@ -219,13 +252,10 @@ fn json_path_at(body: &[u8], offset: usize) -> Vec<JsonPathSegment> {
         }
         position += 1;
     }
-    frames
-        .into_iter()
-        .filter_map(|frame| match frame {
-            Frame::Object { key, .. } => key.map(JsonPathSegment::Key),
-            Frame::Array { index } => Some(JsonPathSegment::Index(index)),
-        })
-        .collect()
+    LocatedJsonPath {
+        path: path_of(&frames),
+        last_occurrence_of_key,
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +277,35 @@ mod tests {
     #[allow(dead_code)]
     struct Inner {
         count: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Tagged {
+        shape: Shape,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+    #[allow(dead_code)]
+    enum Shape {
+        Boxes { items: Vec<Inner> },
+    }
+
+    #[test]
+    fn unknown_keys_inside_tagged_enums_are_found_where_they_are() {
+        let body =
+            r#"{"shape": {"kind": "boxes", "items": [{"count": 1}, {"count": 2, "lid": true}]}}"#;
+        match decode_json::<Tagged>("tagged", body.as_bytes()) {
+            Err(ApiError::InvalidField { field, code, .. }) => {
+                assert_eq!(
+                    (field.as_str(), code),
+                    ("shape.items[1].lid", "unknown_field")
+                );
+            }
+            other => panic!("expected a field error, got {other:?}"),
+        }
     }
 
     fn field_and_code(body: &str) -> (String, &'static str) {
