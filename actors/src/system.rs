@@ -350,6 +350,22 @@ impl MeterSystem {
             .await
     }
 
+    /// Sets how the meter is billed: its tariff (an existing tariff id, checked by the
+    /// caller) and whether it is prepaid; kept in the meter's configuration, durable
+    /// before it returns.
+    pub async fn set_billing(
+        &self,
+        meter: MeterId,
+        tariff: Option<String>,
+        prepaid: bool,
+    ) -> Result<(), SystemError> {
+        self.update_config(meter, |config| {
+            config.tariff = tariff;
+            config.prepaid = prepaid;
+        })
+        .await
+    }
+
     /// The meter's stored configuration (default without a store or document).
     pub async fn meter_config(&self, meter: MeterId) -> Result<MeterConfig, SystemError> {
         let Some(store) = &self.store else {
@@ -401,4 +417,10 @@ pub struct MeterConfig {
     /// The user who owns the meter.
     #[serde(default)]
     pub owner: Option<UserId>,
+    /// The tariff that prices the meter's energy (a tariff id; `None`: the owner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tariff: Option<String>,
+    /// Prepaid: a credit balance burns down by the tariff (requires a tariff).
+    #[serde(default)]
+    pub prepaid: bool,
 }

@@ -710,3 +710,47 @@ fn without_a_store_accounts_and_tariffs_answer_503_naming_why() {
         assert_eq!(get(addr, "/api/users/alice").await.0, 404);
     });
 }
+
+#[test]
+fn meters_are_registered_with_a_tariff_and_prepaid_and_bad_registrations_change_nothing() {
+    with_system(Some(fresh_data_dir("meter-billing")), |addr| async move {
+        assert_eq!(post(addr, "/api/tariffs", &flat_gbp()).await.0, 201);
+        let registration = json!({"owner": "alice", "tariff": "flat-gbp", "prepaid": true});
+        let (status, config) = put(addr, "/api/meters/m-1", &registration).await;
+        assert_eq!(status, 200, "{config}");
+        assert_eq!(
+            (&config["owner"], &config["tariff"], &config["prepaid"]),
+            (&json!("alice"), &json!("flat-gbp"), &json!(true)),
+            "{config}"
+        );
+        // Refused, and the registration stays as it was.
+        let unknown = put(
+            addr,
+            "/api/meters/m-1",
+            &json!({"owner": "bob", "tariff": "no-such-tariff"}),
+        )
+        .await;
+        assert_eq!(unknown.0, 400, "{}", unknown.1);
+        assert_eq!(unknown.1["field"], "tariff", "{}", unknown.1);
+        let prepaid = put(
+            addr,
+            "/api/meters/m-1",
+            &json!({"owner": "bob", "prepaid": true}),
+        )
+        .await;
+        assert_eq!(prepaid.0, 400, "{}", prepaid.1);
+        assert_eq!(prepaid.1["field"], "prepaid", "{}", prepaid.1);
+        // A replacement without the billing fields clears them (PUT replaces).
+        let (status, config) = put(addr, "/api/meters/m-1", &json!({"owner": "alice"})).await;
+        assert_eq!(status, 200, "{config}");
+        assert_eq!(config["tariff"], Value::Null, "{config}");
+        assert_eq!(config["prepaid"], false, "{config}");
+        // Back to prepaid.
+        let (status, config) = put(addr, "/api/meters/m-1", &registration).await;
+        assert_eq!(
+            (status, &config["owner"]),
+            (200, &json!("alice")),
+            "{config}"
+        );
+    });
+}

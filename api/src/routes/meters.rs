@@ -98,16 +98,25 @@ pub async fn put_thresholds(
     Ok(HttpResponse::Ok().json(thresholds))
 }
 
-/// `PUT /api/meters/{id}`: the meter's registration (its owner, for now).
+/// `PUT /api/meters/{id}`: the meter's registration, replaced whole (a field left out
+/// is `null` / `false`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MeterUpdate {
     /// The owning user's id, or `null` for none.
     owner: Option<String>,
+    /// The id of an existing tariff, or `null` (the owner's tariff applies).
+    #[serde(default)]
+    tariff: Option<String>,
+    /// Prepaid meter (needs a tariff: credit burns down by it).
+    #[serde(default)]
+    prepaid: bool,
 }
 
-/// Sets a meter's owner (`{"owner": "user-1"}` or `{"owner": null}`); the meter need not
-/// have reported yet. Usage minutes that close from now on go to the new owner.
+/// Sets a meter's registration: `{"owner": "user-1", "tariff": "flat-gbp", "prepaid":
+/// true}`; the meter need not have reported yet. Usage minutes that close from now on
+/// go to the new owner. The tariff must exist (400 naming `tariff`), and a prepaid meter
+/// needs one (400 naming `prepaid`); nothing changes on a 400.
 #[put("/api/meters/{id}")]
 pub async fn put_meter(
     state: web::Data<AppState>,
@@ -125,10 +134,34 @@ pub async fn put_meter(
             UserId::new(text).map_err(|error| ApiError::bad_field("owner", error.to_string()))
         })
         .transpose()?;
+    if update.prepaid && update.tariff.is_none() {
+        return Err(ApiError::bad_field(
+            "prepaid",
+            "a prepaid meter needs a tariff (its credit burns down by it)",
+        ));
+    }
+    if let Some(tariff) = &update.tariff {
+        let known = crate::routes::account_book(&state)?
+            .tariff(tariff)
+            .await?
+            .is_some();
+        if !known {
+            return Err(ApiError::bad_field(
+                "tariff",
+                format!("no tariff {tariff:?}: create it with POST /api/tariffs first"),
+            ));
+        }
+    }
     state.meters.set_owner(meter, owner).await?;
+    state
+        .meters
+        .set_billing(meter, update.tariff.clone(), update.prepaid)
+        .await?;
     let mut config = state.meters.meter_config(meter).await?;
     // Without a store the configuration lives only in the actor: answer what was set.
     config.owner = owner;
+    config.tariff = update.tariff;
+    config.prepaid = update.prepaid;
     Ok(HttpResponse::Ok().json(config))
 }
 
