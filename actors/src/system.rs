@@ -336,30 +336,22 @@ impl MeterSystem {
         .await
     }
 
-    /// Makes `user` the owner of `meter` (or no one): usage minutes that close from now
-    /// on go to the new owner's user actor. Starts the meter's actor if needed (a meter
-    /// may be registered before its first reading); kept in the meter's configuration.
-    pub async fn set_owner(
+    /// Replaces the meter's registration: `owner` (usage minutes that close from now on
+    /// go to the new owner's user actor), its tariff (an existing tariff id, checked by
+    /// the caller) and whether it is prepaid. Starts the meter's actor if needed (a meter
+    /// may be registered before its first reading); kept in the meter's configuration,
+    /// durable (one write) before it returns.
+    pub async fn set_registration(
         &self,
         meter: MeterId,
         owner: Option<UserId>,
-    ) -> Result<(), SystemError> {
-        let actor = self.partition_of(&meter).send(EnsureMeter(meter)).await?;
-        actor.send(SetOwner(owner)).await?;
-        self.update_config(meter, |config| config.owner = owner)
-            .await
-    }
-
-    /// Sets how the meter is billed: its tariff (an existing tariff id, checked by the
-    /// caller) and whether it is prepaid; kept in the meter's configuration, durable
-    /// before it returns.
-    pub async fn set_billing(
-        &self,
-        meter: MeterId,
         tariff: Option<String>,
         prepaid: bool,
     ) -> Result<(), SystemError> {
+        let actor = self.partition_of(&meter).send(EnsureMeter(meter)).await?;
+        actor.send(SetOwner(owner)).await?;
         self.update_config(meter, |config| {
+            config.owner = owner;
             config.tariff = tariff;
             config.prepaid = prepaid;
         })

@@ -152,10 +152,9 @@ pub async fn put_meter(
             ));
         }
     }
-    state.meters.set_owner(meter, owner).await?;
     state
         .meters
-        .set_billing(meter, update.tariff.clone(), update.prepaid)
+        .set_registration(meter, owner, update.tariff.clone(), update.prepaid)
         .await?;
     let mut config = state.meters.meter_config(meter).await?;
     // Without a store the configuration lives only in the actor: answer what was set.
