@@ -35,12 +35,17 @@ async fn next_json(ws: &mut Ws) -> Value {
 
 /// Reads events until one matches `pred`, failing after 10 s.
 async fn wait_for(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let value = next_json(ws).await;
-        if pred(&value) {
-            return value;
+    let wanted = async {
+        loop {
+            let value = next_json(ws).await;
+            if pred(&value) {
+                return value;
+            }
         }
-    }
+    };
+    tokio::time::timeout(Duration::from_secs(10), wanted)
+        .await
+        .expect("the wanted event within 10 s")
 }
 
 fn reading(

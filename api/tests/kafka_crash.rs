@@ -456,6 +456,10 @@ fn base_ms(n_steps: usize) -> i64 {
 
 #[test]
 fn kill_9_mid_stream_applies_every_reading_once() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "kill_9_mid_stream_applies_every_reading_once",
+        Duration::from_secs(300),
+    );
     const ROUNDS: usize = 4;
     const STEPS_PER_ROUND: usize = 40;
     const N_STEPS: usize = ROUNDS * STEPS_PER_ROUND;
@@ -610,6 +614,10 @@ fn kill_9_mid_stream_applies_every_reading_once() {
 
 #[test]
 fn sigterm_leaves_the_group_so_the_survivor_takes_over_at_once() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "sigterm_leaves_the_group_so_the_survivor_takes_over_at_once",
+        Duration::from_secs(300),
+    );
     const MAX_STEPS: usize = 200;
     let _serial = serial();
     let tmp = TempDir::new("kafka-leave");

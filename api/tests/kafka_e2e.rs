@@ -19,16 +19,23 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 mod support;
-use support::http;
+use support::{http, step};
 
 #[actix_rt::test]
 async fn http_to_kafka_to_actors_to_websocket() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "http_to_kafka_to_actors_to_websocket",
+        Duration::from_secs(180),
+    );
+    step("start broker");
     let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
     let mut kafka = KafkaConfig::new(broker.bootstrap());
     kafka.partitions = 4;
+    step("create topics");
     create_topics(&kafka).await.unwrap();
     // An API replica (no meters) beside the processor: its websocket gets the alerts
     // through the `alerts` topic.
+    step("start replica");
     let replica = EmbeddedSystem::start_default_clock(
         EmbeddedConfig {
             n_partitions: 1,
@@ -44,6 +51,7 @@ async fn http_to_kafka_to_actors_to_websocket() {
     .unwrap();
     let replica_addr = replica.local_addr;
     actix_rt::spawn(replica.server);
+    step("replica websocket");
     let (mut replica_ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{replica_addr}/ws/alerts?snapshot=false"))
             .await
@@ -54,12 +62,14 @@ async fn http_to_kafka_to_actors_to_websocket() {
         kafka: Some(kafka),
         ..EmbeddedConfig::default()
     };
+    step("start processor");
     let system =
         EmbeddedSystem::start_default_clock(config, TcpListener::bind("127.0.0.1:0").unwrap())
             .await
             .unwrap();
     let addr = system.local_addr;
     actix_rt::spawn(system.server);
+    step("processor websocket");
     let (mut ws, _) =
         tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts?snapshot=false"))
             .await
@@ -72,6 +82,7 @@ async fn http_to_kafka_to_actors_to_websocket() {
         {"meter": "kafka-2", "ts_ms": now - 5_000, "voltage": 190.0, "current": 1.0, "power_w": 200.0, "energy_wh": 3.0},
     ]);
     // Readings posted to the replica go through Kafka to the processor.
+    step("post readings");
     let (status, answer) = http(replica_addr, "POST", "/api/readings", &body.to_string()).await;
     assert_eq!((status, &answer["accepted"]), (202, &json!(3)), "{answer}");
 
@@ -81,12 +92,14 @@ async fn http_to_kafka_to_actors_to_websocket() {
         ("kafka-1".to_owned(), "over_voltage".to_owned()),
         ("kafka-2".to_owned(), "under_voltage".to_owned()),
     ];
+    step("await alerts");
     assert_eq!(two_alerts(&mut ws).await, expected, "processor websocket");
     assert_eq!(
         two_alerts(&mut replica_ws).await,
         expected,
         "replica websocket"
     );
+    step("list alerts");
     let (status, list) = http(replica_addr, "GET", "/api/alerts?meter=kafka-1", "").await;
     assert_eq!(
         (status, &list["alerts"][0]["kind"]),
@@ -94,6 +107,7 @@ async fn http_to_kafka_to_actors_to_websocket() {
         "{list}"
     );
     // Operations: consumer lag is reported per partition (librdkafka statistics, 1 s).
+    step("lag metric");
     let mut lag_seen = false;
     for _ in 0..50 {
         let (_, metrics) = http(addr, "GET", "/metrics", "").await;
@@ -134,6 +148,7 @@ async fn http_to_kafka_to_actors_to_websocket() {
     )
     .await;
     assert_eq!(status, 202, "{answer}");
+    step("await usage");
     let mut usage = Value::Null;
     for _ in 0..300 {
         let (status, value) = http(addr, "GET", "/api/users/kafka-user/usage", "").await;
@@ -151,6 +166,7 @@ async fn http_to_kafka_to_actors_to_websocket() {
     // An API replica hosts no users and says where they are.
     let (status, answer) = http(replica_addr, "GET", "/api/users/kafka-user/usage", "").await;
     assert_eq!(status, 503, "{answer}");
+    step("done");
 }
 
 type Ws =
@@ -159,8 +175,10 @@ type Ws =
 /// The (meter, kind) of the next two alert events, sorted.
 async fn two_alerts(ws: &mut Ws) -> Vec<(String, String)> {
     let mut kinds = Vec::new();
+    // One deadline for both (pings arrive every 20 s and must not extend it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while kinds.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        let message = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("alerts within 30 s")
             .unwrap()

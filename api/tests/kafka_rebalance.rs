@@ -70,6 +70,10 @@ async fn start(kafka: &KafkaConfig, store: &Arc<dyn Store>) -> EmbeddedSystem {
 
 #[actix_rt::test]
 async fn meters_move_between_processors_without_loss_or_duplicates() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "meters_move_between_processors_without_loss_or_duplicates",
+        Duration::from_secs(240),
+    );
     let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
     let mut kafka = KafkaConfig::new(broker.bootstrap());
     kafka.partitions = 4;

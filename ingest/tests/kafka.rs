@@ -76,6 +76,10 @@ async fn drain(source: &KafkaSource, expected: usize) -> BTreeMap<u32, Vec<(u64,
 
 #[tokio::test(flavor = "current_thread")]
 async fn readings_flow_through_a_real_broker_with_dead_letters_and_resume() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "readings_flow_through_a_real_broker_with_dead_letters_and_resume",
+        Duration::from_secs(180),
+    );
     let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
     let config = config(&broker, "test-processors");
     let created = create_topics(&config).await.unwrap();
@@ -231,6 +235,10 @@ fn committed(consumer: &BaseConsumer, partitions: i32) -> BTreeMap<i32, rdkafka:
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_member_commits_only_the_partitions_it_owns() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "a_member_commits_only_the_partitions_it_owns",
+        Duration::from_secs(180),
+    );
     let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
     let config = config(&broker, "owners");
     create_topics(&config).await.unwrap();
@@ -315,6 +323,10 @@ async fn a_member_commits_only_the_partitions_it_owns() {
 /// repeating a record once it is read again.
 #[tokio::test(flavor = "current_thread")]
 async fn a_slow_partition_is_paused_and_the_others_go_on() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "a_slow_partition_is_paused_and_the_others_go_on",
+        Duration::from_secs(180),
+    );
     let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
     let mut config = config(&broker, "pauses");
     config.partitions = 2;

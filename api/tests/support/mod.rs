@@ -14,6 +14,21 @@ pub async fn http(
     path: &str,
     body: &str,
 ) -> (u16, Value) {
+    // A server that never answers fails the test instead of hanging it.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        http_unbounded(addr, method, path, body),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path}: no answer within 60 s"))
+}
+
+async fn http_unbounded(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -48,4 +63,80 @@ fn dechunk(mut body: &str) -> String {
         body = &rest[size + 2..];
     }
     out
+}
+
+/// Marks progress on the raw stderr (not captured by the test harness), so a test the
+/// watchdog aborts shows the last step it reached.
+pub fn step(what: &str) {
+    use std::io::Write;
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
+    let _ = writeln!(
+        std::io::stderr(),
+        "[step +{:.1}s] {what}",
+        elapsed.as_secs_f64()
+    );
+}
+
+/// A fresh data directory for one test.
+pub fn fresh_data_dir(suite: &str, test_name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "gridpulse-{suite}-{test_name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Runs `phase` against a whole embedded system (persistent under `data_dir`, or in
+/// memory) in its own thread and actix `System`, then shuts the system down cleanly and
+/// stops that `System`, so that its store is closed and a later phase can open the same
+/// directory: a restart, as far as the data directory can tell.
+pub fn with_system<Phase, PhaseFuture>(data_dir: Option<std::path::PathBuf>, phase: Phase)
+where
+    Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
+    PhaseFuture: std::future::Future<Output = ()>,
+{
+    let thread = std::thread::spawn(move || {
+        let runner = actix_rt::System::new();
+        runner.block_on(async move {
+            let config = gridpulse_api::EmbeddedConfig {
+                n_partitions: 2,
+                n_workers: 1,
+                n_http_workers: 1,
+                max_body_bytes: 64 * 1024,
+                persistence: data_dir.map(gridpulse_api::embedded::Persistence::new),
+                ..gridpulse_api::EmbeddedConfig::default()
+            };
+            // The previous phase's store closes as its threads wind down.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            let system = loop {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                match gridpulse_api::EmbeddedSystem::start_default_clock(config.clone(), listener)
+                    .await
+                {
+                    Ok(system) => break system,
+                    Err(gridpulse_api::embedded::StartError::Store(error))
+                        if error.to_string().contains("in use")
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(error) => panic!("the embedded system did not start: {error}"),
+                }
+            };
+            let server = system.server.handle();
+            actix_rt::spawn(system.server);
+            phase(system.local_addr).await;
+            server.stop(true).await;
+            gridpulse_api::EmbeddedSystem::shutdown(&system.state)
+                .await
+                .unwrap();
+            actix_rt::System::current().stop();
+        });
+        runner.run().unwrap();
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
 }

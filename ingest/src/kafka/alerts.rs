@@ -65,11 +65,17 @@ pub async fn consume_alerts(
         .set("enable.auto.commit", "true")
         .set("session.timeout.ms", "6000")
         .set("max.poll.interval.ms", "6000")
+        // Short long-polls, as for `readings`: alerts reach clients within milliseconds.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(|error| format!("kafka alert consumer: {error}"))?;
     consumer
         .subscribe(&[&config.alerts_topic])
         .map_err(|error| format!("subscribing to {}: {error}", config.alerts_topic))?;
+    let consumer = CloseOffThread(Some(consumer));
+    let Some(consumer) = consumer.0.as_ref() else {
+        return Ok(());
+    };
     loop {
         let message = match consumer.recv().await {
             Ok(message) => message,
@@ -84,6 +90,25 @@ pub async fn consume_alerts(
             Err(error) => {
                 metrics::record_rejected("alerts_topic", "undecodable", 1);
                 tracing::warn!(%error, offset = message.offset(), "undecodable alert event skipped");
+            }
+        }
+    }
+}
+
+/// Drops a group consumer on a thread of its own. Dropping one leaves the group, and
+/// librdkafka polls for that without end while the broker is unreachable (rdkafka's
+/// `Drop` loops until the consumer is closed): on a runtime thread that would hang the
+/// shutdown of the whole process (seen in tests: the broker stopped first).
+struct CloseOffThread(Option<StreamConsumer>);
+
+impl Drop for CloseOffThread {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let spawned = std::thread::Builder::new()
+                .name("kafka-alerts-close".into())
+                .spawn(move || drop(consumer));
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "no thread to close the alert consumer on; closing it here");
             }
         }
     }

@@ -43,6 +43,9 @@ const DISPATCH_BATCH: usize = 4096;
 /// and the new owner replays from the previous checkpoint: slower, never wrong.
 const REVOKE_HANDOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long a clean shutdown waits for the consumer to leave its group.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `readings` as a [`ReadingSource`].
 pub struct KafkaSource {
     /// For commits; `None` once closed. Never cloned out of the lock, so after `close`
@@ -519,9 +522,17 @@ impl ReadingSource for KafkaSource {
         drop(self.consumer.lock().take());
         let closed = self.closed.lock().take();
         Box::pin(async move {
+            // Leaving the group needs the broker; librdkafka waits for it without end
+            // (the thread keeps trying), the shutdown does not: the group times this
+            // member out after `session.timeout.ms` instead.
             if let Some(closed) = closed {
-                let _ = closed.await;
-                tracing::info!("kafka consumer closed: left the group");
+                match tokio::time::timeout(CLOSE_TIMEOUT, closed).await {
+                    Ok(_) => tracing::info!("kafka consumer closed: left the group"),
+                    Err(_) => tracing::warn!(
+                        "kafka consumer could not leave its group within {} s (broker unreachable?); going on",
+                        CLOSE_TIMEOUT.as_secs()
+                    ),
+                }
             }
         })
     }

@@ -67,6 +67,7 @@ impl TestBroker {
             .spawn()
             .map_err(|error| format!("starting {}: {error}", binary.display()))?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        running_brokers().push(child.id());
         let mut broker = TestBroker { child, addr };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
@@ -92,5 +93,52 @@ impl Drop for TestBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let pid = self.child.id();
+        running_brokers().retain(|running| *running != pid);
     }
+}
+
+/// Brokers of this process still running (the watchdog kills them before aborting,
+/// which skips their `Drop`).
+fn running_brokers() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    RUNNING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Guard of [`watchdog`]: disarmed when dropped.
+#[derive(Debug)]
+pub struct Watchdog {
+    _disarm: std::sync::mpsc::Sender<()>,
+}
+
+/// Bounds a test in time: if the returned guard is still alive after `limit`, prints
+/// what hung with every thread's stack (through `gdb` when installed) and aborts the
+/// process, so a hang is a failed test with a diagnosis instead of a stalled CI run.
+pub fn watchdog(what: &str, limit: Duration) -> Watchdog {
+    let (disarm, disarmed) = std::sync::mpsc::channel::<()>();
+    let what = what.to_owned();
+    std::thread::spawn(move || {
+        if disarmed.recv_timeout(limit) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+            return;
+        }
+        eprintln!(
+            "watchdog: {what} still running after {} s; thread stacks follow, then abort",
+            limit.as_secs()
+        );
+        let pid = std::process::id().to_string();
+        let traced = Command::new("gdb")
+            .args(["-p", &pid, "-batch", "-ex", "thread apply all bt"])
+            .stdin(Stdio::null())
+            .status();
+        if traced.is_err() {
+            eprintln!("watchdog: gdb not installed, no stacks");
+        }
+        for pid in running_brokers().iter() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        std::process::abort();
+    });
+    Watchdog { _disarm: disarm }
 }

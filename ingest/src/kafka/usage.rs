@@ -95,7 +95,10 @@ impl UsageConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
-            .set("max.poll.interval.ms", "6000");
+            .set("max.poll.interval.ms", "6000")
+            // Short long-polls (see `readings`): minutes reach users promptly, and
+            // tansu 0.6 answers them reliably.
+            .set("fetch.wait.max.ms", "10");
         for (key, value) in &config.overrides {
             client.set(key, value);
         }
