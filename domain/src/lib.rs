@@ -17,10 +17,12 @@ extern crate alloc;
 pub mod alert;
 pub mod bill;
 pub mod budget;
+pub mod credit;
 pub mod meter_id;
 pub mod money;
 pub mod reading;
 pub mod register;
+pub mod session;
 pub mod tariff;
 pub mod usage;
 pub mod validation;
@@ -35,10 +37,21 @@ pub use bill::{
     StandingChargeLine, cost_of_energy,
 };
 pub use budget::{BudgetAssessment, BudgetError, BudgetState, BudgetThreshold, assess_budget};
+pub use credit::{
+    AutoTopUp, AutoTopUpOutcome, AutoTopUpRequest, ChargeOutcome, CreditAccount, CreditAlert,
+    CreditError, CreditEvent, CreditSettings, CreditStatus, TopUpOutcome, TopUpStatus, Transaction,
+    TransactionKind,
+};
 pub use meter_id::{MeterId, MeterIdError};
 pub use money::{Amount, Currency, Money, MoneyError};
 pub use reading::Reading;
 pub use register::{RegisterStep, register_step};
+pub use session::{
+    Baseline, BaselineError, BaselineRule, DEFAULT_POINTS_PER_KWH, HALF_HOUR_MS, LeaderboardRow,
+    MAX_LOOKBACK_DAYS, MAX_SESSION_MS, SavingSession, SessionDefinition, SessionError,
+    SessionProgress, SessionResult, Streak, baseline, half_hour_slot, leaderboard, progress,
+    result, update_streak,
+};
 pub use tariff::{
     BillingPeriod, BillingPeriodId, BillingPeriodIdError, CalendarError, EnergyPricingDefinition,
     LocalDate, LocalDateError, Tariff, TariffDefinition, TariffError, TariffErrorReason,
