@@ -209,3 +209,30 @@ pub fn record_alert_event(
         }
     }
 }
+
+static USER_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_actors_user_events_total",
+        "Per-user events (budget, budget_forecast, credit, top_up, session) published",
+        &["type"]
+    )
+    .expect("metric registers once")
+});
+
+static BILLING_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gridpulse_actors_billing_errors_total",
+        "Usage minutes a user's tariff could not price (see the log)"
+    )
+    .expect("metric registers once")
+});
+
+/// A user event was published.
+pub fn record_user_event(kind: &str) {
+    USER_EVENTS.with_label_values(&[kind]).inc();
+}
+
+/// A usage minute could not be priced.
+pub fn record_billing_error() {
+    BILLING_ERRORS.inc();
+}

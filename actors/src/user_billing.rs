@@ -8,11 +8,16 @@
 //! user's snapshot) reports each of 70/90/100 % once per billing period. A minute of a
 //! period already closed is counted as late and changes nothing.
 
+use std::collections::VecDeque;
+
 use gridpulse_domain::{
     Amount, BillAccumulator, BillError, BillingPeriodId, BudgetAssessment, BudgetError,
-    BudgetState, BudgetThreshold, CostBreakdown, Tariff, assess_budget,
+    BudgetState, BudgetThreshold, CostBreakdown, LocalDate, Tariff, UserId, assess_budget,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::account::UserAccount;
+use crate::user_events::{MAX_KEPT_EVENTS, UserEvent, UserEventBody};
 
 /// Why a delta could not be priced or a budget assessed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -141,6 +146,223 @@ impl UserBilling {
     /// Minutes that arrived after their period had closed.
     pub fn n_late_minutes(&self) -> u64 {
         self.n_late_minutes
+    }
+
+    /// The usage of the current period, for bills and estimates.
+    pub fn accumulator(&self) -> &BillAccumulator {
+        &self.accumulator
+    }
+
+    /// The thresholds already reported in the current period.
+    pub fn budget_state(&self) -> &BudgetState {
+        &self.budget
+    }
+}
+
+/// A user's account and tariff as the user actor prices usage with them (reloaded
+/// from the account book, so changes take effect without a restart).
+#[derive(Debug, Clone)]
+pub struct Pricing {
+    /// The account.
+    pub account: UserAccount,
+    /// The account's tariff (id, validated tariff), if it has one.
+    pub tariff: Option<(String, Tariff)>,
+}
+
+/// A billing period that ended (or whose tariff was changed), kept for bills.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedBill {
+    /// The tariff it was priced by (tariffs are immutable, so the bill can be
+    /// recomputed from it at any time).
+    pub tariff: String,
+    /// Its usage.
+    pub accumulator: BillAccumulator,
+}
+
+/// How many closed bills a user keeps.
+pub const MAX_CLOSED_BILLS: usize = 24;
+
+/// The money side of a user's state: part of the user's snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserMoney {
+    /// The tariff id the current period is priced by, and its billing.
+    current: Option<(String, UserBilling)>,
+    /// Closed bills, oldest first.
+    closed: Vec<ClosedBill>,
+    /// Recent events, oldest first.
+    events: VecDeque<UserEvent>,
+    last_event_seq: u64,
+    /// The last projected date the budget is reached (forecast events on change).
+    last_projection: Option<(BillingPeriodId, Option<LocalDate>)>,
+}
+
+/// What pricing one minute produced.
+#[derive(Debug, Default)]
+pub struct Priced {
+    /// New events (already recorded in the state), in order.
+    pub events: Vec<UserEvent>,
+    /// Whether one of them must be stored before it is published (a budget threshold
+    /// reported once per period).
+    pub store_first: bool,
+}
+
+impl UserMoney {
+    /// Prices one applied (not replayed) usage minute with the user's current tariff
+    /// and budget. A minute of a later period closes the current one; a change of
+    /// tariff closes the current bill and starts a new one from this minute.
+    pub fn apply(
+        &mut self,
+        user: UserId,
+        pricing: &Pricing,
+        minute_ms: i64,
+        energy_wh: f64,
+    ) -> Priced {
+        let mut priced = Priced::default();
+        let Some((tariff_id, tariff)) = &pricing.tariff else {
+            return priced;
+        };
+        let restart = match &self.current {
+            None => true,
+            Some((current_id, billing)) => {
+                current_id != tariff_id || minute_ms >= billing.accumulator().period().end_utc_ms
+            }
+        };
+        if restart {
+            let fresh = match UserBilling::new(tariff, minute_ms) {
+                Ok(billing) => billing,
+                Err(error) => {
+                    crate::metrics::record_billing_error();
+                    tracing::warn!(%user, %error, "cannot start billing");
+                    return priced;
+                }
+            };
+            if let Some((old_id, old)) = self.current.take() {
+                if minute_ms < old.accumulator().period().start_utc_ms {
+                    // A late minute of an earlier period: keep the current one.
+                    self.current = Some((old_id, old));
+                    return priced;
+                }
+                self.closed.push(ClosedBill {
+                    tariff: old_id,
+                    accumulator: old.accumulator().clone(),
+                });
+                if self.closed.len() > MAX_CLOSED_BILLS {
+                    self.closed.remove(0);
+                }
+            }
+            self.current = Some((tariff_id.clone(), fresh));
+        }
+        let Some((_, billing)) = &mut self.current else {
+            return priced;
+        };
+        let budget = pricing.account.monthly_budget;
+        let crossings = match billing.apply(tariff, minute_ms, energy_wh, budget) {
+            Ok(crossings) => crossings,
+            Err(error) => {
+                crate::metrics::record_billing_error();
+                tracing::warn!(%user, %error, minute_ms, "cannot price a usage minute");
+                return priced;
+            }
+        };
+        let period = billing.period();
+        let forecast = budget.and_then(|budget| {
+            billing
+                .assess_budget(tariff, budget, minute_ms)
+                .ok()
+                .map(|assessment| (budget, assessment))
+        });
+        for crossing in crossings {
+            let budget = budget.unwrap_or(Amount::ZERO);
+            let spent = Amount::from_micro_units(
+                budget.micro_units() * i128::from(crossing.assessment.used_basis_points) / 10_000,
+            )
+            .unwrap_or(Amount::ZERO);
+            let percent = crossing.threshold.percent();
+            self.record(
+                &mut priced,
+                user,
+                format!("{user}.budget.{period}.{percent}"),
+                minute_ms,
+                UserEventBody::Budget {
+                    period,
+                    threshold_percent: percent,
+                    used_basis_points: crossing.assessment.used_basis_points,
+                    spent,
+                    budget,
+                    projected_date_budget_reached: crossing
+                        .assessment
+                        .projected_date_budget_reached,
+                },
+            );
+            priced.store_first = true;
+        }
+        if let Some((budget, assessment)) = forecast {
+            let projection = (period, assessment.projected_date_budget_reached);
+            if self.last_projection != Some(projection) {
+                self.last_projection = Some(projection);
+                let date = projection
+                    .1
+                    .map_or_else(|| "none".to_owned(), |date| date.to_string());
+                self.record(
+                    &mut priced,
+                    user,
+                    format!("{user}.budget_forecast.{period}.{date}"),
+                    minute_ms,
+                    UserEventBody::BudgetForecast {
+                        period,
+                        projected_date_budget_reached: assessment.projected_date_budget_reached,
+                        projected_spend_at_period_end: assessment.projected_spend_at_period_end,
+                        budget,
+                    },
+                );
+            }
+        }
+        priced
+    }
+
+    fn record(
+        &mut self,
+        priced: &mut Priced,
+        user: UserId,
+        id: String,
+        at_ms: i64,
+        body: UserEventBody,
+    ) {
+        self.last_event_seq += 1;
+        let event = UserEvent {
+            seq: self.last_event_seq,
+            id,
+            user,
+            at_ms,
+            body,
+        };
+        self.events.push_back(event.clone());
+        while self.events.len() > MAX_KEPT_EVENTS {
+            self.events.pop_front();
+        }
+        priced.events.push(event);
+    }
+
+    /// The tariff id and billing of the current period, if any usage was priced.
+    pub fn current(&self) -> Option<(&str, &UserBilling)> {
+        self.current
+            .as_ref()
+            .map(|(id, billing)| (id.as_str(), billing))
+    }
+
+    /// Closed bills, oldest first.
+    pub fn closed(&self) -> &[ClosedBill] {
+        &self.closed
+    }
+
+    /// Events after `after_seq`, oldest first, at most `limit`.
+    pub fn events_after(&self, after_seq: u64, limit: usize) -> Vec<UserEvent> {
+        self.events
+            .iter()
+            .filter(|event| event.seq > after_seq)
+            .take(limit)
+            .cloned()
+            .collect()
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use gridpulse_domain::{MeterId, UsageDelta, UserId};
 use serde::{Deserialize, Serialize};
 
+use crate::user_billing::UserMoney;
 use crate::windows::day_start_ms;
 
 /// One of the user's meters, as the user sees it.
@@ -47,6 +48,9 @@ pub struct UserState {
     last_minute_ms: i64,
     n_deltas: u64,
     n_duplicates: u64,
+    /// Cost, bills, budget state and the user's event log.
+    #[serde(default)]
+    money: UserMoney,
 }
 
 /// A user's live usage, as the API returns it.
@@ -82,7 +86,18 @@ impl UserState {
             last_minute_ms: i64::MIN,
             n_deltas: 0,
             n_duplicates: 0,
+            money: UserMoney::default(),
         }
+    }
+
+    /// The money side (cost, bills, budget, events).
+    pub fn money(&self) -> &UserMoney {
+        &self.money
+    }
+
+    /// The money side, to price applied usage with.
+    pub fn money_mut(&mut self) -> &mut UserMoney {
+        &mut self.money
     }
 
     /// The user's id.

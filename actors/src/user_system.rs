@@ -23,9 +23,16 @@ use gridpulse_store::{ConfigKind, Store};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::account::AccountBook;
 use crate::system::SystemError;
 use crate::usage::{UsageEvent, UsageRecord};
+use crate::user_billing::{Pricing, UserMoney};
+use crate::user_events::UserEventHub;
 use crate::user_state::{UsageApplied, UserSnapshot, UserState};
+
+/// How often a user actor rereads its account and tariff (changes made through another
+/// process; this process's own API changes are pushed at once).
+const ACCOUNT_REFRESH: Duration = Duration::from_secs(5);
 
 /// Tells the log that a user partition is durable up to an offset (Kafka commits it).
 pub type CommitFn = Arc<dyn Fn(u32, u64) + Send + Sync>;
@@ -58,6 +65,54 @@ impl std::fmt::Debug for UserSystemConfig {
 pub struct UserActor {
     state: UserState,
     store: Option<Arc<dyn Store>>,
+    events: Arc<UserEventHub>,
+    /// The account and tariff usage is priced with (none: not loaded, or no account).
+    pricing: Option<Pricing>,
+}
+
+/// Reads the account of `user` and its tariff; `None` without an account book or an
+/// account. A referenced tariff that cannot be read leaves the account unpriced.
+async fn load_pricing(store: Option<Arc<dyn Store>>, user: UserId) -> Option<Pricing> {
+    let book = AccountBook::new(store?);
+    let account = match book.account(user).await {
+        Ok(account) => account?,
+        Err(error) => {
+            tracing::warn!(%user, %error, "cannot read the account; keeping the previous pricing");
+            return None;
+        }
+    };
+    let tariff = match account.tariff.as_deref() {
+        None => None,
+        Some(id) => match book.tariff(id).await {
+            Ok(Some(document)) => match document.validate() {
+                Ok(tariff) => Some((id.to_owned(), tariff)),
+                Err(error) => {
+                    tracing::error!(%user, tariff = id, %error, "stored tariff is invalid");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(error) => {
+                tracing::warn!(%user, tariff = id, %error, "cannot read the tariff");
+                None
+            }
+        },
+    };
+    Some(Pricing { account, tariff })
+}
+
+impl UserActor {
+    fn reload_pricing(&mut self, ctx: &mut Context<Self>, done: Option<oneshot::Sender<()>>) {
+        let load = load_pricing(self.store.clone(), self.state.user());
+        ctx.spawn(load.into_actor(self).map(move |pricing, actor, _ctx| {
+            if pricing.is_some() || actor.store.is_none() {
+                actor.pricing = pricing;
+            }
+            if let Some(done) = done {
+                let _ = done.send(());
+            }
+        }));
+    }
 }
 
 impl Actor for UserActor {
@@ -69,8 +124,12 @@ impl Actor for UserActor {
             return;
         };
         let user = self.state.user();
-        let load = async move { store.get_config(ConfigKind::UserState, user.as_str()).await };
-        ctx.wait(load.into_actor(self).map(move |result, actor, _ctx| {
+        let load = async move {
+            let snapshot = store.get_config(ConfigKind::UserState, user.as_str()).await;
+            (snapshot, load_pricing(Some(store), user).await)
+        };
+        ctx.wait(load.into_actor(self).map(move |(result, pricing), actor, _ctx| {
+            actor.pricing = pricing;
             match result {
                 Ok(None) => {}
                 Ok(Some(bytes)) => match UserState::decode(&bytes) {
@@ -80,6 +139,9 @@ impl Actor for UserActor {
                 Err(error) => tracing::error!(%user, %error, "cannot read the user snapshot; starting empty"),
             }
         }));
+        ctx.run_interval(ACCOUNT_REFRESH, |actor, ctx| {
+            actor.reload_pricing(ctx, None)
+        });
     }
 }
 
@@ -91,11 +153,53 @@ pub struct ApplyUsage(pub UsageDelta);
 impl Handler<ApplyUsage> for UserActor {
     type Result = ();
 
-    fn handle(&mut self, message: ApplyUsage, _ctx: &mut Self::Context) {
-        match self.state.apply(&message.0) {
+    fn handle(&mut self, message: ApplyUsage, ctx: &mut Self::Context) {
+        let delta = message.0;
+        match self.state.apply(&delta) {
             UsageApplied::Applied => crate::metrics::record_usage_applied(),
-            UsageApplied::Duplicate => crate::metrics::record_usage_duplicate(),
+            UsageApplied::Duplicate => {
+                crate::metrics::record_usage_duplicate();
+                return;
+            }
         }
+        let Some(pricing) = &self.pricing else {
+            return;
+        };
+        let user = self.state.user();
+        let priced = self
+            .state
+            .money_mut()
+            .apply(user, pricing, delta.minute_ms, delta.energy_wh);
+        if priced.events.is_empty() {
+            return;
+        }
+        let (Some(store), true) = (self.store.clone(), priced.store_first) else {
+            self.events.publish(priced.events);
+            return;
+        };
+        // Once-per-period events are stored (in the snapshot, with the usage that caused
+        // them) before anyone hears of them: a replay after a crash finds them recorded.
+        let bytes = match self.state.encode() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%user, %error, "cannot encode user state");
+                self.events.publish(priced.events);
+                return;
+            }
+        };
+        let hub = Arc::clone(&self.events);
+        let write = async move {
+            store
+                .put_config(ConfigKind::UserState, user.as_str(), &bytes)
+                .await?;
+            store.flush().await
+        };
+        ctx.wait(write.into_actor(self).map(move |result, _actor, _ctx| {
+            if let Err(error) = result {
+                tracing::error!(%user, %error, "cannot store the user before its events; publishing anyway");
+            }
+            hub.publish(priced.events);
+        }));
     }
 }
 
@@ -131,6 +235,47 @@ impl Handler<ObserveUser> for UserActor {
     }
 }
 
+/// Reread the account and tariff now; answers once the new pricing is in place.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct RefreshAccount(pub oneshot::Sender<()>);
+
+impl Handler<RefreshAccount> for UserActor {
+    type Result = ();
+
+    fn handle(&mut self, message: RefreshAccount, ctx: &mut Self::Context) {
+        self.reload_pricing(ctx, Some(message.0));
+    }
+}
+
+/// The user's money state and newest minute.
+#[derive(Debug, Message)]
+#[rtype(result = "MoneyView")]
+pub struct ObserveMoney;
+
+/// What [`ObserveMoney`] answers: the state to compute costs and bills from.
+#[derive(Debug, Clone)]
+pub struct MoneyView {
+    /// Cost, bills, budget state, events.
+    pub money: UserMoney,
+    /// Newest usage minute applied (event time "now"), if any.
+    pub last_minute_ms: Option<i64>,
+    /// The account, if the user has one.
+    pub pricing: Option<Pricing>,
+}
+
+impl Handler<ObserveMoney> for UserActor {
+    type Result = actix::MessageResult<ObserveMoney>;
+
+    fn handle(&mut self, _message: ObserveMoney, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(MoneyView {
+            money: self.state.money().clone(),
+            last_minute_ms: self.state.snapshot().last_minute_ms,
+            pricing: self.pricing.clone(),
+        })
+    }
+}
+
 #[derive(Debug)]
 struct UserEntry {
     addr: Addr<UserActor>,
@@ -142,6 +287,7 @@ struct UserEntry {
 pub struct UserPartitionActor {
     partition: u32,
     config: UserSystemConfig,
+    events: Arc<UserEventHub>,
     users: FxHashMap<UserId, UserEntry>,
     dirty: Vec<UserId>,
     /// Offset after the last routed record (Kafka mode).
@@ -151,13 +297,15 @@ pub struct UserPartitionActor {
 
 impl UserPartitionActor {
     fn entry(&mut self, user: UserId) -> &mut UserEntry {
-        let store = &self.config.store;
+        let (store, events) = (&self.config.store, &self.events);
         self.users.entry(user).or_insert_with(|| {
-            let store = store.clone();
+            let (store, events) = (store.clone(), Arc::clone(events));
             UserEntry {
                 addr: UserActor {
                     state: UserState::new(user),
                     store,
+                    events,
+                    pricing: None,
                 }
                 .start(),
                 dirty: false,
@@ -334,6 +482,7 @@ impl Handler<HasUser> for UserPartitionActor {
 #[derive(Clone)]
 pub struct UserSystem {
     partitions: Arc<Vec<Addr<UserPartitionActor>>>,
+    events: Arc<UserEventHub>,
     store: Option<Arc<dyn Store>>,
     close: Option<Arc<dyn Fn() + Send + Sync>>,
     _arbiter: Arc<ArbiterGuard>,
@@ -364,15 +513,17 @@ impl UserSystem {
         receivers: Vec<mpsc::UnboundedReceiver<UsageEvent>>,
     ) -> UserSystem {
         let arbiter = Arbiter::new();
+        let events = UserEventHub::new(4096);
         let partitions = receivers
             .into_iter()
             .enumerate()
             .map(|(partition, receiver)| {
-                let config = config.clone();
+                let (config, events) = (config.clone(), Arc::clone(&events));
                 UserPartitionActor::start_in_arbiter(&arbiter.handle(), move |_ctx| {
                     UserPartitionActor {
                         partition: partition as u32,
                         config,
+                        events,
                         users: FxHashMap::default(),
                         dirty: Vec::new(),
                         next_offset: None,
@@ -383,6 +534,7 @@ impl UserSystem {
             .collect();
         UserSystem {
             partitions: Arc::new(partitions),
+            events,
             store: config.store,
             close: config.close,
             _arbiter: Arc::new(ArbiterGuard(arbiter)),
@@ -409,9 +561,9 @@ impl UserSystem {
         &self.partitions[user.partition(self.partitions.len() as u32) as usize]
     }
 
-    /// The live usage of one user: its actor if running, else its stored snapshot
-    /// (restored into an actor); `UserNotFound` if neither exists.
-    pub async fn observe(&self, user: UserId) -> Result<UserSnapshot, SystemError> {
+    /// The actor of a user who is running or stored (restored into an actor);
+    /// `UserNotFound` if neither.
+    async fn known_actor(&self, user: UserId) -> Result<Addr<UserActor>, SystemError> {
         let partition = self.partition_of(user);
         if !partition.send(HasUser(user)).await? {
             let stored = match &self.store {
@@ -426,8 +578,46 @@ impl UserSystem {
                 return Err(SystemError::UserNotFound);
             }
         }
+        Ok(partition.send(EnsureUser(user)).await?)
+    }
+
+    /// The live usage of one user: its actor if running, else its stored snapshot
+    /// (restored into an actor); `UserNotFound` if neither exists.
+    pub async fn observe(&self, user: UserId) -> Result<UserSnapshot, SystemError> {
+        Ok(self.known_actor(user).await?.send(ObserveUser).await?)
+    }
+
+    /// The money state of one user (running, stored, or — for an account with no usage
+    /// yet — a fresh actor); the caller computes costs and bills from it.
+    pub async fn observe_money(&self, user: UserId) -> Result<MoneyView, SystemError> {
+        let actor = match self.known_actor(user).await {
+            Ok(actor) => actor,
+            Err(SystemError::UserNotFound) => {
+                self.partition_of(user).send(EnsureUser(user)).await?
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(actor.send(ObserveMoney).await?)
+    }
+
+    /// Tells a user's actor (if running) that its account changed; returns once the
+    /// new account and tariff price its usage.
+    pub async fn account_changed(&self, user: UserId) -> Result<(), SystemError> {
+        let partition = self.partition_of(user);
+        if !partition.send(HasUser(user)).await? {
+            // Not running: it reads the account when it starts.
+            return Ok(());
+        }
         let actor = partition.send(EnsureUser(user)).await?;
-        Ok(actor.send(ObserveUser).await?)
+        let (done, wait) = oneshot::channel();
+        actor.send(RefreshAccount(done)).await?;
+        let _ = wait.await;
+        Ok(())
+    }
+
+    /// The hub user events are broadcast on.
+    pub fn events(&self) -> &Arc<UserEventHub> {
+        &self.events
     }
 }
 

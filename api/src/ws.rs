@@ -13,7 +13,8 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, get, web};
 use actix_ws::{CloseCode, CloseReason, Message};
 use futures_util::StreamExt;
-use gridpulse_domain::{AlertEvent, AlertKind, AlertRecord, MeterId, Severity};
+use gridpulse_actors::user_events::UserEvent;
+use gridpulse_domain::{AlertEvent, AlertKind, AlertRecord, MeterId, Severity, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -32,21 +33,63 @@ struct WsQuery {
     kind: Option<String>,
     min_severity: Option<String>,
     snapshot: Option<bool>,
+    user: Option<String>,
+    types: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Event types a client can ask for with `types=` (comma-separated; all by default).
+const EVENT_TYPES: [&str; 3] = ["alert", "budget", "budget_forecast"];
+
+#[derive(Debug, Clone)]
 struct Subscription {
     meter: Option<MeterId>,
     kind: Option<AlertKind>,
     min_severity: Severity,
+    /// User events of this user only (alerts are not filtered by it).
+    user: Option<UserId>,
+    /// Wanted event types; `None`: all.
+    types: Option<Vec<&'static str>>,
 }
 
 impl Subscription {
+    fn wants(&self, type_name: &str) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|types| types.contains(&type_name))
+    }
+
     fn matches(&self, alert: &AlertRecord) -> bool {
-        self.meter.is_none_or(|meter| meter == alert.meter)
+        self.wants("alert")
+            && self.meter.is_none_or(|meter| meter == alert.meter)
             && self.kind.is_none_or(|kind| kind == alert.kind)
             && alert.severity >= self.min_severity
     }
+
+    fn matches_user_event(&self, event: &UserEvent) -> bool {
+        self.wants(event.body.type_name()) && self.user.is_none_or(|user| user == event.user)
+    }
+}
+
+fn parse_types(text: &str) -> Result<Vec<&'static str>, ApiError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            EVENT_TYPES
+                .iter()
+                .copied()
+                .find(|known| *known == name)
+                .ok_or_else(|| {
+                    ApiError::bad_field(
+                        "types",
+                        format!(
+                            "unknown event type `{name}`: one of {}",
+                            EVENT_TYPES.join(", ")
+                        ),
+                    )
+                })
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -90,10 +133,19 @@ pub async fn ws_alerts(
                 .into());
             }
         },
+        user: query
+            .user
+            .as_deref()
+            .map(|text| {
+                UserId::new(text).map_err(|error| ApiError::bad_field("user", error.to_string()))
+            })
+            .transpose()?,
+        types: query.types.as_deref().map(parse_types).transpose()?,
     };
     let send_snapshot = query.snapshot.unwrap_or(true);
     let (response, session, messages) = actix_ws::handle(&request, body)?;
     let hub = std::sync::Arc::clone(state.meters.hub());
+    let user_events = state.users.as_ref().map(|users| users.events().subscribe());
     actix_web::rt::spawn(async move {
         crate::metrics::record_websocket_clients(1);
         let (seq, open, events) = hub.subscribe();
@@ -104,6 +156,7 @@ pub async fn ws_alerts(
             subscription,
             send_snapshot.then_some((seq, open)),
             events,
+            user_events,
         )
         .await;
         crate::metrics::record_websocket_clients(-1);
@@ -117,6 +170,7 @@ async fn serve(
     subscription: Subscription,
     snapshot: Option<(u64, Vec<AlertRecord>)>,
     mut events: tokio::sync::broadcast::Receiver<std::sync::Arc<AlertEvent>>,
+    mut user_events: Option<tokio::sync::broadcast::Receiver<std::sync::Arc<UserEvent>>>,
 ) {
     if let Some((seq, open)) = snapshot {
         let alerts: Vec<AlertRecord> = open
@@ -158,6 +212,31 @@ async fn serve(
                     });
                 }
                 Err(RecvError::Closed) => break Some(CloseReason { code: CloseCode::Restart, description: Some("server shutting down".into()) }),
+            },
+            event = async {
+                match user_events.as_mut() {
+                    Some(receiver) => receiver.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => match event {
+                Ok(event) => {
+                    if !subscription.matches_user_event(&event) {
+                        continue;
+                    }
+                    let Ok(text) = serde_json::to_string(event.as_ref()) else {
+                        continue;
+                    };
+                    if session.text(text).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(n_missed)) => {
+                    break Some(CloseReason {
+                        code: CloseCode::Again,
+                        description: Some(format!("client too slow: {n_missed} user events missed; reconnect and read GET /api/users/{{id}}/events")),
+                    });
+                }
+                Err(RecvError::Closed) => user_events = None,
             },
             message = messages.next() => match message {
                 Some(Ok(Message::Ping(bytes))) => {

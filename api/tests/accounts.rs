@@ -6,74 +6,17 @@
 // Test helpers panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use gridpulse_api::embedded::{Persistence, StartError};
-use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
 use serde_json::{Value, json};
 
 mod support;
-use support::http;
+use support::{http, with_system};
 
-/// A fresh data directory for one test.
 fn fresh_data_dir(test_name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "gridpulse-accounts-{test_name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// Runs `phase` against a whole embedded system (persistent under `data_dir`, or in
-/// memory) in its own thread and actix `System`, then shuts the system down cleanly and
-/// stops that `System`, so that its store is closed and a later phase can open the same
-/// directory: a restart, as far as the data directory can tell.
-fn with_system<Phase, PhaseFuture>(data_dir: Option<PathBuf>, phase: Phase)
-where
-    Phase: FnOnce(SocketAddr) -> PhaseFuture + Send + 'static,
-    PhaseFuture: Future<Output = ()>,
-{
-    let thread = std::thread::spawn(move || {
-        let runner = actix_rt::System::new();
-        runner.block_on(async move {
-            let config = EmbeddedConfig {
-                n_partitions: 2,
-                n_workers: 1,
-                n_http_workers: 1,
-                max_body_bytes: 64 * 1024,
-                persistence: data_dir.map(Persistence::new),
-                ..EmbeddedConfig::default()
-            };
-            // The previous phase's store closes as its threads wind down.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let system = loop {
-                let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-                match EmbeddedSystem::start_default_clock(config.clone(), listener).await {
-                    Ok(system) => break system,
-                    Err(StartError::Store(error))
-                        if error.to_string().contains("in use") && Instant::now() < deadline =>
-                    {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(error) => panic!("the embedded system did not start: {error}"),
-                }
-            };
-            let server = system.server.handle();
-            actix_rt::spawn(system.server);
-            phase(system.local_addr).await;
-            server.stop(true).await;
-            EmbeddedSystem::shutdown(&system.state).await.unwrap();
-            actix_rt::System::current().stop();
-        });
-        runner.run().unwrap();
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
+    support::fresh_data_dir("accounts", test_name)
 }
 
 fn flat_gbp() -> Value {

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod meters;
+pub mod money;
 pub mod readings;
 pub mod system;
 pub mod tariffs;
@@ -35,6 +36,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(users::get_budget)
         .service(users::put_budget)
         .service(users::get_usage)
+        .service(money::get_cost)
+        .service(money::get_bill)
+        .service(money::get_events)
         .service(meters::get_readings)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)

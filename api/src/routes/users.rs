@@ -28,6 +28,16 @@ fn parse_user(field: &str, text: &str) -> Result<UserId, ApiError> {
     UserId::new(text).map_err(|error| ApiError::bad_field(field, error.to_string()))
 }
 
+/// Tells the user's actor (when this process hosts it) that the account changed, so
+/// the next minute is priced with it; others reread accounts every few seconds.
+async fn notify_users(state: &AppState, user: UserId) {
+    if let Some(users) = &state.users
+        && let Err(error) = users.account_changed(user).await
+    {
+        tracing::warn!(%user, %error, "user actor not told of the account change; it rereads it shortly");
+    }
+}
+
 fn written(outcome: WriteOutcome, account: &UserAccount) -> HttpResponse {
     match outcome {
         WriteOutcome::Created => HttpResponse::Created().json(account),
@@ -47,6 +57,7 @@ pub async fn create_user(
     let body = read_body(payload, MAX_ACCOUNT_BODY_BYTES).await?;
     let account: UserAccount = decode_json("account", &body)?;
     let (account, outcome) = account_book(&state)?.create_account(account).await?;
+    notify_users(&state, account.id).await;
     Ok(written(outcome, &account))
 }
 
@@ -134,6 +145,7 @@ pub async fn put_user(
         });
     }
     let (account, outcome) = account_book(&state)?.replace_account(account).await?;
+    notify_users(&state, account.id).await;
     Ok(written(outcome, &account))
 }
 
@@ -206,6 +218,7 @@ pub async fn put_budget(
     let account = account_book(&state)?
         .set_monthly_budget(user, monthly_budget)
         .await?;
+    notify_users(&state, user).await;
     Ok(HttpResponse::Ok().json(BudgetView::from(account)))
 }
 

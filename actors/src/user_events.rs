@@ -1,0 +1,107 @@
+//! Per-user events — budget thresholds, budget forecasts, prepaid credit, top-ups —
+//! and the hub that broadcasts them to websocket clients beside the alerts.
+//!
+//! Every event has a stable id (the same usage replayed yields the same id) and a
+//! per-user sequence number assigned by the user's actor, and is kept in the user's
+//! snapshot (the most recent [`MAX_KEPT_EVENTS`]), so `GET /api/users/{id}/events`
+//! answers from the actor and a restart neither loses nor repeats a stored event. The
+//! actor stores its snapshot *before* broadcasting an event that must happen once per
+//! period (a budget threshold, a top-up request), so a crash between the two leaves the
+//! event in the log for clients to read, and the replay that follows finds it already
+//! recorded.
+
+use std::sync::Arc;
+
+use gridpulse_domain::{Amount, BillingPeriodId, LocalDate, UserId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// How many recent events a user's snapshot keeps.
+pub const MAX_KEPT_EVENTS: usize = 200;
+
+/// One event of a user's stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserEvent {
+    /// Position in the user's stream (monotonic, from 1).
+    pub seq: u64,
+    /// Stable id: replays of the same usage give the same id.
+    pub id: String,
+    /// The user.
+    pub user: UserId,
+    /// Event time, Unix ms (the usage minute that caused it, or the command's time).
+    pub at_ms: i64,
+    /// What happened (serialized flat, with a `type` field).
+    #[serde(flatten)]
+    pub body: UserEventBody,
+}
+
+/// What a user event says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UserEventBody {
+    /// Spend reached 70, 90 or 100 % of the monthly budget (once per billing period).
+    Budget {
+        /// The billing period.
+        period: BillingPeriodId,
+        /// 70, 90 or 100.
+        threshold_percent: u8,
+        /// Spend so far in basis points of the budget (10 000 = 100 %).
+        used_basis_points: i64,
+        /// Spend so far.
+        spent: Amount,
+        /// The monthly budget.
+        budget: Amount,
+        /// Where the forecast reaches 100 % (none if not within the period).
+        projected_date_budget_reached: Option<LocalDate>,
+    },
+    /// The projected date the budget is reached changed ("at this rate you reach
+    /// 100 % on the 23rd").
+    BudgetForecast {
+        /// The billing period.
+        period: BillingPeriodId,
+        /// The new projection (none: not within the period).
+        projected_date_budget_reached: Option<LocalDate>,
+        /// Spend projected at the period end.
+        projected_spend_at_period_end: Amount,
+        /// The monthly budget.
+        budget: Amount,
+    },
+}
+
+impl UserEventBody {
+    /// The wire name of the event type (`budget`, `budget_forecast`, …).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            UserEventBody::Budget { .. } => "budget",
+            UserEventBody::BudgetForecast { .. } => "budget_forecast",
+        }
+    }
+}
+
+/// Broadcasts user events to subscribers (websocket sessions). Events are numbered by
+/// their users' actors, so the hub holds no state beyond the channel.
+#[derive(Debug)]
+pub struct UserEventHub {
+    sender: broadcast::Sender<Arc<UserEvent>>,
+}
+
+impl UserEventHub {
+    /// A hub whose subscribers may lag by up to `channel_capacity` events.
+    pub fn new(channel_capacity: usize) -> Arc<UserEventHub> {
+        let (sender, _) = broadcast::channel(channel_capacity.max(16));
+        Arc::new(UserEventHub { sender })
+    }
+
+    /// Sends events to every subscriber (none is fine: the users' snapshots keep them).
+    pub fn publish(&self, events: impl IntoIterator<Item = UserEvent>) {
+        for event in events {
+            crate::metrics::record_user_event(event.body.type_name());
+            let _ = self.sender.send(Arc::new(event));
+        }
+    }
+
+    /// Events published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<UserEvent>> {
+        self.sender.subscribe()
+    }
+}
