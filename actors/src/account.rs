@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use gridpulse_domain::{Amount, Currency, Tariff, TariffDefinition, UserId};
+use gridpulse_domain::{Amount, CreditSettings, Currency, Tariff, TariffDefinition, UserId};
 use gridpulse_store::{ConfigKind, Store};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -212,6 +212,10 @@ pub struct UserAccount {
     /// ISO 4217 code of the account's money; the tariff's when a tariff is set.
     #[serde(default)]
     pub currency: Option<String>,
+    /// Prepaid credit settings for the user's prepaid meters: low-credit threshold,
+    /// run-out warning hours, auto top-up (trigger, amount).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<CreditSettings>,
 }
 
 impl UserAccount {
@@ -288,6 +292,15 @@ impl UserAccount {
                     ),
                 ));
             }
+        }
+        if let Some(settings) = &self.credit {
+            settings.validate().map_err(|error| {
+                FieldError::new(
+                    format!("credit.{}", error.field().unwrap_or("settings")),
+                    "invalid_credit_settings",
+                    error.to_string(),
+                )
+            })?;
         }
         Ok(UserAccount {
             currency: currency.map(|currency| currency.code().to_owned()),
@@ -544,6 +557,7 @@ mod tests {
             tariff: tariff.map(str::to_owned),
             monthly_budget: budget.map(|text| Amount::parse(text).unwrap()),
             currency: currency.map(str::to_owned),
+            credit: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod system;
 pub mod thresholds;
 pub mod usage;
 pub mod user_billing;
+pub mod user_credit;
 pub mod user_events;
 pub mod user_state;
 pub mod user_system;

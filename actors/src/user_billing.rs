@@ -8,15 +8,17 @@
 //! user's snapshot) reports each of 70/90/100 % once per billing period. A minute of a
 //! period already closed is counted as late and changes nothing.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use gridpulse_domain::{
     Amount, BillAccumulator, BillError, BillingPeriodId, BudgetAssessment, BudgetError,
-    BudgetState, BudgetThreshold, CostBreakdown, LocalDate, Tariff, UserId, assess_budget,
+    BudgetState, BudgetThreshold, CostBreakdown, CreditEvent, LocalDate, MeterId, Tariff, UserId,
+    assess_budget,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::account::UserAccount;
+use crate::user_credit::{MeterPricing, UserCredit, user_event};
 use crate::user_events::{MAX_KEPT_EVENTS, UserEvent, UserEventBody};
 
 /// Why a delta could not be priced or a budget assessed.
@@ -167,6 +169,8 @@ pub struct Pricing {
     pub account: UserAccount,
     /// The account's tariff (id, validated tariff), if it has one.
     pub tariff: Option<(String, Tariff)>,
+    /// The user's meters seen so far, as configured (own tariff, prepaid).
+    pub meters: BTreeMap<MeterId, MeterPricing>,
 }
 
 /// A billing period that ended (or whose tariff was changed), kept for bills.
@@ -194,6 +198,9 @@ pub struct UserMoney {
     last_event_seq: u64,
     /// The last projected date the budget is reached (forecast events on change).
     last_projection: Option<(BillingPeriodId, Option<LocalDate>)>,
+    /// Prepaid credit of the user's prepaid meters.
+    #[serde(default)]
+    credit: UserCredit,
 }
 
 /// What pricing one minute produced.
@@ -214,10 +221,18 @@ impl UserMoney {
         &mut self,
         user: UserId,
         pricing: &Pricing,
+        meter: MeterId,
         minute_ms: i64,
         energy_wh: f64,
     ) -> Priced {
         let mut priced = Priced::default();
+        if let Some(meter_pricing) = pricing.meters.get(&meter) {
+            let settings = pricing.account.credit.unwrap_or_default();
+            let events =
+                self.credit
+                    .charge(user, meter, meter_pricing, &settings, minute_ms, energy_wh);
+            self.record_credit(&mut priced, user, events, minute_ms);
+        }
         let Some((tariff_id, tariff)) = &pricing.tariff else {
             return priced;
         };
@@ -318,6 +333,31 @@ impl UserMoney {
             }
         }
         priced
+    }
+
+    /// Records credit events (stored before they are published).
+    pub fn record_credit(
+        &mut self,
+        priced: &mut Priced,
+        user: UserId,
+        events: Vec<CreditEvent>,
+        at_ms: i64,
+    ) {
+        for event in events {
+            let (id, body) = user_event(event);
+            self.record(priced, user, id, at_ms, body);
+            priced.store_first = true;
+        }
+    }
+
+    /// The prepaid credit of the user's meters.
+    pub fn credit(&self) -> &UserCredit {
+        &self.credit
+    }
+
+    /// The prepaid credit, for commands.
+    pub fn credit_mut(&mut self) -> &mut UserCredit {
+        &mut self.credit
     }
 
     fn record(

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use gridpulse_domain::{Amount, BillingPeriodId, LocalDate, UserId};
+use gridpulse_domain::{Amount, BillingPeriodId, CreditEvent, LocalDate, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -66,6 +66,18 @@ pub enum UserEventBody {
         /// The monthly budget.
         budget: Amount,
     },
+    /// Prepaid credit: low, running out within the warning hours, exhausted (raised
+    /// and cleared).
+    Credit {
+        /// What happened, with the meter, balance and threshold.
+        event: CreditEvent,
+    },
+    /// A top-up: completed, an auto top-up requested from the payment gateway,
+    /// confirmed or failed.
+    TopUp {
+        /// What happened, with the meter, id and amount.
+        event: CreditEvent,
+    },
 }
 
 impl UserEventBody {
@@ -74,6 +86,8 @@ impl UserEventBody {
         match self {
             UserEventBody::Budget { .. } => "budget",
             UserEventBody::BudgetForecast { .. } => "budget_forecast",
+            UserEventBody::Credit { .. } => "credit",
+            UserEventBody::TopUp { .. } => "top_up",
         }
     }
 }

@@ -18,21 +18,25 @@ use std::time::Duration;
 use actix::{
     Actor, ActorFutureExt, Addr, Arbiter, AsyncContext, Context, Handler, Message, WrapFuture,
 };
-use gridpulse_domain::{UsageDelta, UserId};
+use std::collections::BTreeMap;
+
+use gridpulse_domain::{CreditError, Currency, MeterId, Tariff, UsageDelta, UserId};
 use gridpulse_store::{ConfigKind, Store};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::account::AccountBook;
+use crate::system::MeterConfig;
 use crate::system::SystemError;
 use crate::usage::{UsageEvent, UsageRecord};
-use crate::user_billing::{Pricing, UserMoney};
+use crate::user_billing::{Priced, Pricing, UserMoney};
+use crate::user_credit::{CreditCommand, CreditReply, MeterPricing, PrepaidMeter};
 use crate::user_events::UserEventHub;
 use crate::user_state::{UsageApplied, UserSnapshot, UserState};
 
 /// How often a user actor rereads its account and tariff (changes made through another
 /// process; this process's own API changes are pushed at once).
-const ACCOUNT_REFRESH: Duration = Duration::from_secs(5);
+const ACCOUNT_REFRESH: Duration = Duration::from_secs(30);
 
 /// Tells the log that a user partition is durable up to an offset (Kafka commits it).
 pub type CommitFn = Arc<dyn Fn(u32, u64) + Send + Sync>;
@@ -70,10 +74,16 @@ pub struct UserActor {
     pricing: Option<Pricing>,
 }
 
-/// Reads the account of `user` and its tariff; `None` without an account book or an
-/// account. A referenced tariff that cannot be read leaves the account unpriced.
-async fn load_pricing(store: Option<Arc<dyn Store>>, user: UserId) -> Option<Pricing> {
-    let book = AccountBook::new(store?);
+/// Reads the account of `user`, its tariff and the configuration of `meters`; `None`
+/// without an account book or an account. A tariff that cannot be read leaves what it
+/// prices unpriced.
+async fn load_pricing(
+    store: Option<Arc<dyn Store>>,
+    user: UserId,
+    meters: Vec<MeterId>,
+) -> Option<Pricing> {
+    let store = store?;
+    let book = AccountBook::new(Arc::clone(&store));
     let account = match book.account(user).await {
         Ok(account) => account?,
         Err(error) => {
@@ -81,11 +91,14 @@ async fn load_pricing(store: Option<Arc<dyn Store>>, user: UserId) -> Option<Pri
             return None;
         }
     };
-    let tariff = match account.tariff.as_deref() {
-        None => None,
-        Some(id) => match book.tariff(id).await {
+    let mut tariffs: FxHashMap<String, Option<Tariff>> = FxHashMap::default();
+    let mut tariff_named = async |id: &str| -> Option<Tariff> {
+        if let Some(known) = tariffs.get(id) {
+            return known.clone();
+        }
+        let tariff = match book.tariff(id).await {
             Ok(Some(document)) => match document.validate() {
-                Ok(tariff) => Some((id.to_owned(), tariff)),
+                Ok(tariff) => Some(tariff),
                 Err(error) => {
                     tracing::error!(%user, tariff = id, %error, "stored tariff is invalid");
                     None
@@ -96,20 +109,138 @@ async fn load_pricing(store: Option<Arc<dyn Store>>, user: UserId) -> Option<Pri
                 tracing::warn!(%user, tariff = id, %error, "cannot read the tariff");
                 None
             }
-        },
+        };
+        tariffs.insert(id.to_owned(), tariff.clone());
+        tariff
     };
-    Some(Pricing { account, tariff })
+    let tariff = match account.tariff.clone() {
+        None => None,
+        Some(id) => tariff_named(&id).await.map(|tariff| (id, tariff)),
+    };
+    let mut meter_pricing = BTreeMap::new();
+    for meter in meters {
+        let config: MeterConfig = match store.get_config(ConfigKind::Meter, meter.as_str()).await {
+            Ok(Some(json)) => serde_json::from_slice(&json).unwrap_or_default(),
+            Ok(None) => MeterConfig::default(),
+            Err(error) => {
+                tracing::warn!(%user, %meter, %error, "cannot read the meter configuration");
+                continue;
+            }
+        };
+        let own_tariff = match config.tariff {
+            None => None,
+            Some(id) => tariff_named(&id).await.map(|tariff| (id, tariff)),
+        };
+        meter_pricing.insert(
+            meter,
+            MeterPricing {
+                tariff: own_tariff.or_else(|| tariff.clone()),
+                prepaid: config.prepaid,
+            },
+        );
+    }
+    Some(Pricing {
+        account,
+        tariff,
+        meters: meter_pricing,
+    })
 }
 
 impl UserActor {
+    fn known_meters(&self) -> Vec<MeterId> {
+        self.state.snapshot().meters.keys().copied().collect()
+    }
+
     fn reload_pricing(&mut self, ctx: &mut Context<Self>, done: Option<oneshot::Sender<()>>) {
-        let load = load_pricing(self.store.clone(), self.state.user());
+        let load = load_pricing(self.store.clone(), self.state.user(), self.known_meters());
         ctx.spawn(load.into_actor(self).map(move |pricing, actor, _ctx| {
             if pricing.is_some() || actor.store.is_none() {
                 actor.pricing = pricing;
             }
             if let Some(done) = done {
                 let _ = done.send(());
+            }
+        }));
+    }
+
+    /// Prices an applied delta (after loading the configuration of a meter not seen
+    /// before) and publishes what it caused.
+    fn price(&mut self, delta: UsageDelta, ctx: &mut Context<Self>) {
+        let Some(pricing) = &self.pricing else {
+            return;
+        };
+        if !pricing.meters.contains_key(&delta.meter) && self.store.is_some() {
+            // A meter new to this user: read its configuration first (holds the
+            // mailbox, once per meter).
+            let mut meters = self.known_meters();
+            meters.push(delta.meter);
+            let load = load_pricing(self.store.clone(), self.state.user(), meters);
+            ctx.wait(load.into_actor(self).map(move |pricing, actor, ctx| {
+                let Some(mut pricing) = pricing else {
+                    return;
+                };
+                pricing.meters.entry(delta.meter).or_insert(MeterPricing {
+                    tariff: None,
+                    prepaid: false,
+                });
+                actor.pricing = Some(pricing);
+                actor.price(delta, ctx);
+            }));
+            return;
+        }
+        let user = self.state.user();
+        let priced = self.state.money_mut().apply(
+            user,
+            pricing,
+            delta.meter,
+            delta.minute_ms,
+            delta.energy_wh,
+        );
+        self.publish(priced, ctx, None::<fn(&mut UserActor)>);
+    }
+
+    /// Publishes events, storing the snapshot first when they must happen once; then
+    /// runs `after` (answers a command).
+    fn publish(
+        &mut self,
+        priced: Priced,
+        ctx: &mut Context<Self>,
+        after: Option<impl FnOnce(&mut UserActor) + 'static>,
+    ) {
+        let user = self.state.user();
+        let stored = match (self.store.clone(), priced.store_first) {
+            (Some(store), true) => match self.state.encode() {
+                Ok(bytes) => Some((store, bytes)),
+                Err(error) => {
+                    tracing::error!(%user, %error, "cannot encode user state");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let Some((store, bytes)) = stored else {
+            self.events.publish(priced.events);
+            if let Some(after) = after {
+                after(self);
+            }
+            return;
+        };
+        // Once-per-period events are stored (in the snapshot, with the usage that caused
+        // them) before anyone hears of them: a replay after a crash finds them recorded.
+        let hub = Arc::clone(&self.events);
+        let write = async move {
+            store
+                .put_config(ConfigKind::UserState, user.as_str(), &bytes)
+                .await?;
+            store.flush().await
+        };
+        ctx.wait(write.into_actor(self).map(move |result, actor, _ctx| {
+            if let Err(error) = result {
+                tracing::error!(%user, %error, "cannot store the user before its events; publishing anyway");
+            }
+            hub.publish(priced.events);
+            if let Some(after) = after {
+                after(actor);
             }
         }));
     }
@@ -126,7 +257,7 @@ impl Actor for UserActor {
         let user = self.state.user();
         let load = async move {
             let snapshot = store.get_config(ConfigKind::UserState, user.as_str()).await;
-            (snapshot, load_pricing(Some(store), user).await)
+            (snapshot, load_pricing(Some(store), user, Vec::new()).await)
         };
         ctx.wait(load.into_actor(self).map(move |(result, pricing), actor, _ctx| {
             actor.pricing = pricing;
@@ -162,44 +293,7 @@ impl Handler<ApplyUsage> for UserActor {
                 return;
             }
         }
-        let Some(pricing) = &self.pricing else {
-            return;
-        };
-        let user = self.state.user();
-        let priced = self
-            .state
-            .money_mut()
-            .apply(user, pricing, delta.minute_ms, delta.energy_wh);
-        if priced.events.is_empty() {
-            return;
-        }
-        let (Some(store), true) = (self.store.clone(), priced.store_first) else {
-            self.events.publish(priced.events);
-            return;
-        };
-        // Once-per-period events are stored (in the snapshot, with the usage that caused
-        // them) before anyone hears of them: a replay after a crash finds them recorded.
-        let bytes = match self.state.encode() {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                tracing::error!(%user, %error, "cannot encode user state");
-                self.events.publish(priced.events);
-                return;
-            }
-        };
-        let hub = Arc::clone(&self.events);
-        let write = async move {
-            store
-                .put_config(ConfigKind::UserState, user.as_str(), &bytes)
-                .await?;
-            store.flush().await
-        };
-        ctx.wait(write.into_actor(self).map(move |result, _actor, _ctx| {
-            if let Err(error) = result {
-                tracing::error!(%user, %error, "cannot store the user before its events; publishing anyway");
-            }
-            hub.publish(priced.events);
-        }));
+        self.price(delta, ctx);
     }
 }
 
@@ -273,6 +367,78 @@ impl Handler<ObserveMoney> for UserActor {
             last_minute_ms: self.state.snapshot().last_minute_ms,
             pricing: self.pricing.clone(),
         })
+    }
+}
+
+/// A credit command for one of the user's prepaid meters.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<CreditReply, CreditError>")]
+pub struct RunCreditCommand {
+    /// The meter.
+    pub meter: MeterId,
+    /// Its tariff's currency (an account opened by a first top-up is in it).
+    pub currency: Currency,
+    /// What to do.
+    pub command: CreditCommand,
+    /// Wall-clock time of the command, Unix ms.
+    pub at_ms: i64,
+}
+
+impl Handler<RunCreditCommand> for UserActor {
+    type Result = actix::ResponseActFuture<Self, Result<CreditReply, CreditError>>;
+
+    fn handle(&mut self, message: RunCreditCommand, ctx: &mut Self::Context) -> Self::Result {
+        let settings = self
+            .pricing
+            .as_ref()
+            .and_then(|pricing| pricing.account.credit)
+            .unwrap_or_default();
+        let user = self.state.user();
+        let outcome = self.state.money_mut().credit_mut().command(
+            message.meter,
+            message.currency,
+            &settings,
+            &message.command,
+            message.at_ms,
+        );
+        let (reply, events) = match outcome {
+            Ok(done) => done,
+            Err(error) => return Box::pin(actix::fut::ready(Err(error))),
+        };
+        let mut priced = Priced::default();
+        self.state
+            .money_mut()
+            .record_credit(&mut priced, user, events, message.at_ms);
+        // Even a replayed command is answered only once the state it reports is stored.
+        priced.store_first = true;
+        let (done, answered) = oneshot::channel();
+        self.publish(
+            priced,
+            ctx,
+            Some(move |_actor: &mut UserActor| {
+                let _ = done.send(());
+            }),
+        );
+        Box::pin(
+            async move {
+                let _ = answered.await;
+            }
+            .into_actor(self)
+            .map(move |(), _actor, _ctx| Ok(reply)),
+        )
+    }
+}
+
+/// One prepaid meter's credit state, if it has an account.
+#[derive(Debug, Message)]
+#[rtype(result = "Option<PrepaidMeter>")]
+pub struct ObserveCredit(pub MeterId);
+
+impl Handler<ObserveCredit> for UserActor {
+    type Result = Option<PrepaidMeter>;
+
+    fn handle(&mut self, message: ObserveCredit, _ctx: &mut Self::Context) -> Self::Result {
+        self.state.money().credit().meter(message.0).cloned()
     }
 }
 
@@ -613,6 +779,26 @@ impl UserSystem {
         actor.send(RefreshAccount(done)).await?;
         let _ = wait.await;
         Ok(())
+    }
+
+    /// Runs a credit command on the actor of the meter's owner.
+    pub async fn credit_command(
+        &self,
+        owner: UserId,
+        command: RunCreditCommand,
+    ) -> Result<Result<CreditReply, CreditError>, SystemError> {
+        let actor = self.partition_of(owner).send(EnsureUser(owner)).await?;
+        Ok(actor.send(command).await?)
+    }
+
+    /// A prepaid meter's credit state at its owner's actor.
+    pub async fn observe_credit(
+        &self,
+        owner: UserId,
+        meter: MeterId,
+    ) -> Result<Option<PrepaidMeter>, SystemError> {
+        let actor = self.partition_of(owner).send(EnsureUser(owner)).await?;
+        Ok(actor.send(ObserveCredit(meter)).await?)
     }
 
     /// The hub user events are broadcast on.

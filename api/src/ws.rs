@@ -38,7 +38,7 @@ struct WsQuery {
 }
 
 /// Event types a client can ask for with `types=` (comma-separated; all by default).
-const EVENT_TYPES: [&str; 3] = ["alert", "budget", "budget_forecast"];
+const EVENT_TYPES: [&str; 5] = ["alert", "budget", "budget_forecast", "credit", "top_up"];
 
 #[derive(Debug, Clone)]
 struct Subscription {

@@ -233,3 +233,258 @@ fn budget_thresholds_once_live_cost_and_no_repeat_after_restart() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The credit events (type `credit` or `top_up`) from the websocket within `within`.
+async fn credit_events(ws: &mut Ws, within: Duration) -> Vec<Value> {
+    user_events(ws, usize::MAX, within).await
+}
+
+fn kinds(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            let inner = &e["event"];
+            match inner["type"].as_str().unwrap() {
+                "alert_raised" | "alert_cleared" => format!(
+                    "{}:{}",
+                    inner["type"].as_str().unwrap(),
+                    inner["alert"].as_str().unwrap()
+                ),
+                other => other.to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn balance(credit: &Value) -> f64 {
+    credit["balance"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn prepaid_credit_burns_down_with_idempotent_top_ups_alerts_and_one_auto_top_up() {
+    let dir = fresh_data_dir("money", "prepaid");
+    with_system(Some(dir.clone()), |addr| async move {
+        let (status, body) = http(addr, "POST", "/api/tariffs", &dear_tariff().to_string()).await;
+        assert_eq!(status, 201, "{body}");
+        let account = json!({"id": "u-pre", "name": "Prepaid user", "tariff": "dear",
+            "credit": {"low_credit_threshold": "5", "run_out_warning_hours": 1,
+                       "auto_top_up": {"trigger": "3", "amount": "10"}}});
+        let (status, body) = http(addr, "POST", "/api/users", &account.to_string()).await;
+        assert_eq!(status, 201, "{body}");
+        // Bad settings name the field and store nothing.
+        let bad = json!({"id": "u-bad", "name": "x", "tariff": "dear",
+            "credit": {"low_credit_threshold": "-1"}});
+        let (status, body) = http(addr, "POST", "/api/users", &bad.to_string()).await;
+        assert_eq!(
+            (status, &body["field"]),
+            (400, &json!("credit.low_credit_threshold")),
+            "{body}"
+        );
+        // A prepaid meter needs an owner and a tariff.
+        let (status, body) = http(
+            addr,
+            "PUT",
+            "/api/meters/m-pre",
+            r#"{"tariff":"dear","prepaid":true}"#,
+        )
+        .await;
+        assert_eq!((status, &body["field"]), (400, &json!("owner")), "{body}");
+        let (status, body) = http(
+            addr,
+            "PUT",
+            "/api/meters/m-pre",
+            r#"{"owner":"u-pre","tariff":"dear","prepaid":true}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+            "ws://{addr}/ws/alerts?snapshot=false&user=u-pre&types=credit,top_up"
+        ))
+        .await
+        .unwrap();
+
+        // Top-ups: idempotent by key; a different amount under the same key is a conflict.
+        let topup =
+            |key: &str, amount: &str| json!({"amount": amount, "idempotency_key": key}).to_string();
+        let (status, first) = http(
+            addr,
+            "POST",
+            "/api/meters/m-pre/topups",
+            &topup("k1", "12.00"),
+        )
+        .await;
+        assert_eq!(status, 201, "{first}");
+        let (status, again) = http(
+            addr,
+            "POST",
+            "/api/meters/m-pre/topups",
+            &topup("k1", "12.00"),
+        )
+        .await;
+        assert_eq!((status, &again["replayed"]), (200, &json!(true)), "{again}");
+        assert_eq!(
+            again["transaction_seq"], first["transaction_seq"],
+            "{again}"
+        );
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/meters/m-pre/topups",
+            &topup("k1", "5.00"),
+        )
+        .await;
+        assert_eq!(status, 409, "{body}");
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/meters/m-pre/topups",
+            r#"{"amount":"1.00"}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, &body["field"]),
+            (400, &json!("idempotency_key")),
+            "{body}"
+        );
+        let (status, body) =
+            http(addr, "POST", "/api/meters/m-pre/topups", &topup("k2", "-1")).await;
+        assert_eq!((status, &body["field"]), (400, &json!("amount")), "{body}");
+        let (status, body) =
+            http(addr, "POST", "/api/meters/nobody/topups", &topup("k3", "1")).await;
+        assert_eq!(status, 404, "not a prepaid meter: {body}");
+        // The same key sent concurrently credits once.
+        let parallel = (0..5).map(|_| {
+            let body = topup("k-par", "1.00");
+            async move { http(addr, "POST", "/api/meters/m-pre/topups", &body).await }
+        });
+        let answers = futures_util::future::join_all(parallel).await;
+        let mut statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 200, 200, 200, 201], "{answers:?}");
+        let (status, credit) = http(addr, "GET", "/api/meters/m-pre/credit", "").await;
+        assert_eq!(
+            (status, balance(&credit)),
+            (200, 13.0),
+            "12 + 1 once: {credit}"
+        );
+
+        // 4 closed minutes of 3.00 or so: 13.00 → about 1.50; running out within the hour
+        // at once, low credit below 5, exactly one auto top-up request below 3.
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/readings",
+            &readings("m-pre", 0..26).to_string(),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let events = credit_events(&mut ws, Duration::from_secs(4)).await;
+        let seen = kinds(&events);
+        let wanted = [
+            "top_up_completed",
+            "alert_raised:running_out",
+            "alert_raised:low_credit",
+            "auto_top_up_requested",
+        ];
+        for kind in wanted {
+            assert_eq!(
+                seen.iter().filter(|k| *k == kind).count(),
+                if kind == "top_up_completed" { 2 } else { 1 },
+                "{kind} in {seen:?}"
+            );
+        }
+        assert!(
+            !seen.iter().any(|k| k == "alert_raised:exhausted"),
+            "{seen:?}"
+        );
+        let (_, usage) = http(addr, "GET", "/api/users/u-pre/usage", "").await;
+        let used = usage["energy_total_wh"].as_f64().unwrap() / 1000.0 * 100.0;
+        let (_, credit) = http(addr, "GET", "/api/meters/m-pre/credit", "").await;
+        assert!(
+            (balance(&credit) - (13.0 - used)).abs() < 0.011,
+            "burnt by the tariff: {credit} {usage}"
+        );
+        assert!(
+            credit["days_of_credit_left"].as_f64().unwrap() < 0.01,
+            "{credit}"
+        );
+        let request = credit["pending_auto_top_up"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            request, "m-pre:2026-11:1",
+            "meter + cycle + sequence: {credit}"
+        );
+
+        // The gateway confirms: credited once, however often it says so.
+        let path = format!("/api/topups/{request}/confirm");
+        let (status, body) = http(addr, "POST", &path, "").await;
+        assert_eq!((status, &body["already"]), (200, &json!(false)), "{body}");
+        let (status, body) = http(addr, "POST", &path, "").await;
+        assert_eq!((status, &body["already"]), (200, &json!(true)), "{body}");
+        let (_, after) = http(addr, "GET", "/api/meters/m-pre/credit", "").await;
+        assert!(
+            (balance(&after) - (balance(&credit) + 10.0)).abs() < 0.001,
+            "{after}"
+        );
+        let (status, body) = http(addr, "POST", &format!("/api/topups/{request}/fail"), "").await;
+        assert_eq!(status, 409, "a confirmed request cannot fail: {body}");
+        let (status, body) = http(addr, "POST", "/api/topups/m-pre:2026-11:9/confirm", "").await;
+        assert_eq!(status, 404, "{body}");
+
+        // Four more minutes: below the trigger again (request 2), then exhausted.
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/readings",
+            &readings("m-pre", 26..50).to_string(),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let later = kinds(&credit_events(&mut ws, Duration::from_secs(4)).await);
+        assert!(
+            later.contains(&"alert_raised:exhausted".to_owned()),
+            "{later:?}"
+        );
+        assert_eq!(
+            later
+                .iter()
+                .filter(|k| *k == "auto_top_up_requested")
+                .count(),
+            1,
+            "{later:?}"
+        );
+        let (_, credit) = http(addr, "GET", "/api/meters/m-pre/credit", "").await;
+        assert_eq!(
+            credit["pending_auto_top_up"]["id"], "m-pre:2026-11:2",
+            "{credit}"
+        );
+        assert!(balance(&credit) <= 0.0, "{credit}");
+        let (status, body) = http(
+            addr,
+            "POST",
+            "/api/topups/m-pre:2026-11:2/fail",
+            r#"{"reason":"card declined"}"#,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+
+        // The log: append-only, top-ups and the confirmed auto top-up, balances chained.
+        let (status, log) = http(addr, "GET", "/api/meters/m-pre/transactions", "").await;
+        assert_eq!(status, 200, "{log}");
+        let entries = log["transactions"].as_array().unwrap();
+        let kinds_logged: Vec<&str> = entries
+            .iter()
+            .map(|t| t["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds_logged, ["top_up", "top_up", "auto_top_up"], "{log}");
+        let mut running = 0.0;
+        for entry in entries {
+            running += entry["amount"].as_str().unwrap().parse::<f64>().unwrap();
+            let after: f64 = entry["balance_after"].as_str().unwrap().parse().unwrap();
+            assert!((after - running).abs() < 1e-9, "{log}");
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -134,6 +134,12 @@ pub async fn put_meter(
             UserId::new(text).map_err(|error| ApiError::bad_field("owner", error.to_string()))
         })
         .transpose()?;
+    if update.prepaid && owner.is_none() {
+        return Err(ApiError::bad_field(
+            "owner",
+            "a prepaid meter needs an owner (their account holds its credit)",
+        ));
+    }
     if update.prepaid && update.tariff.is_none() {
         return Err(ApiError::bad_field(
             "prepaid",
@@ -156,6 +162,11 @@ pub async fn put_meter(
         .meters
         .set_registration(meter, owner, update.tariff.clone(), update.prepaid)
         .await?;
+    if let (Some(users), Some(owner)) = (&state.users, owner)
+        && let Err(error) = users.account_changed(owner).await
+    {
+        tracing::warn!(%owner, %error, "owner's actor not told of the meter change; it rereads it shortly");
+    }
     let mut config = state.meters.meter_config(meter).await?;
     // Without a store the configuration lives only in the actor: answer what was set.
     config.owner = owner;

@@ -1,6 +1,7 @@
 //! HTTP routes, one file per resource.
 
 pub mod alerts;
+pub mod credit;
 pub mod meters;
 pub mod money;
 pub mod readings;
@@ -39,6 +40,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(money::get_cost)
         .service(money::get_bill)
         .service(money::get_events)
+        .service(credit::post_topup)
+        .service(credit::confirm_topup)
+        .service(credit::fail_topup)
+        .service(credit::get_credit)
+        .service(credit::get_transactions)
         .service(meters::get_readings)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)
