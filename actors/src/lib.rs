@@ -25,6 +25,7 @@ pub mod usage;
 pub mod user_billing;
 pub mod user_credit;
 pub mod user_events;
+pub mod user_sessions;
 pub mod user_state;
 pub mod user_system;
 pub mod windows;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::account::UserAccount;
 use crate::user_credit::{MeterPricing, UserCredit, user_event};
 use crate::user_events::{MAX_KEPT_EVENTS, UserEvent, UserEventBody};
+use crate::user_sessions::UserSessions;
 
 /// Why a delta could not be priced or a budget assessed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -201,6 +202,9 @@ pub struct UserMoney {
     /// Prepaid credit of the user's prepaid meters.
     #[serde(default)]
     credit: UserCredit,
+    /// Saving sessions the user opted in to, and their streak.
+    #[serde(default)]
+    sessions: UserSessions,
 }
 
 /// What pricing one minute produced.
@@ -226,6 +230,10 @@ impl UserMoney {
         energy_wh: f64,
     ) -> Priced {
         let mut priced = Priced::default();
+        for (id, body, store_first) in self.sessions.apply(minute_ms, energy_wh) {
+            self.record(&mut priced, user, id, minute_ms, body);
+            priced.store_first |= store_first;
+        }
         if let Some(meter_pricing) = pricing.meters.get(&meter) {
             let settings = pricing.account.credit.unwrap_or_default();
             let events =
@@ -348,6 +356,16 @@ impl UserMoney {
             self.record(priced, user, id, at_ms, body);
             priced.store_first = true;
         }
+    }
+
+    /// The user's saving sessions.
+    pub fn sessions(&self) -> &UserSessions {
+        &self.sessions
+    }
+
+    /// The user's saving sessions, to enrol in one.
+    pub fn sessions_mut(&mut self) -> &mut UserSessions {
+        &mut self.sessions
     }
 
     /// The prepaid credit of the user's meters.

@@ -12,7 +12,9 @@
 
 use std::sync::Arc;
 
-use gridpulse_domain::{Amount, BillingPeriodId, CreditEvent, LocalDate, UserId};
+use gridpulse_domain::{
+    Amount, BillingPeriodId, CreditEvent, LocalDate, SessionProgress, SessionResult, Streak, UserId,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -78,6 +80,22 @@ pub enum UserEventBody {
         /// What happened, with the meter, id and amount.
         event: CreditEvent,
     },
+    /// Live progress in a saving session (after each usage minute in its window).
+    SessionProgress {
+        /// The session id.
+        session: String,
+        /// Baseline and actual so far, saved so far.
+        progress: SessionProgress,
+    },
+    /// A saving session's result for the user, with their streak.
+    SessionResult {
+        /// The session id.
+        session: String,
+        /// Saved kWh, points.
+        result: SessionResult,
+        /// The user's streak after it.
+        streak: Streak,
+    },
 }
 
 impl UserEventBody {
@@ -88,6 +106,8 @@ impl UserEventBody {
             UserEventBody::BudgetForecast { .. } => "budget_forecast",
             UserEventBody::Credit { .. } => "credit",
             UserEventBody::TopUp { .. } => "top_up",
+            UserEventBody::SessionProgress { .. } => "session_progress",
+            UserEventBody::SessionResult { .. } => "session_result",
         }
     }
 }

@@ -20,7 +20,9 @@ use actix::{
 };
 use std::collections::BTreeMap;
 
-use gridpulse_domain::{CreditError, Currency, MeterId, Tariff, UsageDelta, UserId};
+use gridpulse_domain::{
+    Baseline, CreditError, Currency, MeterId, SavingSession, Tariff, UsageDelta, UserId,
+};
 use gridpulse_store::{ConfigKind, Store};
 use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
@@ -32,6 +34,7 @@ use crate::usage::{UsageEvent, UsageRecord};
 use crate::user_billing::{Priced, Pricing, UserMoney};
 use crate::user_credit::{CreditCommand, CreditReply, MeterPricing, PrepaidMeter};
 use crate::user_events::UserEventHub;
+use crate::user_sessions::UserSessions;
 use crate::user_state::{UsageApplied, UserSnapshot, UserState};
 
 /// How often a user actor rereads its account and tariff (changes made through another
@@ -429,6 +432,56 @@ impl Handler<RunCreditCommand> for UserActor {
     }
 }
 
+/// Opt in to a saving session with a baseline; answers once stored (false: already
+/// enrolled, the first baseline stays).
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct EnrolSession(pub SavingSession, pub Baseline);
+
+impl Handler<EnrolSession> for UserActor {
+    type Result = actix::ResponseActFuture<Self, bool>;
+
+    fn handle(&mut self, message: EnrolSession, ctx: &mut Self::Context) -> Self::Result {
+        let added = self
+            .state
+            .money_mut()
+            .sessions_mut()
+            .enrol(message.0, message.1);
+        let (done, answered) = oneshot::channel();
+        let priced = Priced {
+            events: Vec::new(),
+            store_first: added,
+        };
+        self.publish(
+            priced,
+            ctx,
+            Some(move |_actor: &mut UserActor| {
+                let _ = done.send(());
+            }),
+        );
+        Box::pin(
+            async move {
+                let _ = answered.await;
+            }
+            .into_actor(self)
+            .map(move |(), _actor, _ctx| added),
+        )
+    }
+}
+
+/// The user's saving sessions and streak.
+#[derive(Debug, Message)]
+#[rtype(result = "UserSessions")]
+pub struct ObserveSessions;
+
+impl Handler<ObserveSessions> for UserActor {
+    type Result = actix::MessageResult<ObserveSessions>;
+
+    fn handle(&mut self, _message: ObserveSessions, _ctx: &mut Self::Context) -> Self::Result {
+        actix::MessageResult(self.state.money().sessions().clone())
+    }
+}
+
 /// One prepaid meter's credit state, if it has an account.
 #[derive(Debug, Message)]
 #[rtype(result = "Option<PrepaidMeter>")]
@@ -799,6 +852,23 @@ impl UserSystem {
     ) -> Result<Option<PrepaidMeter>, SystemError> {
         let actor = self.partition_of(owner).send(EnsureUser(owner)).await?;
         Ok(actor.send(ObserveCredit(meter)).await?)
+    }
+
+    /// Enrols a user in a saving session (the actor is started if need be).
+    pub async fn enrol_session(
+        &self,
+        user: UserId,
+        session: SavingSession,
+        baseline: Baseline,
+    ) -> Result<bool, SystemError> {
+        let actor = self.partition_of(user).send(EnsureUser(user)).await?;
+        Ok(actor.send(EnrolSession(session, baseline)).await?)
+    }
+
+    /// A user's saving sessions and streak.
+    pub async fn observe_sessions(&self, user: UserId) -> Result<UserSessions, SystemError> {
+        let actor = self.partition_of(user).send(EnsureUser(user)).await?;
+        Ok(actor.send(ObserveSessions).await?)
     }
 
     /// The hub user events are broadcast on.

@@ -38,7 +38,15 @@ struct WsQuery {
 }
 
 /// Event types a client can ask for with `types=` (comma-separated; all by default).
-const EVENT_TYPES: [&str; 5] = ["alert", "budget", "budget_forecast", "credit", "top_up"];
+const EVENT_TYPES: [&str; 7] = [
+    "alert",
+    "budget",
+    "budget_forecast",
+    "credit",
+    "top_up",
+    "session_progress",
+    "session_result",
+];
 
 #[derive(Debug, Clone)]
 struct Subscription {

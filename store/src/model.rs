@@ -175,6 +175,8 @@ pub enum ConfigKind {
     Tariff,
     /// A user actor's snapshot (usage state), written at user checkpoints.
     UserState,
+    /// A saving session (definition, participants and their baselines).
+    Session,
 }
 
 impl ConfigKind {
@@ -185,6 +187,7 @@ impl ConfigKind {
             ConfigKind::User => "user",
             ConfigKind::Tariff => "tariff",
             ConfigKind::UserState => "user_state",
+            ConfigKind::Session => "session",
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod credit;
 pub mod meters;
 pub mod money;
 pub mod readings;
+pub mod sessions;
 pub mod system;
 pub mod tariffs;
 pub mod users;
@@ -45,6 +46,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(credit::fail_topup)
         .service(credit::get_credit)
         .service(credit::get_transactions)
+        .service(sessions::create_session)
+        .service(sessions::list_sessions)
+        .service(sessions::opt_in)
+        .service(sessions::get_session)
         .service(meters::get_readings)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)

@@ -97,6 +97,22 @@ where
     Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
     PhaseFuture: std::future::Future<Output = ()>,
 {
+    with_system_clock(
+        data_dir,
+        std::sync::Arc::new(gridpulse_actors::SystemClock),
+        phase,
+    );
+}
+
+/// [`with_system`] on a clock of the test's choosing (e.g. a `ManualClock`).
+pub fn with_system_clock<Phase, PhaseFuture>(
+    data_dir: Option<std::path::PathBuf>,
+    clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
+    phase: Phase,
+) where
+    Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
+    PhaseFuture: std::future::Future<Output = ()>,
+{
     let thread = std::thread::spawn(move || {
         let runner = actix_rt::System::new();
         runner.block_on(async move {
@@ -112,9 +128,8 @@ where
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             let system = loop {
                 let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-                match gridpulse_api::EmbeddedSystem::start_default_clock(config.clone(), listener)
-                    .await
-                {
+                let clock = std::sync::Arc::clone(&clock);
+                match gridpulse_api::EmbeddedSystem::start(config.clone(), listener, clock).await {
                     Ok(system) => break system,
                     Err(gridpulse_api::embedded::StartError::Store(error))
                         if error.to_string().contains("in use")
