@@ -695,5 +695,31 @@ fn meters_are_registered_with_a_tariff_and_prepaid_and_bad_registrations_change_
             (200, &json!("alice")),
             "{config}"
         );
+        // Thresholds in the same registration; inconsistent ones name the field.
+        let with_thresholds = json!({"owner": "alice", "thresholds": {"over_voltage_v": 250.0}});
+        let (status, config) = put(addr, "/api/meters/m-1", &with_thresholds).await;
+        assert_eq!(status, 200, "{config}");
+        assert_eq!(config["thresholds"]["over_voltage_v"], 250.0, "{config}");
+        let bad = json!({"owner": "alice", "thresholds": {"over_voltage_v": 100.0, "under_voltage_v": 200.0}});
+        let (status, body) = put(addr, "/api/meters/m-1", &bad).await;
+        assert_eq!(
+            (status, &body["field"]),
+            (400, &json!("thresholds")),
+            "{body}"
+        );
+
+        // POST /api/meters registers a new one: 201, the same again 200, different 409.
+        let new_meter = json!({"id": "m-2", "owner": "bob", "tariff": "flat-gbp"});
+        let (status, config) = post(addr, "/api/meters", &new_meter).await;
+        assert_eq!((status, &config["owner"]), (201, &json!("bob")), "{config}");
+        assert_eq!(post(addr, "/api/meters", &new_meter).await.0, 200);
+        let (status, body) =
+            post(addr, "/api/meters", &json!({"id": "m-2", "owner": "carol"})).await;
+        assert_eq!(status, 409, "{body}");
+        let (status, body) = post(addr, "/api/meters", &json!({"id": "m 3"})).await;
+        assert_eq!((status, &body["field"]), (400, &json!("id")), "{body}");
+        let (status, body) =
+            post(addr, "/api/meters", &json!({"id": "m-4", "colour": "red"})).await;
+        assert_eq!(status, 400, "unknown field: {body}");
     });
 }

@@ -1,12 +1,13 @@
 //! Meters: paged list, live state, thresholds.
 
-use actix_web::{HttpResponse, get, put, web};
+use actix_web::{HttpResponse, get, post, put, web};
+use gridpulse_actors::system::MeterConfig;
 use gridpulse_actors::{MeterSnapshot, Thresholds};
-use gridpulse_domain::UserId;
-use gridpulse_store::ReadingQuery;
+use gridpulse_domain::{MeterId, UserId};
+use gridpulse_store::{ConfigKind, ReadingQuery};
 use serde::{Deserialize, Serialize};
 
-use super::{parse_meter, read_body};
+use super::{decode_json, parse_meter, read_body};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -99,34 +100,47 @@ pub async fn put_thresholds(
 }
 
 /// `PUT /api/meters/{id}`: the meter's registration, replaced whole (a field left out
-/// is `null` / `false`).
+/// is `null` / `false`; `thresholds` left out keeps the meter's thresholds).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MeterUpdate {
     /// The owning user's id, or `null` for none.
+    #[serde(default)]
     owner: Option<String>,
     /// The id of an existing tariff, or `null` (the owner's tariff applies).
     #[serde(default)]
     tariff: Option<String>,
-    /// Prepaid meter (needs a tariff: credit burns down by it).
+    /// Prepaid meter (needs an owner and a tariff: credit burns down by it).
     #[serde(default)]
     prepaid: bool,
+    /// The meter's thresholds (fields left out keep their defaults).
+    #[serde(default)]
+    thresholds: Option<Thresholds>,
 }
 
-/// Sets a meter's registration: `{"owner": "user-1", "tariff": "flat-gbp", "prepaid":
-/// true}`; the meter need not have reported yet. Usage minutes that close from now on
-/// go to the new owner. The tariff must exist (400 naming `tariff`), and a prepaid meter
-/// needs one (400 naming `prepaid`); nothing changes on a 400.
-#[put("/api/meters/{id}")]
-pub async fn put_meter(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    payload: web::Payload,
-) -> Result<HttpResponse, ApiError> {
-    let meter = parse_meter("id", &id)?;
-    let body = read_body(payload, 64 * 1024).await?;
-    let update: MeterUpdate = serde_json::from_slice(&body)
-        .map_err(|error| ApiError::BadBody(format!("meter: {error}")))?;
+/// `POST /api/meters`: registers a meter: `{"id", "owner", "tariff", "prepaid",
+/// "thresholds"}` (all but `id` optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeterCreate {
+    id: String,
+    #[serde(default)]
+    owner: Option<String>,
+    #[serde(default)]
+    tariff: Option<String>,
+    #[serde(default)]
+    prepaid: bool,
+    #[serde(default)]
+    thresholds: Option<Thresholds>,
+}
+
+/// Checks a registration (nothing changes on a 400) and applies it; answers the
+/// meter's configuration.
+async fn register(
+    state: &AppState,
+    meter: MeterId,
+    update: MeterUpdate,
+) -> Result<MeterConfig, ApiError> {
     let owner = update
         .owner
         .as_deref()
@@ -147,7 +161,7 @@ pub async fn put_meter(
         ));
     }
     if let Some(tariff) = &update.tariff {
-        let known = crate::routes::account_book(&state)?
+        let known = crate::routes::account_book(state)?
             .tariff(tariff)
             .await?
             .is_some();
@@ -158,10 +172,18 @@ pub async fn put_meter(
             ));
         }
     }
+    if let Some(thresholds) = &update.thresholds {
+        thresholds
+            .validate()
+            .map_err(|error| ApiError::bad_field("thresholds", error.to_string()))?;
+    }
     state
         .meters
         .set_registration(meter, owner, update.tariff.clone(), update.prepaid)
         .await?;
+    if let Some(thresholds) = update.thresholds.clone() {
+        state.meters.set_thresholds(meter, thresholds).await?;
+    }
     if let (Some(users), Some(owner)) = (&state.users, owner)
         && let Err(error) = users.account_changed(owner).await
     {
@@ -172,7 +194,77 @@ pub async fn put_meter(
     config.owner = owner;
     config.tariff = update.tariff;
     config.prepaid = update.prepaid;
-    Ok(HttpResponse::Ok().json(config))
+    if update.thresholds.is_some() {
+        config.thresholds = update.thresholds;
+    }
+    Ok(config)
+}
+
+/// Sets a meter's registration: `{"owner": "user-1", "tariff": "flat-gbp", "prepaid":
+/// true, "thresholds": {...}}`; the meter need not have reported yet. Usage minutes
+/// that close from now on go to the new owner. The tariff must exist (400 naming
+/// `tariff`), a prepaid meter needs an owner and a tariff (400 naming `owner` /
+/// `prepaid`), thresholds must be consistent (400 naming `thresholds`); nothing changes
+/// on a 400.
+#[put("/api/meters/{id}")]
+pub async fn put_meter(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let meter = parse_meter("id", &id)?;
+    let body = read_body(payload, 64 * 1024).await?;
+    let update: MeterUpdate = decode_json("meter", &body)?;
+    Ok(HttpResponse::Ok().json(register(&state, meter, update).await?))
+}
+
+/// `POST /api/meters`: registers a new meter (same rules as `PUT /api/meters/{id}`).
+/// 201 with its configuration; 200 when it is registered exactly so already (a retry);
+/// 409 when it is registered differently (use `PUT /api/meters/{id}`).
+#[post("/api/meters")]
+pub async fn create_meter(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, 64 * 1024).await?;
+    let create: MeterCreate = decode_json("meter", &body)?;
+    let meter = parse_meter("id", &create.id)?;
+    let existing = match &state.store {
+        Some(store) => store.get_config(ConfigKind::Meter, meter.as_str()).await?,
+        None => None,
+    };
+    let owner = create
+        .owner
+        .as_deref()
+        .map(|text| {
+            UserId::new(text).map_err(|error| ApiError::bad_field("owner", error.to_string()))
+        })
+        .transpose()?;
+    if existing.is_some() {
+        let current = state.meters.meter_config(meter).await?;
+        let same = current.owner == owner
+            && current.tariff == create.tariff
+            && current.prepaid == create.prepaid
+            && (create.thresholds.is_none() || current.thresholds == create.thresholds);
+        if same {
+            return Ok(HttpResponse::Ok().json(current));
+        }
+        return Err(ApiError::Conflict(format!(
+            "meter {meter} is registered differently: change it with PUT /api/meters/{meter}"
+        )));
+    }
+    let config = register(
+        &state,
+        meter,
+        MeterUpdate {
+            owner: create.owner,
+            tariff: create.tariff,
+            prepaid: create.prepaid,
+            thresholds: create.thresholds,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(config))
 }
 
 #[derive(Debug, Deserialize)]

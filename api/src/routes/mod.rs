@@ -28,6 +28,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(meters::get_meter)
         .service(meters::put_thresholds)
         .service(meters::put_meter)
+        .service(meters::create_meter)
         .service(tariffs::create_tariff)
         .service(tariffs::list_tariffs)
         .service(tariffs::get_tariff)

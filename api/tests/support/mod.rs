@@ -155,3 +155,7 @@ pub fn with_system_clock<Phase, PhaseFuture>(
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A websocket client connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
