@@ -205,6 +205,10 @@ pub struct UserMoney {
     /// Saving sessions the user opted in to, and their streak.
     #[serde(default)]
     sessions: UserSessions,
+    /// Each meter's own billing of the current period (its tariff, or the account's),
+    /// for per-meter cost.
+    #[serde(default)]
+    meter_bills: BTreeMap<MeterId, (String, UserBilling)>,
 }
 
 /// What pricing one minute produced.
@@ -233,6 +237,13 @@ impl UserMoney {
         for (id, body, store_first) in self.sessions.apply(minute_ms, energy_wh) {
             self.record(&mut priced, user, id, minute_ms, body);
             priced.store_first |= store_first;
+        }
+        if let Some(MeterPricing {
+            tariff: Some((tariff_id, tariff)),
+            ..
+        }) = pricing.meters.get(&meter)
+        {
+            self.bill_meter(user, meter, tariff_id, tariff, minute_ms, energy_wh);
         }
         if let Some(meter_pricing) = pricing.meters.get(&meter) {
             let settings = pricing.account.credit.unwrap_or_default();
@@ -356,6 +367,46 @@ impl UserMoney {
             self.record(priced, user, id, at_ms, body);
             priced.store_first = true;
         }
+    }
+
+    fn bill_meter(
+        &mut self,
+        user: UserId,
+        meter: MeterId,
+        tariff_id: &str,
+        tariff: &Tariff,
+        minute_ms: i64,
+        energy_wh: f64,
+    ) {
+        let restart = self.meter_bills.get(&meter).is_none_or(|(id, billing)| {
+            id != tariff_id || minute_ms >= billing.accumulator().period().end_utc_ms
+        });
+        if restart {
+            match UserBilling::new(tariff, minute_ms) {
+                Ok(billing) => {
+                    self.meter_bills
+                        .insert(meter, (tariff_id.to_owned(), billing));
+                }
+                Err(error) => {
+                    crate::metrics::record_billing_error();
+                    tracing::warn!(%user, %meter, %error, "cannot start the meter's billing");
+                    return;
+                }
+            }
+        }
+        if let Some((_, billing)) = self.meter_bills.get_mut(&meter)
+            && let Err(error) = billing.apply(tariff, minute_ms, energy_wh, None)
+        {
+            crate::metrics::record_billing_error();
+            tracing::warn!(%user, %meter, %error, minute_ms, "cannot price a meter's minute");
+        }
+    }
+
+    /// A meter's tariff id and billing of the current period.
+    pub fn meter_bill(&self, meter: MeterId) -> Option<(&str, &UserBilling)> {
+        self.meter_bills
+            .get(&meter)
+            .map(|(id, billing)| (id.as_str(), billing))
     }
 
     /// The user's saving sessions.

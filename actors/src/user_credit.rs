@@ -170,6 +170,13 @@ impl UserCredit {
         minute_ms: i64,
         energy_wh: f64,
     ) -> Vec<CreditEvent> {
+        // A minute of a later day closes the running day of the user's quiet prepaid
+        // meters too (their usage of that day enters the log).
+        for (other, prepaid) in &mut self.meters {
+            if *other != meter {
+                prepaid.account.close_day(minute_ms);
+            }
+        }
         let (true, Some((tariff_id, tariff))) = (pricing.prepaid, &pricing.tariff) else {
             return Vec::new();
         };

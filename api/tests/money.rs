@@ -149,6 +149,16 @@ fn budget_thresholds_once_live_cost_and_no_repeat_after_restart() {
             cost["budget"]["projected_date_budget_reached"], "2026-11-10",
             "already reached today: {cost}"
         );
+        // The meter's own cost: its only meter, by the same tariff.
+        let (status, meter_cost) = http(addr, "GET", "/api/meters/m-budget/cost", "").await;
+        assert_eq!(status, 200, "{meter_cost}");
+        assert_eq!(meter_cost["owner"], "u-budget", "{meter_cost}");
+        assert_eq!(
+            meter_cost["period_to_date"]["total"], cost["period_to_date"]["total"],
+            "{meter_cost}"
+        );
+        let (status, body) = http(addr, "GET", "/api/meters/unowned/cost", "").await;
+        assert_eq!(status, 404, "{body}");
         // The itemised bill of the current period.
         let (status, bill) = http(addr, "GET", "/api/users/u-budget/bill?period=2026-11", "").await;
         assert_eq!(status, 200, "{bill}");

@@ -40,6 +40,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(users::put_budget)
         .service(users::get_usage)
         .service(money::get_cost)
+        .service(money::get_meter_cost)
         .service(money::get_bill)
         .service(money::get_events)
         .service(credit::post_topup)

@@ -13,8 +13,8 @@ use gridpulse_actors::user_events::UserEvent;
 use gridpulse_actors::user_system::MoneyView;
 use gridpulse_actors::{AccountBook, UserSystem};
 use gridpulse_domain::{
-    Amount, BillAccumulator, BillingPeriodId, BudgetAssessment, CostBreakdown, Energy, Tariff,
-    UserId,
+    Amount, BillAccumulator, BillingPeriodId, BudgetAssessment, CostBreakdown, Energy, MeterId,
+    Tariff, UserId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -87,18 +87,96 @@ struct BudgetView {
     thresholds_reported: Vec<u8>,
 }
 
+/// Live cost of one billing: today, the period so far, the estimate at its end.
+#[derive(Serialize)]
+struct CostFigures {
+    /// Event time the figures are as of (newest usage minute), Unix ms.
+    as_of_ms: i64,
+    today: CostBreakdown,
+    period_to_date: CostBreakdown,
+    estimate_at_period_end: CostBreakdown,
+}
+
+fn figures(
+    billing: &UserBilling,
+    tariff: &Tariff,
+    last_minute_ms: Option<i64>,
+) -> Result<CostFigures, ApiError> {
+    let period = billing.accumulator().period();
+    let as_of_ms = last_minute_ms
+        .unwrap_or(period.start_utc_ms)
+        .clamp(period.start_utc_ms, period.end_utc_ms - 1);
+    let today_date = tariff
+        .local_date(as_of_ms)
+        .map_err(|error| internal("calendar", error))?;
+    let accumulator = billing.accumulator();
+    Ok(CostFigures {
+        as_of_ms,
+        today: accumulator
+            .cost_of_local_day(tariff, today_date)
+            .map_err(|error| internal("pricing today", error))?,
+        period_to_date: billing
+            .cost_to_date(tariff, as_of_ms)
+            .map_err(|error| internal("pricing the period", error))?,
+        estimate_at_period_end: accumulator
+            .estimate_at_period_end(tariff, projected_remaining(billing, tariff, as_of_ms))
+            .map_err(|error| internal("estimating the bill", error))?,
+    })
+}
+
 #[derive(Serialize)]
 struct CostView {
     user: UserId,
     tariff: String,
     currency: &'static str,
-    /// Event time the figures are as of (newest usage minute), Unix ms.
-    as_of_ms: i64,
     period: BillingPeriodId,
-    today: CostBreakdown,
-    period_to_date: CostBreakdown,
-    estimate_at_period_end: CostBreakdown,
+    #[serde(flatten)]
+    figures: CostFigures,
     budget: Option<BudgetView>,
+}
+
+#[derive(Serialize)]
+struct MeterCostView {
+    meter: MeterId,
+    owner: UserId,
+    tariff: String,
+    currency: &'static str,
+    period: BillingPeriodId,
+    #[serde(flatten)]
+    figures: CostFigures,
+}
+
+/// `GET /api/meters/{id}/cost`: the live cost of one meter by its tariff (its own, or
+/// its owner's): today, this billing period so far, the estimate at the period end.
+/// 404 for a meter without an owner; 409 while none of its usage has been priced.
+#[get("/api/meters/{id}/cost")]
+pub async fn get_meter_cost(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let meter = super::parse_meter("id", &id)?;
+    let owner = state
+        .meters
+        .meter_config(meter)
+        .await?
+        .owner
+        .ok_or(ApiError::NotFound("meter owner"))?;
+    let book = account_book(&state)?;
+    let view = users(&state)?.observe_money(owner).await?;
+    let Some((tariff_id, billing)) = view.money.meter_bill(meter) else {
+        return Err(ApiError::Conflict(
+            "no usage of this meter priced yet: it needs a tariff (its own or its owner's) and readings".into(),
+        ));
+    };
+    let tariff = tariff_by_id(&book, tariff_id).await?;
+    Ok(HttpResponse::Ok().json(MeterCostView {
+        meter,
+        owner,
+        tariff: tariff_id.to_owned(),
+        currency: tariff.currency().code(),
+        period: billing.accumulator().period().id,
+        figures: figures(billing, &tariff, view.last_minute_ms)?,
+    }))
 }
 
 /// `GET /api/users/{id}/cost`: live cost today, this billing period so far, the
@@ -118,24 +196,9 @@ pub async fn get_cost(
         ));
     };
     let tariff = tariff_by_id(&book, tariff_id).await?;
+    let figures = figures(billing, &tariff, view.last_minute_ms)?;
+    let as_of_ms = figures.as_of_ms;
     let period = billing.accumulator().period();
-    let as_of_ms = view
-        .last_minute_ms
-        .unwrap_or(period.start_utc_ms)
-        .clamp(period.start_utc_ms, period.end_utc_ms - 1);
-    let today_date = tariff
-        .local_date(as_of_ms)
-        .map_err(|error| internal("calendar", error))?;
-    let accumulator = billing.accumulator();
-    let today = accumulator
-        .cost_of_local_day(&tariff, today_date)
-        .map_err(|error| internal("pricing today", error))?;
-    let period_to_date = billing
-        .cost_to_date(&tariff, as_of_ms)
-        .map_err(|error| internal("pricing the period", error))?;
-    let estimate_at_period_end = accumulator
-        .estimate_at_period_end(&tariff, projected_remaining(billing, &tariff, as_of_ms))
-        .map_err(|error| internal("estimating the bill", error))?;
     let budget = match view
         .pricing
         .and_then(|pricing| pricing.account.monthly_budget)
@@ -158,11 +221,8 @@ pub async fn get_cost(
         user,
         tariff: tariff_id.to_owned(),
         currency: tariff.currency().code(),
-        as_of_ms,
         period: period.id,
-        today,
-        period_to_date,
-        estimate_at_period_end,
+        figures,
         budget,
     }))
 }
