@@ -10,13 +10,15 @@
 //! event in the log for clients to read, and the replay that follows finds it already
 //! recorded.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use gridpulse_domain::{
     Amount, BillingPeriodId, CreditEvent, LocalDate, SessionProgress, SessionResult, Streak, UserId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+
+use crate::usage::FlushFuture;
 
 /// How many recent events a user's snapshot keeps.
 pub const MAX_KEPT_EVENTS: usize = 200;
@@ -112,26 +114,64 @@ impl UserEventBody {
     }
 }
 
-/// Broadcasts user events to subscribers (websocket sessions). Events are numbered by
-/// their users' actors, so the hub holds no state beyond the channel.
+/// Receives every published user event (a processor forwards them to the
+/// `user-events` topic for API replicas). Must not block.
+pub trait UserEventForwarder: Send + Sync + std::fmt::Debug + 'static {
+    /// Queues one event.
+    fn forward(&self, event: Arc<UserEvent>);
+    /// Resolves when every event forwarded before the call is delivered durably.
+    fn flush(&self) -> FlushFuture;
+}
+
+/// Broadcasts user events to subscribers (websocket sessions) and to the forwarder, if
+/// any. Events are numbered by their users' actors, so the hub holds no state beyond
+/// the channel.
 #[derive(Debug)]
 pub struct UserEventHub {
     sender: broadcast::Sender<Arc<UserEvent>>,
+    forwarder: OnceLock<Arc<dyn UserEventForwarder>>,
 }
 
 impl UserEventHub {
     /// A hub whose subscribers may lag by up to `channel_capacity` events.
     pub fn new(channel_capacity: usize) -> Arc<UserEventHub> {
         let (sender, _) = broadcast::channel(channel_capacity.max(16));
-        Arc::new(UserEventHub { sender })
+        Arc::new(UserEventHub {
+            sender,
+            forwarder: OnceLock::new(),
+        })
+    }
+
+    /// Forwards every event published from now on (set once).
+    pub fn set_forwarder(&self, forwarder: Arc<dyn UserEventForwarder>) {
+        let _ = self.forwarder.set(forwarder);
+    }
+
+    /// Resolves when every event published so far is delivered by the forwarder.
+    pub fn flush(&self) -> FlushFuture {
+        match self.forwarder.get() {
+            Some(forwarder) => forwarder.flush(),
+            None => Box::pin(std::future::ready(Ok(()))),
+        }
     }
 
     /// Sends events to every subscriber (none is fine: the users' snapshots keep them).
     pub fn publish(&self, events: impl IntoIterator<Item = UserEvent>) {
+        let forwarder = self.forwarder.get();
         for event in events {
             crate::metrics::record_user_event(event.body.type_name());
-            let _ = self.sender.send(Arc::new(event));
+            let event = Arc::new(event);
+            if let Some(forwarder) = forwarder {
+                forwarder.forward(Arc::clone(&event));
+            }
+            let _ = self.sender.send(event);
         }
+    }
+
+    /// Sends an event that arrived from elsewhere (an API replica's consumer of the
+    /// `user-events` topic) to this hub's subscribers only.
+    pub fn relay(&self, event: UserEvent) {
+        let _ = self.sender.send(Arc::new(event));
     }
 
     /// Events published from now on.

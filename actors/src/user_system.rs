@@ -564,6 +564,7 @@ impl UserPartitionActor {
         }
         let (partition, offset, commit) =
             (self.partition, self.next_offset, self.config.commit.clone());
+        let events = Arc::clone(&self.events);
         let work = async move {
             for (user, request) in requests {
                 if let Ok(Some(bytes)) = request.await {
@@ -574,6 +575,9 @@ impl UserPartitionActor {
                 }
             }
             store.flush().await.map_err(|error| error.to_string())?;
+            // Events forwarded to the `user-events` topic before the offsets that
+            // caused them are committed.
+            events.flush().await?;
             if let (Some(offset), Some(commit)) = (offset, commit) {
                 commit(partition, offset);
             }

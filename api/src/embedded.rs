@@ -13,6 +13,7 @@ use actix_web::{App, HttpServer, web};
 use std::path::PathBuf;
 
 use gridpulse_actors::ReadingSource;
+use gridpulse_actors::user_events::UserEventHub;
 use gridpulse_actors::user_system::CommitFn;
 use gridpulse_actors::writer::BatchWriter;
 use gridpulse_actors::{
@@ -189,6 +190,8 @@ impl EmbeddedSystem {
         };
         // Where meters send usage minutes, the user partitions' inputs and their commit.
         let mut usage: Option<UsageFlow> = None;
+        // User events an API replica relays from the `user-events` topic.
+        let relayed_user_events = UserEventHub::new(config.alert_channel_capacity);
         // The reading log: Kafka, or in-process (journaled when persistent).
         let (log, source): (ReadingLog, Arc<dyn ReadingSource>) =
             match (&config.kafka, &config.persistence) {
@@ -198,9 +201,23 @@ impl EmbeddedSystem {
                     let producer = KafkaReadingProducer::new(kafka).map_err(StartError::Kafka)?;
                     let replica_id = format!("{}-{}", std::process::id(), clock.now_ms());
                     let (hub, kafka) = (Arc::clone(&hub), kafka.clone());
+                    let (events, replica) = (Arc::clone(&relayed_user_events), replica_id.clone());
+                    let events_config = kafka.clone();
                     actix_web::rt::spawn(async move {
                         if let Err(error) = alerts::consume_alerts(hub, kafka, replica_id).await {
                             tracing::error!(%error, "alert consumer stopped");
+                        }
+                    });
+                    actix_web::rt::spawn(async move {
+                        if let Err(error) =
+                            gridpulse_ingest::kafka::user_events::consume_user_events(
+                                events,
+                                events_config,
+                                replica,
+                            )
+                            .await
+                        {
+                            tracing::error!(%error, "user event consumer stopped");
                         }
                     });
                     let idle = InProcessLog::new(1, 1);
@@ -312,10 +329,21 @@ impl EmbeddedSystem {
             Arc::clone(&clock),
         )
         .await?;
+        if let (Some(users), Some(kafka)) = (&users, &config.kafka) {
+            // Every user event also goes to `user-events` for API replicas.
+            users.events().set_forwarder(
+                gridpulse_ingest::kafka::user_events::KafkaUserEventForwarder::start(kafka)
+                    .map_err(StartError::Kafka)?,
+            );
+        }
+        let user_events = users
+            .as_ref()
+            .map_or(relayed_user_events, |users| Arc::clone(users.events()));
         let state = AppState {
             log,
             meters,
             users,
+            user_events,
             store,
             limits: config.limits,
             clock,

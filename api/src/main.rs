@@ -61,7 +61,7 @@ struct ApiArgs {
 
 #[derive(Debug, Subcommand)]
 enum TopicsCommand {
-    /// Create `readings`, `alerts`, `usage-by-user` and `readings-dlq` (existing ones are
+    /// Create `readings`, `alerts`, `usage-by-user`, `readings-dlq` and `user-events` (existing ones are
     /// left alone).
     Create(KafkaArgs),
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use gridpulse_actors::user_events::UserEventHub;
 use gridpulse_actors::{Clock, MeterSystem, UserSystem};
 use gridpulse_domain::Limits;
 use gridpulse_ingest::ReadingLog;
@@ -16,6 +17,9 @@ pub struct AppState {
     pub meters: MeterSystem,
     /// The user actors (`None` on an API-only replica: processors host them).
     pub users: Option<UserSystem>,
+    /// Where user events reach websocket clients: the user actors' hub, or on an API
+    /// replica the hub fed by the `user-events` topic.
+    pub user_events: Arc<UserEventHub>,
     /// History (readings, alerts with lifecycle) when persistence is on.
     pub store: Option<Arc<dyn Store>>,
     /// Validation limits for incoming readings.

@@ -153,7 +153,7 @@ pub async fn ws_alerts(
     let send_snapshot = query.snapshot.unwrap_or(true);
     let (response, session, messages) = actix_ws::handle(&request, body)?;
     let hub = std::sync::Arc::clone(state.meters.hub());
-    let user_events = state.users.as_ref().map(|users| users.events().subscribe());
+    let user_events = Some(state.user_events.subscribe());
     actix_web::rt::spawn(async move {
         crate::metrics::record_websocket_clients(1);
         let (seq, open, events) = hub.subscribe();

@@ -3,7 +3,7 @@
 //! group member) produce closed minutes to `usage-by-user`, the user consumer group
 //! hosts the user actors, and every money event kind — budget 70/90/100 %, low credit,
 //! running out, exhausted, auto top-up requested, confirmed — reaches the processor's
-//! websocket, each once.
+//! websocket, each once, and an API replica's websocket through `user-events`.
 
 // Test helpers panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -75,6 +75,23 @@ async fn every_money_event_kind_through_kafka() {
     let mut kafka = KafkaConfig::new(broker.bootstrap());
     kafka.partitions = 2;
     create_topics(&kafka).await.unwrap();
+    // An API replica beside the processor: its websocket gets the user events through
+    // the `user-events` topic.
+    let replica = EmbeddedSystem::start_default_clock(
+        EmbeddedConfig {
+            n_partitions: 1,
+            n_workers: 1,
+            n_http_workers: 1,
+            kafka: Some(kafka.clone()),
+            api_only: true,
+            ..EmbeddedConfig::default()
+        },
+        TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+    .await
+    .unwrap();
+    let replica_addr = replica.local_addr;
+    actix_rt::spawn(replica.server);
     let dir = fresh_data_dir("kafka-money", "events");
     let config = EmbeddedConfig {
         n_workers: 1,
@@ -114,6 +131,11 @@ async fn every_money_event_kind_through_kafka() {
     ))
     .await
     .unwrap();
+    let (mut replica_ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://{replica_addr}/ws/alerts?snapshot=false&user=u-k&types=budget,credit,top_up"
+    ))
+    .await
+    .unwrap();
     let (status, body) = http(
         addr,
         "POST",
@@ -147,6 +169,15 @@ async fn every_money_event_kind_through_kafka() {
             seen.iter().filter(|s| *s == kind).count(),
             1,
             "{kind} once in {seen:?}"
+        );
+    }
+    step("the replica relays them");
+    let relayed = events_until(&mut replica_ws, &first).await;
+    for kind in first {
+        assert_eq!(
+            relayed.iter().filter(|s| *s == kind).count(),
+            1,
+            "{kind} once on the replica: {relayed:?}"
         );
     }
     let (status, credit) = http(addr, "GET", "/api/meters/m-k/credit", "").await;

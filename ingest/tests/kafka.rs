@@ -83,7 +83,7 @@ async fn readings_flow_through_a_real_broker_with_dead_letters_and_resume() {
     let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
     let config = config(&broker, "test-processors");
     let created = create_topics(&config).await.unwrap();
-    assert_eq!(created.len(), 4, "{created:?}");
+    assert_eq!(created.len(), 5, "{created:?}");
     assert!(
         created
             .iter()

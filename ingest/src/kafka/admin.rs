@@ -28,6 +28,7 @@ pub async fn create_topics(config: &KafkaConfig) -> Result<Vec<TopicOutcome>, St
         NewTopic::new(&config.alerts_topic, config.partitions, replication()),
         NewTopic::new(&config.usage_topic, config.partitions, replication()),
         NewTopic::new(&config.dlq_topic, 1, replication()),
+        NewTopic::new(&config.user_events_topic, config.partitions, replication()),
     ];
     let results = admin
         .create_topics(topics.iter(), &AdminOptions::new())

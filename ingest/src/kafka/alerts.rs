@@ -99,7 +99,7 @@ pub async fn consume_alerts(
 /// librdkafka polls for that without end while the broker is unreachable (rdkafka's
 /// `Drop` loops until the consumer is closed): on a runtime thread that would hang the
 /// shutdown of the whole process (seen in tests: the broker stopped first).
-struct CloseOffThread(Option<StreamConsumer>);
+pub(crate) struct CloseOffThread(pub(crate) Option<StreamConsumer>);
 
 impl Drop for CloseOffThread {
     fn drop(&mut self) {

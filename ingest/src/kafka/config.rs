@@ -15,6 +15,9 @@ pub struct KafkaConfig {
     pub usage_topic: String,
     /// Dead letters of `readings`.
     pub dlq_topic: String,
+    /// Per-user events (budget, credit, top-ups, sessions; key = user id), for API
+    /// replicas' websocket clients.
+    pub user_events_topic: String,
     /// Partitions of the readings and alerts topics.
     pub partitions: i32,
     /// Replication factor when creating topics.
@@ -37,6 +40,7 @@ impl KafkaConfig {
             alerts_topic: "alerts".into(),
             usage_topic: "usage-by-user".into(),
             dlq_topic: "readings-dlq".into(),
+            user_events_topic: "user-events".into(),
             partitions: 8,
             replication: 1,
             group_id: "gridpulse-processors".into(),

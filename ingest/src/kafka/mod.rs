@@ -21,5 +21,6 @@ pub mod consumer;
 pub mod producer;
 pub mod test_broker;
 pub mod usage;
+pub mod user_events;
 
 pub use config::KafkaConfig;

@@ -1,0 +1,93 @@
+//! Per-user events over Kafka: processors forward every user event (budget, credit,
+//! top-ups, sessions) to `user-events` (key = user id), and API replicas consume it into
+//! their own hub, so a websocket client of any replica gets them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gridpulse_actors::usage::FlushFuture;
+use gridpulse_actors::user_events::{UserEvent, UserEventForwarder, UserEventHub};
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use super::KafkaConfig;
+use super::acked::AckedProducer;
+use super::alerts::CloseOffThread;
+use crate::metrics;
+
+/// Forwards a processor's user events to `user-events`; user checkpoints wait until
+/// the broker acknowledged them before committing the usage offsets behind them.
+#[derive(Debug)]
+pub struct KafkaUserEventForwarder(AckedProducer<Arc<UserEvent>>);
+
+impl KafkaUserEventForwarder {
+    /// Starts the producer task. Must be called on a tokio runtime.
+    pub fn start(config: &KafkaConfig) -> Result<Arc<KafkaUserEventForwarder>, String> {
+        let producer = AckedProducer::start(
+            config,
+            &config.user_events_topic,
+            0,
+            |event: &Arc<UserEvent>, payload: &mut Vec<u8>| {
+                serde_json::to_writer(payload, event.as_ref())
+                    .map_err(|error| error.to_string())?;
+                Ok(event.user.as_str().to_owned())
+            },
+        )?;
+        Ok(Arc::new(KafkaUserEventForwarder(producer)))
+    }
+}
+
+impl UserEventForwarder for KafkaUserEventForwarder {
+    fn forward(&self, event: Arc<UserEvent>) {
+        self.0.send(event);
+    }
+
+    fn flush(&self) -> FlushFuture {
+        self.0.flush()
+    }
+}
+
+/// Consumes `user-events` into `hub` for this replica's websocket clients. Each replica
+/// is its own consumer group and starts, like for `alerts`, from the oldest retained
+/// event, so nothing published while it joined is missed; clients tell events apart by
+/// their stable `id` and per-user `seq`.
+pub async fn consume_user_events(
+    hub: Arc<UserEventHub>,
+    config: KafkaConfig,
+    replica_id: String,
+) -> Result<(), String> {
+    let consumer: StreamConsumer = config
+        .client()
+        .set("group.id", format!("gridpulse-api-events-{replica_id}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "6000")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(|error| format!("kafka user event consumer: {error}"))?;
+    consumer
+        .subscribe(&[&config.user_events_topic])
+        .map_err(|error| format!("subscribing to {}: {error}", config.user_events_topic))?;
+    let consumer = CloseOffThread(Some(consumer));
+    let Some(consumer) = consumer.0.as_ref() else {
+        return Ok(());
+    };
+    loop {
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(%error, "user event consume failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match serde_json::from_slice::<UserEvent>(message.payload().unwrap_or_default()) {
+            Ok(event) => hub.relay(event),
+            Err(error) => {
+                metrics::record_rejected("user_events_topic", "undecodable", 1);
+                tracing::warn!(%error, offset = message.offset(), "undecodable user event skipped");
+            }
+        }
+    }
+}
