@@ -22,6 +22,7 @@ pub mod meter_id;
 pub mod money;
 pub mod reading;
 pub mod register;
+pub mod rollup;
 pub mod session;
 pub mod tariff;
 pub mod usage;
@@ -46,6 +47,7 @@ pub use meter_id::{MeterId, MeterIdError};
 pub use money::{Amount, Currency, Money, MoneyError};
 pub use reading::Reading;
 pub use register::{RegisterStep, register_step};
+pub use rollup::{Granularity, MeterRollup, UserRollup};
 pub use session::{
     Baseline, BaselineError, BaselineRule, DEFAULT_POINTS_PER_KWH, HALF_HOUR_MS, LeaderboardRow,
     MAX_LOOKBACK_DAYS, MAX_SESSION_MS, SavingSession, SessionDefinition, SessionError,

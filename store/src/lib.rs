@@ -12,8 +12,8 @@
 //! Architecture invariant: only this crate knows CQL, fjall or file formats; everything
 //! above it sees [`Store`] and plain domain types.
 //! Architecture invariant: every write is idempotent — keys are (meter, day, timestamp),
-//! (alert id) or (alert id, time, event) — so replaying after a crash writes the same
-//! rows.
+//! (alert id), (alert id, time, event), (subject, granularity, window start) or (stream
+//! job, partition) — so replaying after a crash writes the same rows.
 
 pub mod embedded;
 pub mod error;
@@ -24,12 +24,13 @@ pub mod scylla_store;
 use std::future::Future;
 use std::pin::Pin;
 
-use gridpulse_domain::{MeterId, Reading};
+use gridpulse_domain::{MeterId, MeterRollup, Reading, UserRollup};
 
 pub use error::StoreError;
 pub use model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, Retention, SnapshotRow,
-    StoredAlert, day_bucket,
+    AlertHistoryEntry, AlertQuery, ConfigKind, MAX_JOB_NAME_LEN, MeterRollupQuery, ReadingPage,
+    ReadingQuery, Retention, RollupPage, RollupQuery, SnapshotRow, StoredAlert, UserRollupQuery,
+    day_bucket,
 };
 
 /// A boxed, `Send` future returned by store operations (object-safe async).
@@ -79,6 +80,41 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn delete_config<'a>(&'a self, kind: ConfigKind, id: &'a str) -> StoreFuture<'a, ()>;
     /// All configuration documents of one kind, by id.
     fn list_config(&self, kind: ConfigKind) -> StoreFuture<'_, Vec<(String, Vec<u8>)>>;
+
+    /// Upserts usage rollups keyed by (meter, granularity, `window_start_ms`): a
+    /// recomputed window replaces the stored row whole. Revisions are not compared —
+    /// the last write of a key wins, and within one slice the last occurrence of a key.
+    fn put_meter_rollups<'a>(&'a self, rollups: &'a [MeterRollup]) -> StoreFuture<'a, ()>;
+    /// One meter's rollups of one granularity with `window_start_ms` in
+    /// `[from_ms, to_ms)`, oldest first, paged.
+    fn read_meter_rollups<'a>(
+        &'a self,
+        query: &'a MeterRollupQuery,
+    ) -> StoreFuture<'a, RollupPage<MeterRollup>>;
+    /// Upserts user rollups keyed by (user, granularity, `window_start_ms`), like
+    /// [`Store::put_meter_rollups`]. Refuses (writing nothing) a rollup whose currency is
+    /// `Some("")`.
+    fn put_user_rollups<'a>(&'a self, rollups: &'a [UserRollup]) -> StoreFuture<'a, ()>;
+    /// One user's rollups of one granularity with `window_start_ms` in
+    /// `[from_ms, to_ms)`, oldest first, paged.
+    fn read_user_rollups<'a>(
+        &'a self,
+        query: &'a UserRollupQuery,
+    ) -> StoreFuture<'a, RollupPage<UserRollup>>;
+
+    /// Upserts a stream job's position per log partition: `(partition, next_offset)`,
+    /// the first offset the job has not yet reflected in stored rollups. Partitions not
+    /// in `offsets` keep their stored value; a partition named twice keeps the last.
+    /// Write it after the rollups it covers: the embedded store never recovers a later
+    /// write without the earlier ones.
+    fn put_stream_offsets<'a>(
+        &'a self,
+        job: &'a str,
+        offsets: &'a [(u32, u64)],
+    ) -> StoreFuture<'a, ()>;
+    /// Every stored `(partition, next_offset)` of `job`, by partition (empty for a job
+    /// that never stored any).
+    fn get_stream_offsets<'a>(&'a self, job: &'a str) -> StoreFuture<'a, Vec<(u32, u64)>>;
 
     /// Makes everything written so far durable.
     fn flush(&self) -> StoreFuture<'_, ()>;

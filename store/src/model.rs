@@ -1,6 +1,9 @@
 //! What is stored: rows, queries and their keys, shared by both backends.
 
-use gridpulse_domain::{AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading};
+use gridpulse_domain::{
+    AlertEventKind, AlertKind, AlertRecord, AlertState, Granularity, MeterId, Reading, UserId,
+    UserRollup,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -57,22 +60,117 @@ impl ReadingQuery {
                 reason: format!("the range may span at most {MAX_QUERY_DAYS} days"),
             });
         }
-        match &self.cursor {
-            None => Ok(self.from_ms),
-            Some(cursor) => match cursor.parse::<i64>() {
-                Ok(ts) if ts >= self.from_ms && ts <= self.to_ms => Ok(ts),
-                _ => Err(StoreError::BadRequest {
-                    field: "cursor",
-                    reason: "is not a cursor of this query".into(),
-                }),
-            },
-        }
+        cursor_start(self.from_ms, self.to_ms, self.cursor.as_deref())
+    }
+}
+
+/// The first key to read of a range `[from_ms, to_ms)` resumed at `cursor` (a time a
+/// previous page of the same range returned), refusing a cursor outside the range.
+fn cursor_start(from_ms: i64, to_ms: i64, cursor: Option<&str>) -> Result<i64, StoreError> {
+    match cursor {
+        None => Ok(from_ms),
+        Some(cursor) => match cursor.parse::<i64>() {
+            Ok(ts) if ts >= from_ms && ts <= to_ms => Ok(ts),
+            _ => Err(StoreError::BadRequest {
+                field: "cursor",
+                reason: "is not a cursor of this query".into(),
+            }),
+        },
     }
 }
 
 /// The cursor that resumes a reading query at `next_ts_ms`.
 pub fn reading_cursor(next_ts_ms: i64) -> String {
     next_ts_ms.to_string()
+}
+
+/// A range query over one subject's rollups of one granularity: the windows whose
+/// `window_start_ms` is in `[from_ms, to_ms)`, oldest first, at most `limit` per page.
+///
+/// Unlike [`ReadingQuery`] the span is not limited: one subject's windows of one
+/// granularity are one partition (one prefix in the embedded store), and `limit`
+/// bounds the work.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupQuery<S> {
+    /// The meter ([`MeterRollupQuery`]) or user ([`UserRollupQuery`]).
+    pub subject: S,
+    /// Window size; other granularities of the subject are never returned.
+    pub granularity: Granularity,
+    /// Inclusive start of `window_start_ms`, Unix ms.
+    pub from_ms: i64,
+    /// Exclusive end of `window_start_ms`, Unix ms.
+    pub to_ms: i64,
+    /// Page size (0 reads as 1).
+    pub limit: usize,
+    /// Resume at this cursor (the `next_cursor` of the previous page of this query).
+    pub cursor: Option<String>,
+}
+
+/// A query over one meter's rollups.
+pub type MeterRollupQuery = RollupQuery<MeterId>;
+/// A query over one user's rollups.
+pub type UserRollupQuery = RollupQuery<UserId>;
+
+impl<S> RollupQuery<S> {
+    /// Checks the range and decodes the cursor into the first `window_start_ms` to read.
+    pub fn start_ms(&self) -> Result<i64, StoreError> {
+        if self.to_ms <= self.from_ms {
+            return Err(StoreError::BadRequest {
+                field: "to",
+                reason: "must be after `from`".into(),
+            });
+        }
+        cursor_start(self.from_ms, self.to_ms, self.cursor.as_deref())
+    }
+}
+
+/// A page of one subject's rollups.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollupPage<R> {
+    /// Rollups, oldest window first.
+    pub rollups: Vec<R>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The cursor that resumes a rollup query at the window starting at `window_start_ms`.
+pub fn rollup_cursor(window_start_ms: i64) -> String {
+    window_start_ms.to_string()
+}
+
+/// Refuses what neither backend can store exactly: an empty currency code (the Scylla
+/// table keeps "no currency" as the empty text, so no write ever leaves a tombstone).
+pub fn check_user_rollup(rollup: &UserRollup) -> Result<(), StoreError> {
+    if rollup.currency.as_deref() == Some("") {
+        return Err(StoreError::BadRequest {
+            field: "currency",
+            reason: format!(
+                "is empty in the {} rollup of {} at {}: omit it instead",
+                rollup.granularity.as_str(),
+                rollup.user,
+                rollup.window_start_ms
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Longest stream job name, bytes.
+pub const MAX_JOB_NAME_LEN: usize = 128;
+
+/// Checks a stream job name (the key of its stored offsets): 1 to
+/// [`MAX_JOB_NAME_LEN`] bytes.
+pub fn check_job_name(job: &str) -> Result<(), StoreError> {
+    if job.is_empty() || job.len() > MAX_JOB_NAME_LEN {
+        return Err(StoreError::BadRequest {
+            field: "job",
+            reason: format!(
+                "a stream job name has 1 to {MAX_JOB_NAME_LEN} bytes, not {}",
+                job.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The stored state of one meter actor.
@@ -192,7 +290,8 @@ impl ConfigKind {
     }
 }
 
-/// How long each table keeps data; `None` keeps it forever.
+/// How long each table keeps data; `None` keeps it forever. Usage rollups and stream
+/// offsets are always kept (a meter's hourly rollups are ~1 MB a year).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Retention {

@@ -9,14 +9,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gridpulse_domain::{
-    AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading, Severity, alert_id,
+    AlertEventKind, AlertKind, AlertRecord, AlertState, Amount, Granularity, MeterId, MeterRollup,
+    Reading, Severity, UserId, UserRollup, alert_id,
 };
 use gridpulse_store::embedded::EmbeddedStore;
 use gridpulse_store::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingQuery, Retention, SnapshotRow, Store,
+    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingQuery, Retention, RollupPage, RollupQuery,
+    SnapshotRow, Store, StoreError,
 };
 
 const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
 /// 2025-02-19 22:00 UTC: two hours before a day boundary.
 const T0: i64 = 1_740_002_400_000;
 
@@ -287,11 +290,363 @@ async fn configuration(store: &dyn Store) {
     );
 }
 
+fn meter_rollup(
+    meter: MeterId,
+    granularity: Granularity,
+    window_start_ms: i64,
+    revision: u32,
+) -> MeterRollup {
+    let length = match granularity {
+        Granularity::Hour => HOUR_MS,
+        Granularity::Day => DAY_MS,
+        Granularity::Month => 31 * DAY_MS,
+    };
+    let index = window_start_ms.rem_euclid(1_000_000) as f64;
+    MeterRollup {
+        meter,
+        granularity,
+        window_start_ms,
+        window_end_ms: window_start_ms + length,
+        readings: 359,
+        // 17 significant digits: JSON would not bring every one of these back.
+        energy_wh: 0.1 + 0.2 + index,
+        power_min_w: 12.345_678_901_234_567,
+        power_avg_w: 1_234.567_890_123_456_7 + f64::from(revision),
+        power_max_w: 3_000.000_000_000_000_5,
+        voltage_min: 228.1,
+        voltage_max: 241.7,
+        expected_readings: 360,
+        completeness_pct: 359.0 / 360.0 * 100.0,
+        revision,
+    }
+}
+
+fn user_rollup(user: UserId, window_start_ms: i64, cost: Option<&str>) -> UserRollup {
+    UserRollup {
+        user,
+        granularity: Granularity::Day,
+        window_start_ms,
+        window_end_ms: window_start_ms + DAY_MS,
+        meters: 3,
+        readings: 25_920,
+        energy_wh: 1.0 / 3.0 + 10_000.0,
+        cost: cost.map(|text| Amount::parse(text).unwrap()),
+        currency: cost.map(|_| "GBP".to_owned()),
+        revision: 0,
+    }
+}
+
+fn query<S>(subject: S, granularity: Granularity, from_ms: i64, to_ms: i64) -> RollupQuery<S> {
+    RollupQuery {
+        subject,
+        granularity,
+        from_ms,
+        to_ms,
+        limit: 1000,
+        cursor: None,
+    }
+}
+
+/// Every page of `query`, following the cursors, with the size of each page.
+async fn all_pages(
+    store: &dyn Store,
+    mut query: RollupQuery<MeterId>,
+) -> (Vec<MeterRollup>, Vec<usize>) {
+    let (mut all, mut sizes) = (Vec::new(), Vec::new());
+    loop {
+        let RollupPage {
+            rollups,
+            next_cursor,
+        } = store.read_meter_rollups(&query).await.unwrap();
+        assert!(rollups.len() <= query.limit.max(1), "page over the limit");
+        sizes.push(rollups.len());
+        all.extend(rollups);
+        match next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return (all, sizes),
+        }
+        assert!(sizes.len() < 100, "paging does not terminate");
+    }
+}
+
+/// Meter rollups: upsert by (meter, granularity, window start), ranges with `from`
+/// inclusive and `to` exclusive, paging, and no mixing of granularities or meters.
+async fn meter_rollups(store: &dyn Store) {
+    let meter = MeterId::new(&unique("conf-mr")).unwrap();
+    // A longer id with `meter`'s as prefix: must not leak into `meter`'s windows.
+    let longer = MeterId::new(&format!("{meter}0")).unwrap();
+    let mut hours: Vec<MeterRollup> = (0..10)
+        .map(|i| meter_rollup(meter, Granularity::Hour, T0 + i * HOUR_MS, 0))
+        .collect();
+    let day = meter_rollup(meter, Granularity::Day, T0, 0);
+    let month = meter_rollup(meter, Granularity::Month, T0 - DAY_MS, 0);
+    let other = meter_rollup(longer, Granularity::Hour, T0 + 3 * HOUR_MS, 7);
+    // Written newest first, mixed with the other granularities and meter.
+    let mut slice: Vec<MeterRollup> = hours.iter().rev().cloned().collect();
+    slice.insert(4, day.clone());
+    slice.insert(2, other.clone());
+    slice.push(month.clone());
+    store.put_meter_rollups(&slice).await.unwrap();
+    // The same rows again: stored once.
+    store.put_meter_rollups(&slice).await.unwrap();
+
+    let whole = |granularity| query(meter, granularity, T0 - 40 * DAY_MS, T0 + 40 * DAY_MS);
+    let page = store
+        .read_meter_rollups(&whole(Granularity::Hour))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.rollups, hours,
+        "each hour once, oldest first, nothing of another granularity or meter"
+    );
+    assert_eq!(page.next_cursor, None);
+    let days = store
+        .read_meter_rollups(&whole(Granularity::Day))
+        .await
+        .unwrap();
+    assert_eq!(days.rollups, vec![day.clone()]);
+    let months = store
+        .read_meter_rollups(&whole(Granularity::Month))
+        .await
+        .unwrap();
+    assert_eq!(months.rollups, vec![month]);
+    let others = store
+        .read_meter_rollups(&query(longer, Granularity::Hour, T0, T0 + DAY_MS))
+        .await
+        .unwrap();
+    assert_eq!(others.rollups, vec![other]);
+
+    // Late data: window 3 recomputed (revision 1) replaces the stored row; in one slice
+    // that names a key twice, the last occurrence wins.
+    let mut recomputed = meter_rollup(meter, Granularity::Hour, T0 + 3 * HOUR_MS, 1);
+    recomputed.readings = 360;
+    recomputed.energy_wh = 999.25;
+    recomputed.window_end_ms -= 1;
+    let mut superseded = recomputed.clone();
+    superseded.energy_wh = -1.0;
+    store
+        .put_meter_rollups(&[superseded, recomputed.clone()])
+        .await
+        .unwrap();
+    hours[3] = recomputed.clone();
+    let page = store
+        .read_meter_rollups(&whole(Granularity::Hour))
+        .await
+        .unwrap();
+    assert_eq!(
+        page.rollups, hours,
+        "revision 1 replaced revision 0, in place"
+    );
+    assert_eq!(page.rollups[3].revision, 1);
+    let days = store
+        .read_meter_rollups(&whole(Granularity::Day))
+        .await
+        .unwrap();
+    assert_eq!(days.rollups, vec![day], "the day window is another key");
+
+    // `from` is inclusive and `to` exclusive, on window starts.
+    let range = |from_ms, to_ms| query(meter, Granularity::Hour, from_ms, to_ms);
+    let exact = store
+        .read_meter_rollups(&range(T0 + 2 * HOUR_MS, T0 + 5 * HOUR_MS))
+        .await
+        .unwrap();
+    assert_eq!(exact.rollups, hours[2..5].to_vec());
+    let inside = store
+        .read_meter_rollups(&range(T0 + 2 * HOUR_MS + 1, T0 + 5 * HOUR_MS + 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        inside.rollups,
+        hours[3..6].to_vec(),
+        "a window starting before `from` is out even though it overlaps"
+    );
+    let empty = store
+        .read_meter_rollups(&range(T0 + HOUR_MS + 1, T0 + 2 * HOUR_MS))
+        .await
+        .unwrap();
+    assert_eq!((empty.rollups.len(), empty.next_cursor), (0, None));
+
+    // Paging: 3 at a time gives 3 + 3 + 3 + 1; an exact fit ends without an empty page;
+    // a limit of 0 reads as 1.
+    let paged = |limit| RollupQuery {
+        limit,
+        ..range(T0, T0 + 10 * HOUR_MS)
+    };
+    let (all, sizes) = all_pages(store, paged(3)).await;
+    assert_eq!((all, sizes), (hours.clone(), vec![3, 3, 3, 1]));
+    let (all, sizes) = all_pages(store, paged(5)).await;
+    assert_eq!((all, sizes), (hours.clone(), vec![5, 5]));
+    let (all, sizes) = all_pages(store, paged(10)).await;
+    assert_eq!((all, sizes), (hours.clone(), vec![10]));
+    let (all, sizes) = all_pages(store, paged(0)).await;
+    assert_eq!((all, sizes), (hours.clone(), vec![1; 10]));
+    // The last page ends at `to` even when more windows follow it.
+    let (all, sizes) = all_pages(
+        store,
+        RollupQuery {
+            limit: 2,
+            ..range(T0 + HOUR_MS, T0 + 4 * HOUR_MS)
+        },
+    )
+    .await;
+    assert_eq!((all, sizes), (hours[1..4].to_vec(), vec![2, 1]));
+
+    // Bad ranges and cursors are refused with the field named.
+    for (bad, field) in [
+        (range(T0, T0), "to"),
+        (range(T0, T0 - 1), "to"),
+        (
+            RollupQuery {
+                cursor: Some("garbage".into()),
+                ..range(T0, T0 + HOUR_MS)
+            },
+            "cursor",
+        ),
+        (
+            RollupQuery {
+                cursor: Some((T0 + 2 * HOUR_MS).to_string()),
+                ..range(T0, T0 + HOUR_MS)
+            },
+            "cursor",
+        ),
+    ] {
+        match store.read_meter_rollups(&bad).await {
+            Err(StoreError::BadRequest { field: found, .. }) => assert_eq!(found, field),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}
+
+/// User rollups: the same keys in their own table; a recomputed window replaces the whole
+/// row (a cost that went away does not linger).
+async fn user_rollups(store: &dyn Store) {
+    let user = UserId::new(&unique("conf-ur")).unwrap();
+    let longer = UserId::new(&format!("{user}0")).unwrap();
+    let days: Vec<UserRollup> = vec![
+        user_rollup(user, T0 - DAY_MS, Some("1.234567")),
+        user_rollup(user, T0, None),
+        user_rollup(user, T0 + DAY_MS, Some("-3.1")),
+    ];
+    store.put_user_rollups(&days).await.unwrap();
+    store
+        .put_user_rollups(&[user_rollup(longer, T0, Some("9"))])
+        .await
+        .unwrap();
+    // A meter with the user's id: another table.
+    let namesake = MeterId::new(user.as_str()).unwrap();
+    store
+        .put_meter_rollups(&[meter_rollup(namesake, Granularity::Day, T0, 0)])
+        .await
+        .unwrap();
+    let read = |from_ms, to_ms| {
+        let query = query(user, Granularity::Day, from_ms, to_ms);
+        async move { store.read_user_rollups(&query).await.unwrap() }
+    };
+    let page = read(T0 - 10 * DAY_MS, T0 + 10 * DAY_MS).await;
+    assert_eq!(page.rollups, days);
+    assert_eq!(page.next_cursor, None);
+    assert_eq!(
+        page.rollups[0].cost.map(Amount::micro_units),
+        Some(1_234_567),
+        "exact micro-units"
+    );
+    let hours = store
+        .read_user_rollups(&query(user, Granularity::Hour, T0 - DAY_MS, T0 + DAY_MS))
+        .await
+        .unwrap();
+    assert!(hours.rollups.is_empty(), "granularities do not mix");
+
+    // Recomputed: the priced day loses its price, the unpriced one gains one.
+    let mut unpriced = user_rollup(user, T0 - DAY_MS, None);
+    unpriced.revision = 1;
+    unpriced.meters = 2;
+    let mut priced = user_rollup(user, T0, Some("0.000001"));
+    priced.revision = 1;
+    store
+        .put_user_rollups(&[unpriced.clone(), priced.clone()])
+        .await
+        .unwrap();
+    let page = read(T0 - DAY_MS, T0 + DAY_MS).await;
+    assert_eq!(page.rollups, vec![unpriced, priced]);
+    let page = RollupQuery {
+        limit: 2,
+        ..query(user, Granularity::Day, T0 - DAY_MS, T0 + 2 * DAY_MS)
+    };
+    let first = store.read_user_rollups(&page).await.unwrap();
+    assert_eq!(first.rollups.len(), 2);
+    let second = store
+        .read_user_rollups(&RollupQuery {
+            cursor: first.next_cursor.clone(),
+            ..page
+        })
+        .await
+        .unwrap();
+    assert_eq!(second.rollups, vec![days[2].clone()]);
+    assert_eq!(second.next_cursor, None);
+
+    // An empty currency is refused, and nothing of the call is written.
+    let fresh = user_rollup(user, T0 + 5 * DAY_MS, Some("1"));
+    let mut bad = user_rollup(user, T0 + 6 * DAY_MS, Some("1"));
+    bad.currency = Some(String::new());
+    match store.put_user_rollups(&[fresh, bad]).await {
+        Err(StoreError::BadRequest { field, .. }) => assert_eq!(field, "currency"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        read(T0 + 5 * DAY_MS, T0 + 7 * DAY_MS)
+            .await
+            .rollups
+            .is_empty()
+    );
+}
+
+/// Stream offsets: per job, per partition, upserted; jobs do not mix.
+async fn stream_offsets(store: &dyn Store) {
+    let job = unique("conf-job");
+    let longer = format!("{job}0");
+    assert_eq!(store.get_stream_offsets(&job).await.unwrap(), vec![]);
+    store
+        .put_stream_offsets(&job, &[(2, 30), (0, 10), (1, 20)])
+        .await
+        .unwrap();
+    store.put_stream_offsets(&longer, &[(0, 99)]).await.unwrap();
+    assert_eq!(
+        store.get_stream_offsets(&job).await.unwrap(),
+        vec![(0, 10), (1, 20), (2, 30)],
+        "by partition"
+    );
+    // One partition moves on, the others keep theirs; a partition named twice keeps the
+    // last offset; the extremes survive.
+    store
+        .put_stream_offsets(&job, &[(1, 25), (0, 11), (0, 12), (u32::MAX, u64::MAX)])
+        .await
+        .unwrap();
+    store.put_stream_offsets(&job, &[]).await.unwrap();
+    assert_eq!(
+        store.get_stream_offsets(&job).await.unwrap(),
+        vec![(0, 12), (1, 25), (2, 30), (u32::MAX, u64::MAX)]
+    );
+    assert_eq!(
+        store.get_stream_offsets(&longer).await.unwrap(),
+        vec![(0, 99)]
+    );
+    for bad in [String::new(), "j".repeat(129)] {
+        match store.put_stream_offsets(&bad, &[(0, 1)]).await {
+            Err(StoreError::BadRequest { field, .. }) => assert_eq!(field, "job"),
+            other => panic!("{other:?}"),
+        }
+    }
+    store.flush().await.unwrap();
+}
+
 async fn check_all(store: &dyn Store) {
     readings_across_buckets(store).await;
     snapshots_and_checkpoints(store).await;
     alert_history(store).await;
     configuration(store).await;
+    meter_rollups(store).await;
+    user_rollups(store).await;
+    stream_offsets(store).await;
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -359,6 +714,72 @@ async fn embedded_data_survives_reopen_and_retention_drops_old_days() {
     assert_eq!(left, vec![reading(meter, now - 1000, 2.0)]);
     assert!(store.get_alert(&old_resolved.id).await.unwrap().is_none());
     assert!(store.get_alert(&old_open.id).await.unwrap().is_some());
+    drop(store);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn embedded_rollups_and_stream_offsets_survive_reopen_and_retention() {
+    let dir = temp_dir("gridpulse-rollups-reopen");
+    let meter = MeterId::new("reopen-m").unwrap();
+    let user = UserId::new("reopen-u").unwrap();
+    let hour = meter_rollup(meter, Granularity::Hour, T0, 2);
+    let day = user_rollup(user, T0, Some("4.2"));
+    {
+        let store = EmbeddedStore::open(&dir, Retention::default()).unwrap();
+        store
+            .put_meter_rollups(std::slice::from_ref(&hour))
+            .await
+            .unwrap();
+        store
+            .put_user_rollups(std::slice::from_ref(&day))
+            .await
+            .unwrap();
+        store
+            .put_stream_offsets("rollups", &[(0, 1_000), (3, 7)])
+            .await
+            .unwrap();
+        store.flush().await.unwrap();
+        // The directory is in use while the store is open.
+        assert!(EmbeddedStore::open(&dir, Retention::default()).is_err());
+    }
+    let store = EmbeddedStore::open(
+        &dir,
+        Retention {
+            readings_days: Some(1),
+            alerts_days: Some(1),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        store.get_stream_offsets("rollups").await.unwrap(),
+        vec![(0, 1_000), (3, 7)],
+        "offsets survive reopen"
+    );
+    // Retention a year later keeps rollups (kept forever) and offsets.
+    store.apply_retention(T0 + 365 * DAY_MS).await.unwrap();
+    let meters = store
+        .read_meter_rollups(&query(meter, Granularity::Hour, T0, T0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(meters.rollups, vec![hour]);
+    let users = store
+        .read_user_rollups(&query(user, Granularity::Day, T0, T0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(users.rollups, vec![day]);
+    store
+        .put_stream_offsets("rollups", &[(3, 8)])
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    drop(store);
+    let store = EmbeddedStore::open(&dir, Retention::default()).unwrap();
+    assert_eq!(
+        store.get_stream_offsets("rollups").await.unwrap(),
+        vec![(0, 1_000), (3, 8)],
+        "the update survives the second reopen"
+    );
     drop(store);
     std::fs::remove_dir_all(&dir).ok();
 }

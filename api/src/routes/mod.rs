@@ -8,6 +8,7 @@ pub mod readings;
 pub mod sessions;
 pub mod system;
 pub mod tariffs;
+pub mod usage;
 pub mod users;
 
 use actix_web::web;
@@ -53,6 +54,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(sessions::opt_in)
         .service(sessions::get_session)
         .service(meters::get_readings)
+        .service(usage::get_meter_usage)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)
         .service(alerts::ack_alert)

@@ -223,13 +223,18 @@ pub async fn put_budget(
 }
 
 /// A user's live usage: energy today and in total over their meters, per meter, and
-/// the newest minute applied.
+/// the newest minute applied. With `granularity=hour|day|month` (and `from`, `to`,
+/// `limit`, `cursor`), the user's stored usage rollups instead.
 #[get("/api/users/{id}/usage")]
 pub async fn get_usage(
     state: web::Data<AppState>,
     id: web::Path<String>,
+    query: web::Query<super::usage::UsageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let user = parse_user("id", &id)?;
+    if query.granularity.is_some() || query.from.is_some() || query.to.is_some() {
+        return super::usage::user_usage(&state, user, &query).await;
+    }
     let users = state.users.as_ref().ok_or_else(|| {
         ApiError::Unavailable(
             "this API replica hosts no user actors: ask a processor (gridpulse run)".into(),

@@ -52,11 +52,18 @@ impl Migration {
 }
 
 /// Every schema file, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    cql: include_str!("../../cql/V001__init.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        cql: include_str!("../../cql/V001__init.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "rollups",
+        cql: include_str!("../../cql/V002__rollups.cql"),
+    },
+];
 
 /// A migration applied by one [`migrate`] run.
 #[derive(Debug, Clone, PartialEq, Eq)]

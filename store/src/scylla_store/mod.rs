@@ -14,16 +14,19 @@
 //! paging; snapshots by meter; checkpoints by log partition; alerts by id as JSON plus
 //! two denormalised indexes (by meter, by day of first_seen, newest first) and a small
 //! list of days that have alerts; alert history by (id, at, event); configuration by
-//! (kind, id).
+//! (kind, id). `V002__rollups.cql`: usage rollups in (meter or user, granularity)
+//! partitions clustered by window start, and stream job offsets by (job, log
+//! partition).
 //!
 //! Writes: unlogged batches only within one partition key (readings of one meter-day,
-//! history of one alert), at most [`BATCH_ROWS`] rows; everything else is single
+//! history of one alert, rollups of one subject and granularity, offsets of one job), at
+//! most [`BATCH_ROWS`] rows; everything else is single
 //! prepared statements run concurrently, at most [`MAX_IN_FLIGHT`] at once. A slice
 //! that names one key twice keeps its last value, as the embedded store does.
 //!
 //! Retention is TTL at write time (`USING TTL`, from [`ScyllaConfig::readings_ttl_days`]
-//! and [`ScyllaConfig::alerts_ttl_days`]), so [`Store::apply_retention`] has nothing to
-//! do here; durability is the write consistency, so [`Store::flush`] has nothing to do
+//! and [`ScyllaConfig::alerts_ttl_days`]; rollups and offsets have none: kept forever),
+//! so [`Store::apply_retention`] has nothing to do here; durability is the write consistency, so [`Store::flush`] has nothing to do
 //! either.
 
 mod config;
@@ -38,7 +41,7 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
-use gridpulse_domain::{AlertRecord, MeterId, Reading};
+use gridpulse_domain::{AlertRecord, MeterId, MeterRollup, Reading, UserRollup};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -61,17 +64,21 @@ pub use self::config::{
 };
 pub use self::migrate::{AppliedMigration, MIGRATIONS, Migration, migrate, split_statements};
 use self::rows::{
-    HistoryRow, HistorySelect, ReadingRow, ReadingSelect, SnapshotSelect, alert_day_values,
-    alert_days_key, alert_from_body, checkpoint_key, checkpoint_values, config_key, config_values,
-    corrupt, day_key, day_ranges, history_from_select, last_per_key, plan_alert_writes,
-    reading_batches, reading_from_select, reading_range_values, since_values, snapshot_from_select,
-    snapshot_values, text_key,
+    HistoryRow, HistorySelect, MeterRollupSelect, ReadingRow, ReadingSelect, SnapshotSelect,
+    UserRollupSelect, alert_day_values, alert_days_key, alert_from_body, checkpoint_key,
+    checkpoint_values, config_key, config_values, corrupt, day_key, day_ranges,
+    history_from_select, last_per_key, meter_rollup_from_select, meter_rollup_values,
+    partition_batches, plan_alert_writes, reading_batches, reading_from_select,
+    reading_range_values, rollup_range_values, since_values, snapshot_from_select, snapshot_values,
+    stream_offset_from_select, stream_offset_values, text_key, user_rollup_from_select,
+    user_rollup_values,
 };
 use self::statements::StatementTexts;
 use crate::error::StoreError;
 use crate::model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingPage, ReadingQuery, SnapshotRow, StoredAlert,
-    day_bucket, reading_cursor,
+    AlertHistoryEntry, AlertQuery, ConfigKind, MeterRollupQuery, ReadingPage, ReadingQuery,
+    RollupPage, RollupQuery, SnapshotRow, StoredAlert, UserRollupQuery, check_job_name,
+    check_user_rollup, day_bucket, reading_cursor, rollup_cursor,
 };
 use crate::{Store, StoreFuture};
 
@@ -126,6 +133,12 @@ struct Prepared {
     select_config: PreparedStatement,
     delete_config: PreparedStatement,
     list_config: PreparedStatement,
+    insert_meter_rollup: PreparedStatement,
+    select_meter_rollups: PreparedStatement,
+    insert_user_rollup: PreparedStatement,
+    select_user_rollups: PreparedStatement,
+    insert_stream_offset: PreparedStatement,
+    select_stream_offsets: PreparedStatement,
 }
 
 /// Maps a driver error to [`StoreError::Scylla`] with what was being done.
@@ -191,6 +204,23 @@ fn collect_matching<'f>(
             }
         }
         Ok(ControlFlow::Continue(()))
+    }
+}
+
+/// A rollup result row that starts with its window start (the cursor of a page).
+trait HasWindowStart {
+    fn window_start_ms(&self) -> i64;
+}
+
+impl HasWindowStart for MeterRollupSelect {
+    fn window_start_ms(&self) -> i64 {
+        self.0.0
+    }
+}
+
+impl HasWindowStart for UserRollupSelect {
+    fn window_start_ms(&self) -> i64 {
+        self.0.0
     }
 }
 
@@ -311,6 +341,12 @@ impl ScyllaStore {
             select_config: prepare(t.select_config, reads).await?,
             delete_config: prepare(t.delete_config, writes).await?,
             list_config: prepare(t.list_config, reads).await?,
+            insert_meter_rollup: prepare(t.insert_meter_rollup, writes).await?,
+            select_meter_rollups: prepare(t.select_meter_rollups, reads).await?,
+            insert_user_rollup: prepare(t.insert_user_rollup, writes).await?,
+            select_user_rollups: prepare(t.select_user_rollups, reads).await?,
+            insert_stream_offset: prepare(t.insert_stream_offset, writes).await?,
+            select_stream_offsets: prepare(t.select_stream_offsets, reads).await?,
         };
         tracing::info!(keyspace, nodes = ?config.nodes, consistency = %config.consistency, "connected to scylla");
         Ok(ScyllaStore {
@@ -734,6 +770,156 @@ impl Inner {
         Ok(found)
     }
 
+    /// Writes `rows` (already cut into single-partition groups) as one unlogged batch
+    /// per group, concurrently.
+    async fn write_batches<V>(
+        self: &Arc<Self>,
+        statement: &PreparedStatement,
+        groups: Vec<(Vec<V>, String)>,
+    ) -> Result<(), StoreError>
+    where
+        V: SerializeRow + Send + Sync + 'static,
+    {
+        let tasks = groups
+            .into_iter()
+            .map(|(values, context)| self.batch_task(statement, values, context))
+            .collect();
+        run_bounded(tasks, MAX_IN_FLIGHT).await
+    }
+
+    async fn put_meter_rollups(
+        self: &Arc<Self>,
+        rollups: &[MeterRollup],
+    ) -> Result<(), StoreError> {
+        let groups = partition_batches(
+            rollups,
+            |rollup| (rollup.meter, rollup.granularity),
+            |rollup| rollup.window_start_ms,
+            BATCH_ROWS,
+        )
+        .into_iter()
+        .map(|rows| {
+            let context = match rows.first() {
+                Some(first) => format!(
+                    "writing {} {} rollups of meter {}",
+                    rows.len(),
+                    first.granularity.as_str(),
+                    first.meter
+                ),
+                None => "writing meter rollups".to_owned(),
+            };
+            let values: Vec<_> = rows.into_iter().map(meter_rollup_values).collect();
+            (values, context)
+        })
+        .collect();
+        self.write_batches(&self.statements.insert_meter_rollup, groups)
+            .await
+    }
+
+    async fn put_user_rollups(self: &Arc<Self>, rollups: &[UserRollup]) -> Result<(), StoreError> {
+        for rollup in rollups {
+            check_user_rollup(rollup)?;
+        }
+        let groups = partition_batches(
+            rollups,
+            |rollup| (rollup.user, rollup.granularity),
+            |rollup| rollup.window_start_ms,
+            BATCH_ROWS,
+        )
+        .into_iter()
+        .map(|rows| {
+            let context = match rows.first() {
+                Some(first) => format!(
+                    "writing {} {} rollups of user {}",
+                    rows.len(),
+                    first.granularity.as_str(),
+                    first.user
+                ),
+                None => "writing user rollups".to_owned(),
+            };
+            let values: Vec<_> = rows.into_iter().map(user_rollup_values).collect();
+            (values, context)
+        })
+        .collect();
+        self.write_batches(&self.statements.insert_user_rollup, groups)
+            .await
+    }
+
+    /// One page of one rollup partition: `LIMIT` one row more than the page, whose
+    /// window start is the next cursor.
+    async fn rollup_page<S: Sync, R, Row>(
+        &self,
+        (statement, table): (&PreparedStatement, &str),
+        query: &RollupQuery<S>,
+        subject: &str,
+        decode: impl Fn(Row) -> Result<R, StoreError> + Send + Sync,
+    ) -> Result<RollupPage<R>, StoreError>
+    where
+        R: Send,
+        Row: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata> + HasWindowStart,
+    {
+        let start_ms = query.start_ms()?;
+        let limit = query.limit.max(1);
+        let values = rollup_range_values(
+            subject,
+            query.granularity,
+            start_ms,
+            query.to_ms,
+            limit.saturating_add(1),
+        );
+        let mut rollups = Vec::with_capacity(limit.min(1000));
+        let mut next_start: Option<i64> = None;
+        self.for_each_page(statement, &values, table, |rows: Vec<Row>| {
+            for row in rows {
+                if rollups.len() == limit {
+                    next_start = Some(row.window_start_ms());
+                    return Ok(ControlFlow::Break(()));
+                }
+                rollups.push(decode(row)?);
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await?;
+        Ok(RollupPage {
+            rollups,
+            next_cursor: next_start.map(rollup_cursor),
+        })
+    }
+
+    async fn put_stream_offsets(
+        self: &Arc<Self>,
+        job: &str,
+        offsets: &[(u32, u64)],
+    ) -> Result<(), StoreError> {
+        check_job_name(job)?;
+        let groups = partition_batches(offsets, |_| (), |&(partition, _)| partition, BATCH_ROWS)
+            .into_iter()
+            .map(|rows| {
+                let values: Vec<_> = rows
+                    .into_iter()
+                    .map(|&(partition, offset)| stream_offset_values(job, partition, offset))
+                    .collect();
+                (values, format!("writing the stream offsets of job {job}"))
+            })
+            .collect();
+        self.write_batches(&self.statements.insert_stream_offset, groups)
+            .await
+    }
+
+    async fn get_stream_offsets(&self, job: &str) -> Result<Vec<(u32, u64)>, StoreError> {
+        check_job_name(job)?;
+        let rows: Vec<(i64, i64)> = self
+            .all_rows(
+                &self.statements.select_stream_offsets,
+                &text_key(job),
+                "stream_offsets",
+            )
+            .await?;
+        rows.into_iter()
+            .map(|row| stream_offset_from_select(job, row))
+            .collect()
+    }
+
     async fn put_config(&self, kind: ConfigKind, id: &str, json: &[u8]) -> Result<(), StoreError> {
         let body = std::str::from_utf8(json).map_err(|error| StoreError::BadRequest {
             field: "json",
@@ -849,6 +1035,66 @@ impl Store for ScyllaStore {
 
     fn list_config(&self, kind: ConfigKind) -> StoreFuture<'_, Vec<(String, Vec<u8>)>> {
         Box::pin(async move { self.inner.list_config(kind).await })
+    }
+
+    /// One unlogged batch per (meter, granularity) partition, at most [`BATCH_ROWS`]
+    /// rows, run concurrently; no TTL (rollups are kept).
+    fn put_meter_rollups<'a>(&'a self, rollups: &'a [MeterRollup]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.put_meter_rollups(rollups).await })
+    }
+
+    /// One slice of the (meter, granularity) partition with `LIMIT` and paging.
+    fn read_meter_rollups<'a>(
+        &'a self,
+        query: &'a MeterRollupQuery,
+    ) -> StoreFuture<'a, RollupPage<MeterRollup>> {
+        Box::pin(async move {
+            let (meter, granularity) = (query.subject, query.granularity);
+            self.inner
+                .rollup_page(
+                    (&self.inner.statements.select_meter_rollups, "meter_rollups"),
+                    query,
+                    meter.as_str(),
+                    |row: MeterRollupSelect| meter_rollup_from_select(meter, granularity, row),
+                )
+                .await
+        })
+    }
+
+    /// As [`Store::put_meter_rollups`], per (user, granularity) partition.
+    fn put_user_rollups<'a>(&'a self, rollups: &'a [UserRollup]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.put_user_rollups(rollups).await })
+    }
+
+    fn read_user_rollups<'a>(
+        &'a self,
+        query: &'a UserRollupQuery,
+    ) -> StoreFuture<'a, RollupPage<UserRollup>> {
+        Box::pin(async move {
+            let (user, granularity) = (query.subject, query.granularity);
+            self.inner
+                .rollup_page(
+                    (&self.inner.statements.select_user_rollups, "user_rollups"),
+                    query,
+                    user.as_str(),
+                    |row: UserRollupSelect| user_rollup_from_select(user, granularity, row),
+                )
+                .await
+        })
+    }
+
+    /// Unlogged batches of the job's one partition (one batch up to [`BATCH_ROWS`] log
+    /// partitions, so one call is atomic for any usual partition count).
+    fn put_stream_offsets<'a>(
+        &'a self,
+        job: &'a str,
+        offsets: &'a [(u32, u64)],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.put_stream_offsets(job, offsets).await })
+    }
+
+    fn get_stream_offsets<'a>(&'a self, job: &'a str) -> StoreFuture<'a, Vec<(u32, u64)>> {
+        Box::pin(async move { self.inner.get_stream_offsets(job).await })
     }
 
     /// A no-op: every write returned only once acknowledged at the configured

@@ -15,7 +15,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use gridpulse_domain::{AlertEventKind, AlertRecord, AlertState, MeterId, Reading};
+use gridpulse_domain::{
+    AlertEventKind, AlertRecord, AlertState, Amount, Granularity, MeterId, MeterRollup, Reading,
+    UserId, UserRollup,
+};
 use scylla::value::{CqlTimestamp, MaybeUnset};
 
 use crate::error::StoreError;
@@ -634,8 +637,264 @@ pub(crate) fn migration_values(
     )
 }
 
+// ---- usage rollups and stream offsets ------------------------------------------------
+//
+// Rollups: one partition per (subject, granularity), clustered by window start. Every
+// column is written on every upsert and none is ever null (no tombstones): a missing
+// cost or currency is the empty text. Counters are `bigint` (u64 bit-for-bit, u32
+// widened).
+
+/// Bound values of `insert_meter_rollup`, in
+/// [`super::statements::METER_ROLLUP_COLUMNS`] order.
+pub(crate) type MeterRollupInsert = (
+    String,
+    &'static str,
+    CqlTimestamp,
+    CqlTimestamp,
+    i64,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    i64,
+    f64,
+    i64,
+);
+
+/// A row of `select_meter_rollups`: window_start, window_end, readings, energy, power
+/// min/avg/max, voltage min/max, expected readings, completeness, revision.
+pub(crate) type MeterRollupSelect = (
+    CqlTimestamp,
+    CqlTimestamp,
+    i64,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    f64,
+    i64,
+    f64,
+    i64,
+);
+
+/// The bound values storing `rollup`.
+pub(crate) fn meter_rollup_values(rollup: &MeterRollup) -> MeterRollupInsert {
+    (
+        rollup.meter.as_str().to_owned(),
+        rollup.granularity.as_str(),
+        CqlTimestamp(rollup.window_start_ms),
+        CqlTimestamp(rollup.window_end_ms),
+        u64_to_bigint(rollup.readings),
+        rollup.energy_wh,
+        rollup.power_min_w,
+        rollup.power_avg_w,
+        rollup.power_max_w,
+        rollup.voltage_min,
+        rollup.voltage_max,
+        u64_to_bigint(rollup.expected_readings),
+        rollup.completeness_pct,
+        i64::from(rollup.revision),
+    )
+}
+
+/// A `u32` column stored widened in a `bigint`; anything else is corrupt.
+fn bigint_to_u32(
+    value: i64,
+    column: &str,
+    location: impl FnOnce() -> String,
+) -> Result<u32, StoreError> {
+    u32::try_from(value).map_err(|_| {
+        corrupt(
+            "rollup",
+            location(),
+            format!("{column} {value} is not a u32"),
+        )
+    })
+}
+
+/// The rollup of a `select_meter_rollups` row of `meter`'s `granularity` partition.
+pub(crate) fn meter_rollup_from_select(
+    meter: MeterId,
+    granularity: Granularity,
+    row: MeterRollupSelect,
+) -> Result<MeterRollup, StoreError> {
+    let (
+        start,
+        end,
+        readings,
+        energy_wh,
+        power_min_w,
+        power_avg_w,
+        power_max_w,
+        voltage_min,
+        voltage_max,
+        expected_readings,
+        completeness_pct,
+        revision,
+    ) = row;
+    let location = || format!("meter_rollups/{meter}/{}/{}", granularity.as_str(), start.0);
+    Ok(MeterRollup {
+        meter,
+        granularity,
+        window_start_ms: start.0,
+        window_end_ms: end.0,
+        readings: bigint_to_u64(readings),
+        energy_wh,
+        power_min_w,
+        power_avg_w,
+        power_max_w,
+        voltage_min,
+        voltage_max,
+        expected_readings: bigint_to_u64(expected_readings),
+        completeness_pct,
+        revision: bigint_to_u32(revision, "revision", location)?,
+    })
+}
+
+/// Bound values of `insert_user_rollup`, in [`super::statements::USER_ROLLUP_COLUMNS`]
+/// order.
+pub(crate) type UserRollupInsert = (
+    String,
+    &'static str,
+    CqlTimestamp,
+    CqlTimestamp,
+    i64,
+    i64,
+    f64,
+    String,
+    String,
+    i64,
+);
+
+/// A row of `select_user_rollups`: window_start, window_end, meters, readings, energy,
+/// cost, currency, revision (cost and currency read as optional: null and empty are
+/// both "none").
+pub(crate) type UserRollupSelect = (
+    CqlTimestamp,
+    CqlTimestamp,
+    i64,
+    i64,
+    f64,
+    Option<String>,
+    Option<String>,
+    i64,
+);
+
+/// The bound values storing `rollup` (whose currency, if any, is not empty:
+/// [`crate::model::check_user_rollup`]).
+pub(crate) fn user_rollup_values(rollup: &UserRollup) -> UserRollupInsert {
+    (
+        rollup.user.as_str().to_owned(),
+        rollup.granularity.as_str(),
+        CqlTimestamp(rollup.window_start_ms),
+        CqlTimestamp(rollup.window_end_ms),
+        i64::from(rollup.meters),
+        u64_to_bigint(rollup.readings),
+        rollup.energy_wh,
+        rollup.cost.map(|cost| cost.to_string()).unwrap_or_default(),
+        rollup.currency.clone().unwrap_or_default(),
+        i64::from(rollup.revision),
+    )
+}
+
+/// The rollup of a `select_user_rollups` row of `user`'s `granularity` partition.
+pub(crate) fn user_rollup_from_select(
+    user: UserId,
+    granularity: Granularity,
+    row: UserRollupSelect,
+) -> Result<UserRollup, StoreError> {
+    let (start, end, meters, readings, energy_wh, cost, currency, revision) = row;
+    let location = || format!("user_rollups/{user}/{}/{}", granularity.as_str(), start.0);
+    let cost =
+        match cost.filter(|text| !text.is_empty()) {
+            None => None,
+            Some(text) => Some(Amount::parse(&text).map_err(|error| {
+                corrupt("rollup", location(), format!("cost `{text}`: {error}"))
+            })?),
+        };
+    Ok(UserRollup {
+        user,
+        granularity,
+        window_start_ms: start.0,
+        window_end_ms: end.0,
+        meters: bigint_to_u32(meters, "meters", location)?,
+        readings: bigint_to_u64(readings),
+        energy_wh,
+        cost,
+        currency: currency.filter(|text| !text.is_empty()),
+        revision: bigint_to_u32(revision, "revision", location)?,
+    })
+}
+
+/// Cuts `items` into unlogged-batch-sized groups of one partition key each (at most
+/// `max_rows` rows, partitions and rows in key order), keeping the last item of each
+/// (partition, clustering) key: a batch applies all its rows with one timestamp, so two
+/// rows of one key in a batch would not keep the later one.
+pub(crate) fn partition_batches<T, P: Ord, C: Ord>(
+    items: &[T],
+    partition: impl Fn(&T) -> P,
+    clustering: impl Fn(&T) -> C,
+    max_rows: usize,
+) -> Vec<Vec<&T>> {
+    let mut partitions: BTreeMap<P, BTreeMap<C, &T>> = BTreeMap::new();
+    for item in items {
+        partitions
+            .entry(partition(item))
+            .or_default()
+            .insert(clustering(item), item);
+    }
+    let mut batches = Vec::new();
+    for rows in partitions.into_values() {
+        let rows: Vec<&T> = rows.into_values().collect();
+        batches.extend(rows.chunks(max_rows.max(1)).map(<[&T]>::to_vec));
+    }
+    batches
+}
+
+/// `select_meter_rollups` and `select_user_rollups`: subject, granularity, from, to,
+/// LIMIT (clamped to CQL's `int`).
+pub(crate) fn rollup_range_values(
+    subject: &str,
+    granularity: Granularity,
+    from_ms: i64,
+    to_ms: i64,
+    limit: usize,
+) -> (&str, &'static str, CqlTimestamp, CqlTimestamp, i32) {
+    (
+        subject,
+        granularity.as_str(),
+        CqlTimestamp(from_ms),
+        CqlTimestamp(to_ms),
+        i32::try_from(limit).unwrap_or(i32::MAX),
+    )
+}
+
+/// Bound values of `insert_stream_offset`: job, log_partition, log_offset.
+pub(crate) fn stream_offset_values(job: &str, partition: u32, offset: u64) -> (String, i64, i64) {
+    (job.to_owned(), i64::from(partition), u64_to_bigint(offset))
+}
+
+/// A `select_stream_offsets` row (log_partition, log_offset) of `job`.
+pub(crate) fn stream_offset_from_select(
+    job: &str,
+    (partition, offset): (i64, i64),
+) -> Result<(u32, u64), StoreError> {
+    let partition = u32::try_from(partition).map_err(|_| {
+        corrupt(
+            "stream offset",
+            format!("stream_offsets/{job}"),
+            format!("log_partition {partition} is not a partition number"),
+        )
+    })?;
+    Ok((partition, bigint_to_u64(offset)))
+}
+
 #[cfg(test)]
 mod tests {
+    use gridpulse_domain::money::MAX_AMOUNT_MICRO_UNITS;
     use gridpulse_domain::{AlertKind, Severity, alert_id};
     use proptest::prelude::*;
 
@@ -942,6 +1201,189 @@ mod tests {
             assert_eq!(event_rank(event), rank as i8);
         }
         assert_eq!(parse_event("Raised"), None);
+    }
+
+    /// What `select_meter_rollups` returns for the row stored by `values`.
+    fn meter_select(values: MeterRollupInsert) -> MeterRollupSelect {
+        let (_, _, start, end, readings, energy, pmin, pavg, pmax, vmin, vmax, expected, pct, rev) =
+            values;
+        (
+            start, end, readings, energy, pmin, pavg, pmax, vmin, vmax, expected, pct, rev,
+        )
+    }
+
+    /// What `select_user_rollups` returns for the row stored by `values`.
+    fn user_select(values: UserRollupInsert) -> UserRollupSelect {
+        let (_, _, start, end, meters, readings, energy, cost, currency, revision) = values;
+        (
+            start,
+            end,
+            meters,
+            readings,
+            energy,
+            Some(cost),
+            Some(currency),
+            revision,
+        )
+    }
+
+    fn granularity() -> impl Strategy<Value = Granularity> {
+        prop::sample::select(Granularity::ALL.to_vec())
+    }
+
+    proptest! {
+        #[test]
+        fn meter_rollups_round_trip_through_rows(
+            granularity in granularity(),
+            window_start_ms in any::<i64>(),
+            window_end_ms in any::<i64>(),
+            readings in any::<u64>(),
+            expected_readings in any::<u64>(),
+            energy_wh in -1e15f64..1e15,
+            completeness_pct in 0f64..=100.0,
+            revision in any::<u32>(),
+        ) {
+            let rollup = MeterRollup {
+                meter: meter("site.7:m-1"),
+                granularity,
+                window_start_ms,
+                window_end_ms,
+                readings,
+                energy_wh,
+                power_min_w: energy_wh / 3.0,
+                power_avg_w: energy_wh / 7.0,
+                power_max_w: energy_wh * 3.0,
+                voltage_min: 0.1 + 0.2,
+                voltage_max: f64::MAX,
+                expected_readings,
+                completeness_pct,
+                revision,
+            };
+            let values = meter_rollup_values(&rollup);
+            prop_assert_eq!(values.0.as_str(), "site.7:m-1");
+            prop_assert_eq!(values.1, granularity.as_str());
+            let back = meter_rollup_from_select(rollup.meter, granularity, meter_select(values)).unwrap();
+            prop_assert_eq!(back, rollup);
+        }
+
+        #[test]
+        fn user_rollups_round_trip_through_rows(
+            granularity in granularity(),
+            window_start_ms in any::<i64>(),
+            meters in any::<u32>(),
+            readings in any::<u64>(),
+            energy_wh in 0f64..1e15,
+            cost in proptest::option::of(-MAX_AMOUNT_MICRO_UNITS..=MAX_AMOUNT_MICRO_UNITS),
+            currency in proptest::option::of("[A-Z]{3}"),
+            revision in any::<u32>(),
+        ) {
+            let rollup = UserRollup {
+                user: UserId::new("u-1").unwrap(),
+                granularity,
+                window_start_ms,
+                window_end_ms: window_start_ms.wrapping_add(DAY_MS),
+                meters,
+                readings,
+                energy_wh,
+                cost: cost.map(|micro| Amount::from_micro_units(micro).unwrap()),
+                currency,
+                revision,
+            };
+            let values = user_rollup_values(&rollup);
+            // Never a null: absent cost and currency are empty texts.
+            prop_assert_eq!(values.7.is_empty(), rollup.cost.is_none());
+            prop_assert_eq!(values.8.is_empty(), rollup.currency.is_none());
+            let back = user_rollup_from_select(rollup.user, granularity, user_select(values)).unwrap();
+            prop_assert_eq!(back, rollup);
+        }
+
+        #[test]
+        fn stream_offsets_keep_every_u32_partition_and_u64_offset(partition in any::<u32>(), offset in any::<u64>()) {
+            let (job, stored_partition, stored_offset) = stream_offset_values("rollups", partition, offset);
+            prop_assert_eq!(job.as_str(), "rollups");
+            prop_assert_eq!(stream_offset_from_select("rollups", (stored_partition, stored_offset)).unwrap(), (partition, offset));
+        }
+    }
+
+    #[test]
+    fn rollup_rows_that_do_not_fit_the_domain_are_corrupt() {
+        let rollup = UserRollup {
+            user: UserId::new("u-1").unwrap(),
+            granularity: Granularity::Day,
+            window_start_ms: T0,
+            window_end_ms: T0 + DAY_MS,
+            meters: 1,
+            readings: 1,
+            energy_wh: 1.0,
+            cost: None,
+            currency: None,
+            revision: 0,
+        };
+        let row = user_select(user_rollup_values(&rollup));
+        // Null cost and currency (not written by this store) read as none.
+        let mut nulls = row.clone();
+        (nulls.5, nulls.6) = (None, None);
+        assert_eq!(
+            user_rollup_from_select(rollup.user, Granularity::Day, nulls).unwrap(),
+            rollup
+        );
+        let mut bad_cost = row.clone();
+        bad_cost.5 = Some("1e3".into());
+        let mut bad_meters = row.clone();
+        bad_meters.2 = -1;
+        let mut bad_revision = row;
+        bad_revision.7 = i64::from(u32::MAX) + 1;
+        for bad in [bad_cost, bad_meters, bad_revision] {
+            let error = user_rollup_from_select(rollup.user, Granularity::Day, bad).unwrap_err();
+            assert!(
+                matches!(error, StoreError::Corrupt { what: "rollup", .. }),
+                "{error}"
+            );
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("user_rollups/u-1/day/{T0}")),
+                "{error}"
+            );
+        }
+        let mut meter_row = meter_select(meter_rollup_values(&MeterRollup {
+            meter: meter("m"),
+            granularity: Granularity::Hour,
+            window_start_ms: T0,
+            window_end_ms: T0 + 3_600_000,
+            readings: 1,
+            energy_wh: 1.0,
+            power_min_w: 1.0,
+            power_avg_w: 1.0,
+            power_max_w: 1.0,
+            voltage_min: 230.0,
+            voltage_max: 230.0,
+            expected_readings: 1,
+            completeness_pct: 100.0,
+            revision: 0,
+        }));
+        meter_row.11 = -5;
+        assert!(meter_rollup_from_select(meter("m"), Granularity::Hour, meter_row).is_err());
+        assert!(stream_offset_from_select("j", (-1, 0)).is_err());
+    }
+
+    #[test]
+    fn partition_batches_group_by_partition_and_keep_the_last_of_a_key() {
+        // (partition, clustering, value)
+        let mut items: Vec<(char, i64, u32)> = (0..250).map(|i| ('a', i, 0)).collect();
+        items.extend((0..5).map(|i| ('b', i, 0)));
+        items.push(('a', 7, 1)); // a later version of ('a', 7)
+        items.insert(0, ('b', 3, 9)); // an earlier version of ('b', 3)
+        let batches = partition_batches(&items, |item| item.0, |item| item.1, 100);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![100, 100, 50, 5]);
+        for batch in &batches {
+            assert!(batch.iter().all(|item| item.0 == batch[0].0));
+            assert!(batch.windows(2).all(|pair| pair[0].1 < pair[1].1));
+        }
+        assert_eq!(batches[0][7], &('a', 7, 1));
+        assert_eq!(batches[3][3], &('b', 3, 0));
+        assert!(partition_batches(&items[..0], |item| item.0, |item| item.1, 100).is_empty());
     }
 
     #[test]

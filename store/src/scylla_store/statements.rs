@@ -74,6 +74,24 @@ pub(crate) const CONFIG: TableKey = TableKey {
     partition: &["kind"],
     clustering: &["id"],
 };
+/// Usage rollups of one meter and granularity, by window start.
+pub(crate) const METER_ROLLUPS: TableKey = TableKey {
+    table: "meter_rollups",
+    partition: &["meter", "granularity"],
+    clustering: &["window_start"],
+};
+/// Usage rollups of one user and granularity, by window start.
+pub(crate) const USER_ROLLUPS: TableKey = TableKey {
+    table: "user_rollups",
+    partition: &["user_id", "granularity"],
+    clustering: &["window_start"],
+};
+/// Stream job positions, by job then log partition.
+pub(crate) const STREAM_OFFSETS: TableKey = TableKey {
+    table: "stream_offsets",
+    partition: &["job"],
+    clustering: &["log_partition"],
+};
 /// Applied schema migrations (created by `migrate` itself, not by a CQL file).
 pub(crate) const SCHEMA_MIGRATIONS: TableKey = TableKey {
     table: "schema_migrations",
@@ -83,7 +101,7 @@ pub(crate) const SCHEMA_MIGRATIONS: TableKey = TableKey {
 
 /// Every table defined by the CQL files.
 #[cfg(test)]
-pub(crate) const TABLE_KEYS: [TableKey; 9] = [
+pub(crate) const TABLE_KEYS: [TableKey; 12] = [
     READINGS,
     SNAPSHOTS,
     CHECKPOINTS,
@@ -93,6 +111,9 @@ pub(crate) const TABLE_KEYS: [TableKey; 9] = [
     ALERT_DAYS,
     ALERT_HISTORY,
     CONFIG,
+    METER_ROLLUPS,
+    USER_ROLLUPS,
+    STREAM_OFFSETS,
 ];
 
 /// The text of every prepared statement.
@@ -121,6 +142,12 @@ pub(crate) struct StatementTexts {
     pub select_config: String,
     pub delete_config: String,
     pub list_config: String,
+    pub insert_meter_rollup: String,
+    pub select_meter_rollups: String,
+    pub insert_user_rollup: String,
+    pub select_user_rollups: String,
+    pub insert_stream_offset: String,
+    pub select_stream_offsets: String,
     pub select_migrations: String,
     pub insert_migration: String,
 }
@@ -170,6 +197,39 @@ pub(crate) const READING_COLUMNS: [&str; 9] = [
     "credit",
     "seq",
 ];
+
+/// Columns of a meter_rollups row, in bind order.
+pub(crate) const METER_ROLLUP_COLUMNS: [&str; 14] = [
+    "meter",
+    "granularity",
+    "window_start",
+    "window_end",
+    "readings",
+    "energy_wh",
+    "power_min_w",
+    "power_avg_w",
+    "power_max_w",
+    "voltage_min_v",
+    "voltage_max_v",
+    "expected_readings",
+    "completeness_pct",
+    "revision",
+];
+/// Columns of a user_rollups row, in bind order.
+pub(crate) const USER_ROLLUP_COLUMNS: [&str; 10] = [
+    "user_id",
+    "granularity",
+    "window_start",
+    "window_end",
+    "meters",
+    "readings",
+    "energy_wh",
+    "cost",
+    "currency",
+    "revision",
+];
+/// One rollup partition, a range of window starts, a page bound.
+const ROLLUP_RANGE: &str = "AND granularity = ? AND window_start >= ? AND window_start < ? LIMIT ?";
 
 /// The statement that creates `schema_migrations` (run by `migrate` before any file).
 pub(crate) fn create_migrations_table(keyspace: &str) -> String {
@@ -258,6 +318,33 @@ impl StatementTexts {
                 qualified(ks, &CONFIG)
             ),
             list_config: select(ks, &CONFIG, &["id", "body"], "kind = ?"),
+            // Rollups are kept forever (small; no TTL), like stream offsets.
+            insert_meter_rollup: insert(ks, &METER_ROLLUPS, &METER_ROLLUP_COLUMNS, ""),
+            select_meter_rollups: select(
+                ks,
+                &METER_ROLLUPS,
+                &METER_ROLLUP_COLUMNS[2..],
+                &format!("meter = ? {ROLLUP_RANGE}"),
+            ),
+            insert_user_rollup: insert(ks, &USER_ROLLUPS, &USER_ROLLUP_COLUMNS, ""),
+            select_user_rollups: select(
+                ks,
+                &USER_ROLLUPS,
+                &USER_ROLLUP_COLUMNS[2..],
+                &format!("user_id = ? {ROLLUP_RANGE}"),
+            ),
+            insert_stream_offset: insert(
+                ks,
+                &STREAM_OFFSETS,
+                &["job", "log_partition", "log_offset"],
+                "",
+            ),
+            select_stream_offsets: select(
+                ks,
+                &STREAM_OFFSETS,
+                &["log_partition", "log_offset"],
+                "job = ?",
+            ),
             // The whole (tiny) table: the only statement without a partition key.
             select_migrations: format!(
                 "SELECT version, name, checksum FROM {}",
@@ -336,6 +423,36 @@ impl StatementTexts {
             ("delete_config", &CONFIG, &self.delete_config),
             ("list_config", &CONFIG, &self.list_config),
             (
+                "insert_meter_rollup",
+                &METER_ROLLUPS,
+                &self.insert_meter_rollup,
+            ),
+            (
+                "select_meter_rollups",
+                &METER_ROLLUPS,
+                &self.select_meter_rollups,
+            ),
+            (
+                "insert_user_rollup",
+                &USER_ROLLUPS,
+                &self.insert_user_rollup,
+            ),
+            (
+                "select_user_rollups",
+                &USER_ROLLUPS,
+                &self.select_user_rollups,
+            ),
+            (
+                "insert_stream_offset",
+                &STREAM_OFFSETS,
+                &self.insert_stream_offset,
+            ),
+            (
+                "select_stream_offsets",
+                &STREAM_OFFSETS,
+                &self.select_stream_offsets,
+            ),
+            (
                 "select_migrations",
                 &SCHEMA_MIGRATIONS,
                 &self.select_migrations,
@@ -354,7 +471,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use gridpulse_domain::{
-        AlertEventKind, AlertKind, AlertRecord, AlertState, MeterId, Reading, Severity,
+        AlertEventKind, AlertKind, AlertRecord, AlertState, Amount, Granularity, MeterId,
+        MeterRollup, Reading, Severity, UserId, UserRollup,
     };
     use scylla::deserialize::row::DeserializeRow;
     use scylla::frame::response::result::{ColumnSpec, ColumnType, NativeType, TableSpec};
@@ -363,7 +481,8 @@ mod tests {
 
     use super::super::migrate::MIGRATIONS;
     use super::super::rows::{
-        self, AlertRow, HistoryRow, HistorySelect, ReadingRow, ReadingSelect, SnapshotSelect,
+        self, AlertRow, HistoryRow, HistorySelect, MeterRollupSelect, ReadingRow, ReadingSelect,
+        SnapshotSelect, UserRollupSelect,
     };
     use super::*;
     use crate::model::{AlertHistoryEntry, ConfigKind, SnapshotRow};
@@ -602,6 +721,40 @@ mod tests {
         }
     }
 
+    fn sample_meter_rollup() -> MeterRollup {
+        MeterRollup {
+            meter: MeterId::new("m-1").unwrap(),
+            granularity: Granularity::Hour,
+            window_start_ms: 3_600_000,
+            window_end_ms: 7_200_000,
+            readings: 360,
+            energy_wh: 412.5,
+            power_min_w: 10.0,
+            power_avg_w: 412.5,
+            power_max_w: 3000.0,
+            voltage_min: 228.0,
+            voltage_max: 241.0,
+            expected_readings: 360,
+            completeness_pct: 100.0,
+            revision: 2,
+        }
+    }
+
+    fn sample_user_rollup() -> UserRollup {
+        UserRollup {
+            user: UserId::new("u-1").unwrap(),
+            granularity: Granularity::Month,
+            window_start_ms: 0,
+            window_end_ms: 2_678_400_000,
+            meters: 2,
+            readings: 17_856,
+            energy_wh: 250_000.0,
+            cost: Some(Amount::parse("61.25").unwrap()),
+            currency: Some("GBP".into()),
+            revision: 0,
+        }
+    }
+
     #[test]
     fn schema_files_declare_the_keys_the_store_relies_on() {
         let schema = schema();
@@ -737,6 +890,9 @@ mod tests {
             &with.insert_checkpoint,
             &with.insert_config,
             &with.insert_alert_day,
+            &with.insert_meter_rollup,
+            &with.insert_user_rollup,
+            &with.insert_stream_offset,
         ] {
             assert!(!text.contains("TTL"), "{text}");
         }
@@ -911,6 +1067,37 @@ mod tests {
             &binds(&texts.list_config),
             &rows::text_key(ConfigKind::User.as_str()),
         );
+        let rollup = sample_meter_rollup();
+        serializes(
+            "insert_meter_rollup",
+            &binds(&texts.insert_meter_rollup),
+            &rows::meter_rollup_values(&rollup),
+        );
+        serializes(
+            "select_meter_rollups",
+            &binds(&texts.select_meter_rollups),
+            &rows::rollup_range_values("m-1", Granularity::Hour, 0, 10, 101),
+        );
+        serializes(
+            "insert_user_rollup",
+            &binds(&texts.insert_user_rollup),
+            &rows::user_rollup_values(&sample_user_rollup()),
+        );
+        serializes(
+            "select_user_rollups",
+            &binds(&texts.select_user_rollups),
+            &rows::rollup_range_values("u-1", Granularity::Month, 0, 10, 101),
+        );
+        serializes(
+            "insert_stream_offset",
+            &binds(&texts.insert_stream_offset),
+            &rows::stream_offset_values("rollups", 3, u64::MAX),
+        );
+        serializes(
+            "select_stream_offsets",
+            &binds(&texts.select_stream_offsets),
+            &rows::text_key("rollups"),
+        );
         serializes("select_migrations", &binds(&texts.select_migrations), &());
         serializes(
             "insert_migration",
@@ -965,6 +1152,15 @@ mod tests {
         );
         decodes::<(String,)>("select_config", &results(&texts.select_config));
         decodes::<(String, String)>("list_config", &results(&texts.list_config));
+        decodes::<MeterRollupSelect>(
+            "select_meter_rollups",
+            &results(&texts.select_meter_rollups),
+        );
+        decodes::<UserRollupSelect>("select_user_rollups", &results(&texts.select_user_rollups));
+        decodes::<(i64, i64)>(
+            "select_stream_offsets",
+            &results(&texts.select_stream_offsets),
+        );
         decodes::<(i32, String, i64)>("select_migrations", &results(&texts.select_migrations));
         assert!(<(i64,)>::type_check(&results(&texts.select_alert_days)).is_err());
     }
