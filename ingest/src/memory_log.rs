@@ -42,6 +42,9 @@ pub struct InProcessLog {
     partitions: Vec<Arc<Partition>>,
     capacity: usize,
     journal: Option<Arc<Journal>>,
+    /// Per partition, the lowest offset another consumer of the journal (the stream
+    /// jobs) still needs: the journal is never truncated past it. `u64::MAX`: none.
+    floors: Vec<std::sync::atomic::AtomicU64>,
 }
 
 impl InProcessLog {
@@ -52,6 +55,9 @@ impl InProcessLog {
             partitions: (0..n_partitions.max(1)).map(|_| Arc::default()).collect(),
             capacity: capacity.max(1),
             journal: None,
+            floors: (0..n_partitions.max(1))
+                .map(|_| std::sync::atomic::AtomicU64::new(u64::MAX))
+                .collect(),
         })
     }
 
@@ -70,16 +76,28 @@ impl InProcessLog {
                 })
             })
             .collect();
+        let floors = (0..journal.n_partitions())
+            .map(|_| std::sync::atomic::AtomicU64::new(u64::MAX))
+            .collect();
         Arc::new(InProcessLog {
             partitions,
             capacity: capacity.max(1),
             journal: Some(journal),
+            floors,
         })
     }
 
     /// The journal, in durable mode.
     pub fn journal(&self) -> Option<&Arc<Journal>> {
         self.journal.as_ref()
+    }
+
+    /// Keeps the journal of `partition` from `offset` on for another consumer (a stream
+    /// job reading it with [`Journal::read_from`]); raise it as that consumer commits.
+    pub fn hold_from(&self, partition: u32, offset: u64) {
+        if let Some(floor) = self.floors.get(partition as usize) {
+            floor.store(offset, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     /// Appends readings, each to its meter's partition; all or none.
@@ -193,6 +211,13 @@ impl ReadingSource for InProcessLog {
     }
 
     fn checkpointed(&self, partition: u32, offset: u64) {
+        let floor = self
+            .floors
+            .get(partition as usize)
+            .map_or(u64::MAX, |floor| {
+                floor.load(std::sync::atomic::Ordering::SeqCst)
+            });
+        let offset = offset.min(floor);
         if let Some(journal) = &self.journal
             && let Err(error) = journal.truncate_before(partition, offset)
         {
@@ -292,6 +317,40 @@ mod tests {
             credit: None,
             seq: None,
         }
+    }
+
+    /// A checkpoint truncates the journal only as far as a stream job's hold allows.
+    #[test]
+    fn checkpoints_never_truncate_past_a_hold() {
+        use gridpulse_store::journal::{Journal, JournalOptions};
+        let dir = std::env::temp_dir().join(format!("gridpulse-hold-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let options = JournalOptions {
+            segment_bytes: 256,
+            sync: false,
+        };
+        let journal = Arc::new(Journal::open(&dir, 1, options).unwrap());
+        let log = InProcessLog::open_durable(Arc::clone(&journal), 10_000);
+        for ts in 0..200 {
+            log.append(&[reading("m", ts)]).unwrap();
+        }
+        log.hold_from(0, 50);
+        log.checkpointed(0, 150);
+        let first = journal.first_offset(0);
+        assert!(
+            first <= 50,
+            "the hold keeps offset 50 readable: first is {first}"
+        );
+        assert!(
+            first > 0,
+            "segments before the hold are dropped: first is {first}"
+        );
+        assert_eq!(journal.read_from(0, 50, 1).unwrap()[0].0, 50);
+        // The job moved on: the next checkpoint may truncate further.
+        log.hold_from(0, 150);
+        log.checkpointed(0, 150);
+        assert!(journal.first_offset(0) > 50, "{}", journal.first_offset(0));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]
