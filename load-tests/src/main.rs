@@ -3,7 +3,8 @@
 //!
 //! Modes: `embedded` (parse → route → meter actor → alert evaluation → websocket) and
 //! `persist` (the same with every reading durably stored; restart time) and `kafka`
-//! (the processor on a real broker against a raw consumer).
+//! (the processor on a real broker against a raw consumer) and `rollup` (the hourly
+//! rollup stream job on generated NDJSON).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod embedded;
@@ -11,6 +12,7 @@ mod kafka;
 mod payloads;
 mod persist;
 mod report;
+mod rollup;
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +32,8 @@ enum Mode {
     Persist(persist::PersistArgs),
     /// The processor on a real Kafka-protocol broker, against a raw consumer.
     Kafka(kafka::KafkaArgs),
+    /// The hourly per-meter rollup stream job on generated NDJSON: readings/s, memory.
+    Rollup(rollup::RollupArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Mode::Embedded(args) => embedded::run(args),
         Mode::Persist(args) => persist::run(args),
         Mode::Kafka(args) => kafka::run(args),
+        Mode::Rollup(args) => rollup::run(args),
     }
 }
