@@ -80,6 +80,9 @@ pub struct EmbeddedConfig {
     /// With Kafka: serve the API only (produce readings, consume alerts); meters live in
     /// the processors.
     pub api_only: bool,
+    /// Timely worker threads of the in-process hourly rollup job (persistent embedded
+    /// mode); 0 turns it off.
+    pub rollup_workers: usize,
 }
 
 /// Where and how the embedded system persists.
@@ -128,6 +131,7 @@ impl Default for EmbeddedConfig {
             persistence: None,
             kafka: None,
             api_only: false,
+            rollup_workers: 1,
         }
     }
 }
@@ -165,6 +169,9 @@ pub enum StartError {
     /// Kafka could not be reached or is not set up.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// The rollup job could not start.
+    #[error("rollup job: {0}")]
+    Rollups(String),
 }
 
 impl EmbeddedSystem {
@@ -268,6 +275,25 @@ impl EmbeddedSystem {
                     (ReadingLog::InProcess(Arc::clone(&log)), log)
                 }
             };
+        // Hourly rollups of the journaled log (timely workers on threads), started
+        // before the meter actors so that no checkpoint truncates what the job needs.
+        let rollups = match (&log, &store) {
+            (ReadingLog::InProcess(in_process), Some(store))
+                if in_process.journal().is_some() && config.rollup_workers > 0 =>
+            {
+                Some(
+                    crate::rollups::start(
+                        Arc::clone(store),
+                        Arc::clone(in_process),
+                        config.rollup_workers,
+                        config.limits,
+                    )
+                    .await
+                    .map_err(StartError::Rollups)?,
+                )
+            }
+            _ => None,
+        };
         if config.kafka.is_none() {
             // Embedded: the usage log is in-process, one channel per user partition.
             let (channels, receivers) = ChannelUsage::new(config.n_partitions);
@@ -344,6 +370,7 @@ impl EmbeddedSystem {
             meters,
             users,
             user_events,
+            rollups,
             store,
             limits: config.limits,
             clock,
@@ -407,6 +434,10 @@ impl EmbeddedSystem {
         tracing::info!(?offsets, "checkpointed all partitions");
         if let Some(users) = &state.users {
             users.close().await?;
+        }
+        if let Some(rollups) = state.rollups.clone() {
+            // The workers finish their round and report a last checkpoint.
+            let _ = tokio::task::spawn_blocking(move || rollups.stop()).await;
         }
         // Bounded: with the broker gone, leaving cannot complete; the checkpoint is
         // stored and the group expires this member after its session timeout anyway.

@@ -11,6 +11,7 @@
 pub mod embedded;
 pub mod error;
 pub mod metrics;
+pub mod rollups;
 pub mod routes;
 pub mod state;
 pub mod ws;

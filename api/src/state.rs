@@ -20,6 +20,8 @@ pub struct AppState {
     /// Where user events reach websocket clients: the user actors' hub, or on an API
     /// replica the hub fed by the `user-events` topic.
     pub user_events: Arc<UserEventHub>,
+    /// The in-process hourly rollup job (persistent embedded mode).
+    pub rollups: Option<Arc<crate::rollups::RollupJob>>,
     /// History (readings, alerts with lifecycle) when persistence is on.
     pub store: Option<Arc<dyn Store>>,
     /// Validation limits for incoming readings.

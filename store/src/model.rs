@@ -275,6 +275,8 @@ pub enum ConfigKind {
     UserState,
     /// A saving session (definition, participants and their baselines).
     Session,
+    /// A stream job's checkpoints, one per log partition (embedded mode).
+    StreamCheckpoints,
 }
 
 impl ConfigKind {
@@ -286,6 +288,7 @@ impl ConfigKind {
             ConfigKind::Tariff => "tariff",
             ConfigKind::UserState => "user_state",
             ConfigKind::Session => "session",
+            ConfigKind::StreamCheckpoints => "stream_checkpoints",
         }
     }
 }
