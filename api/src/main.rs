@@ -136,6 +136,10 @@ struct RunArgs {
     /// HTTP worker threads.
     #[arg(long, default_value_t = 2, env = "GRIDPULSE_HTTP_WORKERS")]
     http_workers: usize,
+    /// Timely worker threads of the hourly usage rollup job (with persistence and the
+    /// in-process log; 0 turns rollups off).
+    #[arg(long, default_value_t = 1, env = "GRIDPULSE_ROLLUP_WORKERS")]
+    rollup_workers: usize,
     /// Largest request body, bytes.
     #[arg(long, default_value_t = 4 << 20, env = "GRIDPULSE_MAX_BODY_BYTES")]
     max_body_bytes: usize,
@@ -301,6 +305,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         persistence,
         kafka: args.kafka.config()?,
+        rollup_workers: args.rollup_workers,
         ..EmbeddedConfig::default()
     };
     let use_scylla = args.scylla;
