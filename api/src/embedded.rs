@@ -435,9 +435,9 @@ impl EmbeddedSystem {
         if let Some(users) = &state.users {
             users.close().await?;
         }
-        if let Some(rollups) = state.rollups.clone() {
-            // The workers finish their round and report a last checkpoint.
-            let _ = tokio::task::spawn_blocking(move || rollups.stop()).await;
+        if let Some(rollups) = &state.rollups {
+            // The workers finish their round and report a last checkpoint, stored.
+            rollups.shutdown().await;
         }
         // Bounded: with the broker gone, leaving cannot complete; the checkpoint is
         // stored and the group expires this member after its session timeout anyway.

@@ -45,6 +45,35 @@ enum Command {
     /// and serves live alerts consumed from `alerts` over the websocket; meters live in
     /// the processors (`gridpulse run --kafka-brokers`).
     Api(ApiArgs),
+    /// The hourly usage rollup job (Timely Dataflow) on Kafka's `readings`: `-w N`
+    /// worker threads, rollups upserted into the store (--data-dir or --scylla), the
+    /// job's checkpoints stored after the rollups they cover.
+    StreamJobs(StreamJobsArgs),
+}
+
+#[derive(Debug, Args)]
+struct StreamJobsArgs {
+    /// Timely worker threads.
+    #[arg(
+        short = 'w',
+        long,
+        default_value_t = 2,
+        env = "GRIDPULSE_STREAM_WORKERS"
+    )]
+    workers: usize,
+    /// Where the embedded store keeps the rollups and checkpoints (its own directory:
+    /// a store has one process).
+    #[arg(
+        long,
+        default_value = "gridpulse-rollups",
+        env = "GRIDPULSE_STREAM_DATA_DIR"
+    )]
+    data_dir: PathBuf,
+    /// Store in ScyllaDB (GRIDPULSE_SCYLLA_* variables) instead.
+    #[arg(long, env = "GRIDPULSE_SCYLLA")]
+    scylla: bool,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
@@ -196,7 +225,53 @@ fn main() -> anyhow::Result<()> {
         Command::Migrate => migrate(),
         Command::Topics(TopicsCommand::Create(args)) => create_topics(&args),
         Command::Api(args) => api(args),
+        Command::StreamJobs(args) => stream_jobs(args),
     }
+}
+
+fn stream_jobs(args: StreamJobsArgs) -> anyhow::Result<()> {
+    let kafka = args.kafka.config()?.context(
+        "gridpulse stream-jobs needs --kafka-brokers (in `gridpulse run` the job runs in-process)",
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        let store: std::sync::Arc<dyn gridpulse_store::Store> = if args.scylla {
+            std::sync::Arc::new(ScyllaStore::connect(scylla_config()?).await.context("connecting to ScyllaDB")?)
+        } else {
+            std::sync::Arc::new(
+                gridpulse_store::embedded::EmbeddedStore::open(&args.data_dir.join("store"), Retention::default())
+                    .with_context(|| format!("opening the store in {}", args.data_dir.display()))?,
+            )
+        };
+        let source = tokio::task::spawn_blocking(move || {
+            gridpulse_ingest::kafka::stream_source::KafkaStreamSource::new(&kafka)
+        })
+        .await
+        .context("kafka metadata task")?
+        .map_err(anyhow::Error::msg)?;
+        let n_partitions = gridpulse_stream_jobs::Source::partitions(&source).len();
+        let job = gridpulse_api::rollups::start_on(
+            std::sync::Arc::clone(&store),
+            std::sync::Arc::new(source),
+            args.workers,
+            gridpulse_domain::Limits::default(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        println!(
+            "gridpulse stream-jobs: hourly rollups of {n_partitions} partitions on {} timely workers",
+            args.workers.max(1)
+        );
+        shutdown_signal().await;
+        tracing::info!("shutting down: the workers report a last checkpoint");
+        job.shutdown().await;
+        store.flush().await.context("flushing the store")?;
+        Ok(())
+    })
 }
 
 fn api(args: ApiArgs) -> anyhow::Result<()> {
@@ -417,6 +492,19 @@ mod tests {
         assert_eq!(args.partitions, 4);
         let cli = Cli::try_parse_from(["gridpulse", "processor", "--kafka-brokers", "b:9092"]);
         assert!(matches!(cli.unwrap().command, Command::Processor(_)));
+        let cli = Cli::try_parse_from([
+            "gridpulse",
+            "stream-jobs",
+            "--kafka-brokers",
+            "b:9092",
+            "-w",
+            "3",
+        ])
+        .unwrap();
+        let Command::StreamJobs(jobs) = cli.command else {
+            panic!("expected stream-jobs");
+        };
+        assert_eq!((jobs.workers, jobs.scylla), (3, false));
         assert_eq!(args.kafka.config().unwrap().unwrap().brokers, "b:9092");
         let error = Cli::try_parse_from([
             "gridpulse",

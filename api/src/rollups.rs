@@ -147,7 +147,7 @@ async fn load_checkpoints(store: &dyn Store) -> BTreeMap<u32, PartitionCheckpoin
 /// Writes rollups and checkpoints in order; the journal is held accordingly.
 async fn write_loop(
     store: Arc<dyn Store>,
-    log: Arc<InProcessLog>,
+    log: Option<Arc<InProcessLog>>,
     mut queue: mpsc::UnboundedReceiver<Message>,
     mut checkpoints: BTreeMap<u32, PartitionCheckpoint>,
 ) {
@@ -194,8 +194,10 @@ async fn write_loop(
             };
             match stored.await {
                 Ok(()) => {
-                    for checkpoint in checkpoints.values() {
-                        log.hold_from(checkpoint.partition, checkpoint.offset);
+                    if let Some(log) = &log {
+                        for checkpoint in checkpoints.values() {
+                            log.hold_from(checkpoint.partition, checkpoint.offset);
+                        }
                     }
                 }
                 Err(error) => {
@@ -234,6 +236,7 @@ async fn write_rollups(store: &dyn Store, pending: &mut Vec<MeterRollup>) -> boo
 #[derive(Debug)]
 pub struct RollupJob {
     handle: parking_lot::Mutex<Option<JobHandle>>,
+    writer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl RollupJob {
@@ -244,6 +247,23 @@ impl RollupJob {
             if let Err(error) = handle.join() {
                 tracing::warn!(%error, "rollup job ended with an error");
             }
+        }
+    }
+
+    /// Stops the job and waits (at most 10 s) until the writer stored what its last
+    /// checkpoint covers, and the checkpoint.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let job = Arc::clone(self);
+        let _ = tokio::task::spawn_blocking(move || job.stop()).await;
+        let writer = self.writer.lock().take();
+        if let Some(writer) = writer
+            && tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "the rollup writer did not finish in 10 s; the next start replays from the last stored checkpoint"
+            );
         }
     }
 
@@ -284,6 +304,36 @@ pub async fn start(
             });
         log.hold_from(partition, from);
     }
+    run_job(
+        store,
+        Some(log),
+        Arc::new(JournalSource { journal }),
+        checkpoints,
+        workers,
+        limits,
+    )
+}
+
+/// Starts the hourly rollup job over any source (Kafka's `readings` with
+/// `gridpulse stream-jobs`), resuming from the checkpoints in `store`.
+pub async fn start_on(
+    store: Arc<dyn Store>,
+    source: Arc<dyn Source>,
+    workers: usize,
+    limits: Limits,
+) -> Result<Arc<RollupJob>, String> {
+    let checkpoints = load_checkpoints(&*store).await;
+    run_job(store, None, source, checkpoints, workers, limits)
+}
+
+fn run_job(
+    store: Arc<dyn Store>,
+    log: Option<Arc<InProcessLog>>,
+    source: Arc<dyn Source>,
+    checkpoints: BTreeMap<u32, PartitionCheckpoint>,
+    workers: usize,
+    limits: Limits,
+) -> Result<Arc<RollupJob>, String> {
     let rollup = RollupConfig {
         granularities: vec![Granularity::Hour],
         ..RollupConfig::default()
@@ -296,14 +346,11 @@ pub async fn start(
         ..JobConfig::default()
     };
     let (queue, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(write_loop(Arc::clone(&store), log, receiver, checkpoints));
-    let handle = gridpulse_stream_jobs::spawn(
-        config,
-        Arc::new(JournalSource { journal }),
-        Arc::new(StoreOutput { queue }),
-    )
-    .map_err(|error| error.to_string())?;
+    let writer = tokio::spawn(write_loop(Arc::clone(&store), log, receiver, checkpoints));
+    let handle = gridpulse_stream_jobs::spawn(config, source, Arc::new(StoreOutput { queue }))
+        .map_err(|error| error.to_string())?;
     Ok(Arc::new(RollupJob {
         handle: parking_lot::Mutex::new(Some(handle)),
+        writer: parking_lot::Mutex::new(Some(writer)),
     }))
 }

@@ -19,6 +19,7 @@ pub mod alerts;
 pub mod config;
 pub mod consumer;
 pub mod producer;
+pub mod stream_source;
 pub mod test_broker;
 pub mod usage;
 pub mod user_events;
