@@ -58,20 +58,44 @@ pub async fn consume_alerts(
     config: KafkaConfig,
     replica_id: String,
 ) -> Result<(), String> {
+    let group = format!("gridpulse-api-{replica_id}");
+    relay_topic(
+        &config,
+        &group,
+        &config.alerts_topic,
+        "alerts_topic",
+        |event: AlertEvent| {
+            hub.publish([(event.event, event.alert)]);
+        },
+    )
+    .await
+}
+
+/// Consumes `topic` as the replica's own consumer group `group`, from the oldest
+/// retained record, and hands every decodable JSON record to `deliver`; undecodable ones
+/// are counted (`metric_source`) and skipped. Runs until the task is dropped; the
+/// consumer is then closed off the runtime.
+pub(crate) async fn relay_topic<T: serde::de::DeserializeOwned>(
+    config: &KafkaConfig,
+    group: &str,
+    topic: &str,
+    metric_source: &'static str,
+    deliver: impl Fn(T),
+) -> Result<(), String> {
     let consumer: StreamConsumer = config
         .client()
-        .set("group.id", format!("gridpulse-api-{replica_id}"))
+        .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
         .set("session.timeout.ms", "6000")
         .set("max.poll.interval.ms", "6000")
-        // Short long-polls, as for `readings`: alerts reach clients within milliseconds.
+        // Short long-polls, as for `readings`: events reach clients within milliseconds.
         .set("fetch.wait.max.ms", "10")
         .create()
-        .map_err(|error| format!("kafka alert consumer: {error}"))?;
+        .map_err(|error| format!("kafka consumer of {topic}: {error}"))?;
     consumer
-        .subscribe(&[&config.alerts_topic])
-        .map_err(|error| format!("subscribing to {}: {error}", config.alerts_topic))?;
+        .subscribe(&[topic])
+        .map_err(|error| format!("subscribing to {topic}: {error}"))?;
     let consumer = CloseOffThread(Some(consumer));
     let Some(consumer) = consumer.0.as_ref() else {
         return Ok(());
@@ -80,16 +104,16 @@ pub async fn consume_alerts(
         let message = match consumer.recv().await {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(%error, "alert consume failed, retrying");
+                tracing::warn!(%error, %topic, "consume failed, retrying");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        match serde_json::from_slice::<AlertEvent>(message.payload().unwrap_or_default()) {
-            Ok(event) => hub.publish([(event.event, event.alert)]),
+        match serde_json::from_slice::<T>(message.payload().unwrap_or_default()) {
+            Ok(event) => deliver(event),
             Err(error) => {
-                metrics::record_rejected("alerts_topic", "undecodable", 1);
-                tracing::warn!(%error, offset = message.offset(), "undecodable alert event skipped");
+                metrics::record_rejected(metric_source, "undecodable", 1);
+                tracing::warn!(%error, %topic, offset = message.offset(), "undecodable record skipped");
             }
         }
     }

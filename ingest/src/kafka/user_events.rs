@@ -3,17 +3,13 @@
 //! their own hub, so a websocket client of any replica gets them.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use gridpulse_actors::usage::FlushFuture;
 use gridpulse_actors::user_events::{UserEvent, UserEventForwarder, UserEventHub};
-use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
 
 use super::KafkaConfig;
 use super::acked::AckedProducer;
-use super::alerts::CloseOffThread;
-use crate::metrics;
+use super::alerts::relay_topic;
 
 /// Forwards a processor's user events to `user-events`; user checkpoints wait until
 /// the broker acknowledged them before committing the usage offsets behind them.
@@ -56,38 +52,13 @@ pub async fn consume_user_events(
     config: KafkaConfig,
     replica_id: String,
 ) -> Result<(), String> {
-    let consumer: StreamConsumer = config
-        .client()
-        .set("group.id", format!("gridpulse-api-events-{replica_id}"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("session.timeout.ms", "6000")
-        .set("max.poll.interval.ms", "6000")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .map_err(|error| format!("kafka user event consumer: {error}"))?;
-    consumer
-        .subscribe(&[&config.user_events_topic])
-        .map_err(|error| format!("subscribing to {}: {error}", config.user_events_topic))?;
-    let consumer = CloseOffThread(Some(consumer));
-    let Some(consumer) = consumer.0.as_ref() else {
-        return Ok(());
-    };
-    loop {
-        let message = match consumer.recv().await {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(%error, "user event consume failed, retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        match serde_json::from_slice::<UserEvent>(message.payload().unwrap_or_default()) {
-            Ok(event) => hub.relay(event),
-            Err(error) => {
-                metrics::record_rejected("user_events_topic", "undecodable", 1);
-                tracing::warn!(%error, offset = message.offset(), "undecodable user event skipped");
-            }
-        }
-    }
+    let group = format!("gridpulse-api-events-{replica_id}");
+    relay_topic(
+        &config,
+        &group,
+        &config.user_events_topic,
+        "user_events_topic",
+        |event: UserEvent| hub.relay(event),
+    )
+    .await
 }
