@@ -53,7 +53,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct StreamJobsArgs {
-    /// Timely worker threads.
+    /// Timely worker threads (per process).
     #[arg(
         short = 'w',
         long,
@@ -61,6 +61,27 @@ struct StreamJobsArgs {
         env = "GRIDPULSE_STREAM_WORKERS"
     )]
     workers: usize,
+    /// Timely processes in the cluster (all run this command with the same options
+    /// but `--process`); partitions are spread over every process's workers.
+    #[arg(
+        short = 'n',
+        long,
+        default_value_t = 1,
+        env = "GRIDPULSE_STREAM_PROCESSES"
+    )]
+    processes: usize,
+    /// This process's index in the cluster, 0-based.
+    #[arg(
+        short = 'p',
+        long,
+        default_value_t = 0,
+        env = "GRIDPULSE_STREAM_PROCESS"
+    )]
+    process: usize,
+    /// A file of `host:port` lines, one per process in process order (default:
+    /// localhost:2101, localhost:2102, …).
+    #[arg(long, value_name = "FILE", env = "GRIDPULSE_STREAM_HOSTFILE")]
+    hostfile: Option<PathBuf>,
     /// Where the embedded store keeps the rollups and checkpoints (its own directory:
     /// a store has one process).
     #[arg(
@@ -229,10 +250,58 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Timely's cluster configuration from `-n`, `-p` and `--hostfile` (`None` for one
+/// process).
+fn cluster(
+    args: &StreamJobsArgs,
+) -> anyhow::Result<Option<gridpulse_stream_jobs::CommunicationConfig>> {
+    if args.processes <= 1 {
+        return Ok(None);
+    }
+    anyhow::ensure!(
+        args.process < args.processes,
+        "--process {} is not below --processes {}",
+        args.process,
+        args.processes
+    );
+    let addresses: Vec<String> = match &args.hostfile {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the hostfile {}", path.display()))?;
+            let lines: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .take(args.processes)
+                .map(str::to_owned)
+                .collect();
+            anyhow::ensure!(
+                lines.len() == args.processes,
+                "the hostfile {} has {} addresses, --processes is {}",
+                path.display(),
+                lines.len(),
+                args.processes
+            );
+            lines
+        }
+        None => (0..args.processes)
+            .map(|index| format!("localhost:{}", 2101 + index))
+            .collect(),
+    };
+    Ok(Some(gridpulse_stream_jobs::CommunicationConfig::Cluster {
+        threads: args.workers.max(1),
+        process: args.process,
+        addresses,
+        report: false,
+        zerocopy: false,
+    }))
+}
+
 fn stream_jobs(args: StreamJobsArgs) -> anyhow::Result<()> {
     let kafka = args.kafka.config()?.context(
         "gridpulse stream-jobs needs --kafka-brokers (in `gridpulse run` the job runs in-process)",
     )?;
+    let communication = cluster(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -258,6 +327,7 @@ fn stream_jobs(args: StreamJobsArgs) -> anyhow::Result<()> {
             std::sync::Arc::clone(&store),
             std::sync::Arc::new(source),
             args.workers,
+            communication,
             gridpulse_domain::Limits::default(),
         )
         .await
@@ -505,6 +575,33 @@ mod tests {
             panic!("expected stream-jobs");
         };
         assert_eq!((jobs.workers, jobs.scylla), (3, false));
+        assert!(cluster(&jobs).unwrap().is_none(), "one process");
+        let parse = |process: &str| {
+            let cli = Cli::try_parse_from([
+                "gridpulse",
+                "stream-jobs",
+                "--kafka-brokers",
+                "b:9092",
+                "-n",
+                "2",
+                "-p",
+                process,
+            ])
+            .unwrap();
+            let Command::StreamJobs(jobs) = cli.command else {
+                panic!("expected stream-jobs");
+            };
+            cluster(&jobs)
+        };
+        let Some(gridpulse_stream_jobs::CommunicationConfig::Cluster {
+            process, addresses, ..
+        }) = parse("1").unwrap()
+        else {
+            panic!("expected a cluster");
+        };
+        assert_eq!((process, addresses.len()), (1, 2));
+        assert!(parse("2").is_err(), "process out of range");
+
         assert_eq!(args.kafka.config().unwrap().unwrap().brokers, "b:9092");
         let error = Cli::try_parse_from([
             "gridpulse",

@@ -22,8 +22,9 @@ use gridpulse_ingest::memory_log::InProcessLog;
 use gridpulse_store::journal::Journal;
 use gridpulse_store::{ConfigKind, Store};
 use gridpulse_stream_jobs::{
-    JobConfig, JobHandle, JobOutput, LateReading, LineError, PartitionCheckpoint, PartitionReader,
-    ReadStatus, RollupConfig, Source, SourceError, SourceRecord,
+    CommunicationConfig, JobConfig, JobHandle, JobOutput, LateReading, LineError,
+    PartitionCheckpoint, PartitionReader, ReadStatus, RollupConfig, Source, SourceError,
+    SourceRecord,
 };
 use tokio::sync::mpsc;
 
@@ -309,21 +310,32 @@ pub async fn start(
         Some(log),
         Arc::new(JournalSource { journal }),
         checkpoints,
-        workers,
+        (workers, None),
         limits,
     )
 }
 
 /// Starts the hourly rollup job over any source (Kafka's `readings` with
 /// `gridpulse stream-jobs`), resuming from the checkpoints in `store`.
+///
+/// `communication` is timely's cluster configuration (several processes, see
+/// `gridpulse_stream_jobs`); `None` runs `workers` threads in this process.
 pub async fn start_on(
     store: Arc<dyn Store>,
     source: Arc<dyn Source>,
     workers: usize,
+    communication: Option<CommunicationConfig>,
     limits: Limits,
 ) -> Result<Arc<RollupJob>, String> {
     let checkpoints = load_checkpoints(&*store).await;
-    run_job(store, None, source, checkpoints, workers, limits)
+    run_job(
+        store,
+        None,
+        source,
+        checkpoints,
+        (workers, communication),
+        limits,
+    )
 }
 
 fn run_job(
@@ -331,7 +343,7 @@ fn run_job(
     log: Option<Arc<InProcessLog>>,
     source: Arc<dyn Source>,
     checkpoints: BTreeMap<u32, PartitionCheckpoint>,
-    workers: usize,
+    (workers, communication): (usize, Option<CommunicationConfig>),
     limits: Limits,
 ) -> Result<Arc<RollupJob>, String> {
     let rollup = RollupConfig {
@@ -340,6 +352,7 @@ fn run_job(
     };
     let config = JobConfig {
         workers: workers.max(1),
+        communication,
         rollup,
         limits,
         resume: checkpoints.values().copied().collect(),

@@ -85,7 +85,7 @@ async fn kafka_readings_rolled_up_and_resumed_after_restart() {
         let source = tokio::task::spawn_blocking(move || KafkaStreamSource::new(&kafka).unwrap())
             .await
             .unwrap();
-        gridpulse_api::rollups::start_on(store, Arc::new(source), 2, Limits::default())
+        gridpulse_api::rollups::start_on(store, Arc::new(source), 2, None, Limits::default())
             .await
             .unwrap()
     };
