@@ -19,13 +19,17 @@ use support::{fresh_data_dir, http, with_system};
 const T0: i64 = 1_794_268_800_000;
 const HOUR: i64 = 3_600_000;
 
-/// One reading every 10 s over `[from, to)`, the register rising 1 Wh each.
+/// One reading of `m-roll` every 10 s over `[from, to)`, the register rising 1 Wh each.
 fn readings(from: i64, to: i64) -> Vec<Value> {
+    readings_of("m-roll", from, to)
+}
+
+fn readings_of(meter: &str, from: i64, to: i64) -> Vec<Value> {
     (0..)
         .map(|k| from + k * 10_000)
         .take_while(|ts| *ts < to)
         .map(|ts| {
-            json!({"meter": "m-roll", "ts_ms": ts, "voltage": 231.0, "current": 2.0,
+            json!({"meter": meter, "ts_ms": ts, "voltage": 231.0, "current": 2.0,
                    "power_w": 360.0, "energy_wh": 5000.0 + ((ts - T0) / 10_000) as f64})
         })
         .collect()
@@ -194,6 +198,63 @@ fn hourly_rollups_stored_days_and_user_cost_and_restart() {
         assert_eq!(
             rows[3]["energy_wh"], 360.0,
             "the step across the restart counts once: {body}"
+        );
+        // Days follow the tariff's time zone: Berlin is UTC+1 in November, so its
+        // 11 November starts at 23:00 UTC on the 10th. (After the other meter's
+        // readings: a partition's watermark only moves forward.)
+        let berlin = json!({"id": "berlin", "name": "Berlin", "definition": {"currency": "EUR",
+            "time_zone": "Europe/Berlin", "billing_period_start_day": 1, "standing_charge_per_day": "0",
+            "energy": {"kind": "flat", "rate_per_kwh": "0.30"}}});
+        assert_eq!(
+            http(addr, "POST", "/api/tariffs", &berlin.to_string())
+                .await
+                .0,
+            201
+        );
+        let account = json!({"id": "u-ber", "name": "Berlin", "tariff": "berlin"});
+        assert_eq!(
+            http(addr, "POST", "/api/users", &account.to_string())
+                .await
+                .0,
+            201
+        );
+        assert_eq!(
+            http(addr, "PUT", "/api/meters/m-ber", r#"{"owner":"u-ber"}"#)
+                .await
+                .0,
+            200
+        );
+        post(
+            addr,
+            &readings_of("m-ber", T0 + 22 * HOUR, T0 + 25 * HOUR + 60_000),
+        )
+        .await;
+        let range = format!("from={}&to={}", T0 + 22 * HOUR, T0 + 25 * HOUR);
+        rollups(
+            addr,
+            &format!("/api/meters/m-ber/usage?granularity=hour&{range}"),
+            3,
+        )
+        .await;
+        let (status, days) = http(
+            addr,
+            "GET",
+            &format!("/api/meters/m-ber/usage?granularity=day&{range}"),
+            "",
+        )
+        .await;
+        assert_eq!(status, 200, "{days}");
+        let rows = days["rollups"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{days}");
+        assert_eq!(
+            rows[0]["window_start_ms"],
+            T0 - HOUR,
+            "Berlin's 10 November: {days}"
+        );
+        assert_eq!(
+            (&rows[1]["window_start_ms"], &rows[1]["readings"]),
+            (&json!(T0 + 23 * HOUR), &json!(720)),
+            "{days}"
         );
     });
     let _ = std::fs::remove_dir_all(&dir);

@@ -9,7 +9,7 @@
 use actix_web::{HttpResponse, get, web};
 use std::collections::BTreeMap;
 
-use gridpulse_domain::{Granularity, MeterId, MeterRollup, UserId, UserRollup};
+use gridpulse_domain::{Granularity, LocalDate, MeterId, MeterRollup, Tariff, UserId, UserRollup};
 use gridpulse_store::{MeterRollupQuery, RollupQuery, UserRollupQuery};
 use serde::Deserialize;
 
@@ -147,9 +147,12 @@ fn civil_month(days: i64) -> (i64, i64) {
     (year, month)
 }
 
-/// The UTC window of `granularity` containing `ts_ms`: `[start, end)`.
-fn window_of(granularity: Granularity, ts_ms: i64) -> (i64, i64) {
-    match granularity {
+/// The window of `granularity` containing `ts_ms`: `[start, end)`. Days and months are
+/// local to `zone` (a tariff's time zone; UTC without one): a DST day is 23 or 25 hours.
+/// An hour is placed by its start, so in a zone whose offset is not whole hours the
+/// hour that holds local midnight counts to the earlier day.
+fn window_of(zone: Option<&Tariff>, granularity: Granularity, ts_ms: i64) -> (i64, i64) {
+    let utc = || match granularity {
         Granularity::Hour => {
             let start = ts_ms - ts_ms.rem_euclid(HOUR_MS);
             (start, start + HOUR_MS)
@@ -168,20 +171,71 @@ fn window_of(granularity: Granularity, ts_ms: i64) -> (i64, i64) {
             };
             (start, days_from_civil(next_year, next_month, 1) * DAY_MS)
         }
-    }
+    };
+    let Some(tariff) = zone else {
+        return utc();
+    };
+    let local = || -> Option<(i64, i64)> {
+        let date = tariff.local_date(ts_ms).ok()?;
+        let (first, next) = match granularity {
+            Granularity::Hour => return None,
+            Granularity::Day => (date, date.plus_days(1)?),
+            Granularity::Month => {
+                let first = LocalDate::new(date.year(), date.month(), 1)?;
+                let next = if date.month() == 12 {
+                    LocalDate::new(date.year() + 1, 1, 1)?
+                } else {
+                    LocalDate::new(date.year(), date.month() + 1, 1)?
+                };
+                (first, next)
+            }
+        };
+        Some((
+            tariff.start_of_local_day(first).ok()?,
+            tariff.start_of_local_day(next).ok()?,
+        ))
+    };
+    local().unwrap_or_else(utc)
+}
+
+/// The tariff whose time zone a meter's days and months follow: its own, else its
+/// owner's; `None` (UTC) without either.
+async fn meter_zone(state: &AppState, meter: MeterId) -> Result<Option<Tariff>, ApiError> {
+    let config = state.meters.meter_config(meter).await?;
+    let book = super::account_book(state)?;
+    let id = match (config.tariff, config.owner) {
+        (Some(id), _) => Some(id),
+        (None, Some(owner)) => book
+            .account(owner)
+            .await?
+            .and_then(|account| account.tariff),
+        (None, None) => None,
+    };
+    Ok(match id {
+        Some(id) => book
+            .tariff(&id)
+            .await?
+            .and_then(|document| document.validate().ok()),
+        None => None,
+    })
 }
 
 /// Sums hourly rollups (sorted by window) into windows of `granularity` (UTC days and
 /// months): readings and energy add up, power and voltage extremes carry over, mean
 /// power is weighted by readings, and completeness counts every hour of the window
 /// (an hour without a row expected readings too).
-fn aggregate(meter: MeterId, granularity: Granularity, hours: &[MeterRollup]) -> Vec<MeterRollup> {
+fn aggregate(
+    zone: Option<&Tariff>,
+    meter: MeterId,
+    granularity: Granularity,
+    hours: &[MeterRollup],
+) -> Vec<MeterRollup> {
     if granularity == Granularity::Hour {
         return hours.to_vec();
     }
     let mut out: Vec<MeterRollup> = Vec::new();
     for hour in hours {
-        let (start, end) = window_of(granularity, hour.window_start_ms);
+        let (start, end) = window_of(zone, granularity, hour.window_start_ms);
         let per_hour = hour.expected_readings;
         match out.last_mut() {
             Some(window) if window.window_start_ms == start => {
@@ -256,15 +310,17 @@ pub async fn get_meter_usage(
         let page = store.read_meter_rollups(&query).await?;
         (page.rollups, page.next_cursor)
     } else {
-        let (from, _) = window_of(query.granularity, query.from_ms);
+        let zone = meter_zone(&state, meter).await?;
+        let zone = zone.as_ref();
+        let (from, _) = window_of(zone, query.granularity, query.from_ms);
         let hours = hour_rows(
             store.as_ref(),
             meter,
             from,
-            window_of(query.granularity, query.to_ms - 1).1,
+            window_of(zone, query.granularity, query.to_ms - 1).1,
         )
         .await?;
-        let windows: Vec<MeterRollup> = aggregate(meter, query.granularity, &hours)
+        let windows: Vec<MeterRollup> = aggregate(zone, meter, query.granularity, &hours)
             .into_iter()
             .filter(|w| {
                 w.window_start_ms >= query.from_ms - (query.from_ms - from)
@@ -344,8 +400,9 @@ pub async fn user_usage(
         },
         None => None,
     };
-    let (from, _) = window_of(query.granularity, query.from_ms);
-    let (_, to) = window_of(query.granularity, query.to_ms - 1);
+    let zone = tariff.as_ref();
+    let (from, _) = window_of(zone, query.granularity, query.from_ms);
+    let (_, to) = window_of(zone, query.granularity, query.to_ms - 1);
     // Tiers need the energy since the billing period began.
     let read_from = tariff
         .as_ref()
@@ -369,7 +426,7 @@ pub async fn user_usage(
     let mut windows: Vec<UserRollup> = Vec::new();
     let mut window_meters: Vec<std::collections::BTreeSet<MeterId>> = Vec::new();
     for (hour, (readings, wh, meters, revision)) in by_hour.range(from..to) {
-        let (start, end) = window_of(query.granularity, *hour);
+        let (start, end) = window_of(zone, query.granularity, *hour);
         match windows.last_mut() {
             Some(window) if window.window_start_ms == start => {
                 window.readings += readings;
