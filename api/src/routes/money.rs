@@ -270,24 +270,13 @@ pub async fn get_bill(
         && wanted.is_none_or(|period| period == billing.period())
     {
         let tariff = tariff_by_id(&book, tariff_id).await?;
-        let period = billing.accumulator().period();
-        let as_of_ms = view
-            .last_minute_ms
-            .unwrap_or(period.start_utc_ms)
-            .clamp(period.start_utc_ms, period.end_utc_ms - 1);
-        let bill = billing
-            .cost_to_date(&tariff, as_of_ms)
-            .map_err(|error| internal("pricing the period", error))?;
-        let estimate = billing
-            .accumulator()
-            .estimate_at_period_end(&tariff, projected_remaining(billing, &tariff, as_of_ms))
-            .map_err(|error| internal("estimating the bill", error))?;
+        let figures = figures(billing, &tariff, view.last_minute_ms)?;
         return Ok(HttpResponse::Ok().json(BillView {
             user,
             tariff: tariff_id.to_owned(),
             complete: false,
-            bill,
-            estimate_at_period_end: Some(estimate),
+            bill: figures.period_to_date,
+            estimate_at_period_end: Some(figures.estimate_at_period_end),
         }));
     }
     let Some(wanted) = wanted else {
