@@ -8,6 +8,7 @@
 //! only through `MeterSystem` and the log, never by holding actor state.
 //! Architecture invariant: errors map to HTTP statuses in one place (`error.rs`).
 
+pub mod auth;
 pub mod embedded;
 pub mod error;
 pub mod metrics;
