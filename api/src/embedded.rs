@@ -83,6 +83,11 @@ pub struct EmbeddedConfig {
     /// Timely worker threads of the in-process hourly rollup job (persistent embedded
     /// mode); 0 turns it off.
     pub rollup_workers: usize,
+    /// How callers authenticate (`Auth::InsecureDev` by default: the binary always
+    /// sets it explicitly).
+    pub auth: crate::auth::Auth,
+    /// Requests per second per token (0: unlimited) and the burst allowed.
+    pub rate_limit: (f64, f64),
 }
 
 /// Where and how the embedded system persists.
@@ -132,6 +137,8 @@ impl Default for EmbeddedConfig {
             kafka: None,
             api_only: false,
             rollup_workers: 1,
+            auth: crate::auth::Auth::InsecureDev,
+            rate_limit: (200.0, 400.0),
         }
     }
 }
@@ -375,6 +382,11 @@ impl EmbeddedSystem {
             limits: config.limits,
             clock,
             max_body_bytes: config.max_body_bytes,
+            auth: config.auth.clone(),
+            rate_limiter: Arc::new(crate::access::RateLimiter::new(
+                config.rate_limit.0,
+                config.rate_limit.1,
+            )),
         };
         if let Some(store) = state.store.clone() {
             actix_web::rt::spawn(run_retention(store, Arc::clone(&state.clock)));
@@ -392,6 +404,10 @@ impl EmbeddedSystem {
                         crate::error::ApiError::BadBody(format!("query string: {error}")).into()
                     }),
                 )
+                .app_data(web::PathConfig::default().error_handler(|error, _request| {
+                    crate::error::ApiError::BadBody(format!("path: {error}")).into()
+                }))
+                .wrap(actix_web::middleware::from_fn(crate::access::guard))
                 .configure(crate::routes::configure)
         })
         // Alert events are small frames written back to back: without TCP_NODELAY,

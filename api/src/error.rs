@@ -1,8 +1,8 @@
 //! API errors and the one place that maps them to HTTP status codes.
 //!
-//! Every error body is JSON: `{"error": "...", "field": "...", "code": "..."}` with the
-//! field when one input is to blame, so clients can show it next to the right input,
-//! and a stable code when a rule has one (tariff and account rules, JSON decoding).
+//! Every error body is JSON: `{"error": {"code": "...", "message": "...", "field": "..."}}`
+//! with a stable `code` for machines, a `message` for people and the `field` when one
+//! input is to blame, so clients can show it next to the right input.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -53,6 +53,18 @@ pub enum ApiError {
     /// Shutting down or otherwise unable to serve.
     #[error("{0}")]
     Unavailable(String),
+    /// No valid token.
+    #[error("{0}")]
+    Unauthorized(crate::auth::AuthError),
+    /// The caller's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The caller sent too many requests: retry after the given seconds.
+    #[error("rate limit exceeded: retry after {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until the next request is allowed.
+        retry_after_s: u64,
+    },
 }
 
 impl ApiError {
@@ -65,13 +77,52 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: String,
+/// The error body: `{"error": {...}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code (`invalid_field`, `not_found`, `expired`, ...).
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+    /// The parameter or body field to blame, when one is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    code: Option<&'static str>,
+    pub field: Option<String>,
+}
+
+impl ApiError {
+    /// The stable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadField { .. } => "invalid_field",
+            ApiError::InvalidField { code, .. } => code,
+            ApiError::BadBody(_) => "bad_body",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge { .. } => "body_too_large",
+            ApiError::Overloaded(_) => "overloaded",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unauthorized(error) => error.code(),
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
+        }
+    }
+
+    /// The field to blame, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::BadField { field, .. } | ApiError::InvalidField { field, .. } => {
+                Some(field.as_str())
+            }
+            _ => None,
+        }
+    }
 }
 
 impl ResponseError for ApiError {
@@ -84,23 +135,38 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Overloaded(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let (field, code) = match self {
-            ApiError::BadField { field, .. } => (Some(field.as_str()), None),
-            ApiError::InvalidField { field, code, .. } => (Some(field.as_str()), Some(*code)),
-            _ => (None, None),
-        };
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Overloaded(_)) {
-            response.insert_header(("Retry-After", "1"));
+        match self {
+            ApiError::Overloaded(_) => {
+                response.insert_header(("Retry-After", "1"));
+            }
+            ApiError::RateLimited { retry_after_s } => {
+                response.insert_header(("Retry-After", retry_after_s.to_string()));
+            }
+            ApiError::Unauthorized(_) => {
+                response.insert_header((
+                    "WWW-Authenticate",
+                    format!(
+                        "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                        self.code()
+                    ),
+                ));
+            }
+            _ => {}
         }
         response.json(ErrorBody {
-            error: self.to_string(),
-            field,
-            code,
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                field: self.field().map(str::to_owned),
+            },
         })
     }
 }

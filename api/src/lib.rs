@@ -8,10 +8,12 @@
 //! only through `MeterSystem` and the log, never by holding actor state.
 //! Architecture invariant: errors map to HTTP statuses in one place (`error.rs`).
 
+pub mod access;
 pub mod auth;
 pub mod embedded;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod rollups;
 pub mod routes;
 pub mod state;

@@ -45,10 +45,238 @@ enum Command {
     /// and serves live alerts consumed from `alerts` over the websocket; meters live in
     /// the processors (`gridpulse run --kafka-brokers`).
     Api(ApiArgs),
+    /// Issue a signed token (JWT) for development, tests and service accounts: by
+    /// default HS256 with the development secret of `--data-dir` (the one `gridpulse
+    /// run` uses without a configured key); `--secret-file` or `--private-key` for
+    /// others. Prints the token on stdout.
+    Token(TokenArgs),
     /// The hourly usage rollup job (Timely Dataflow) on Kafka's `readings`: `-w N`
     /// worker threads, rollups upserted into the store (--data-dir or --scylla), the
     /// job's checkpoints stored after the rollups they cover.
     StreamJobs(StreamJobsArgs),
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// Subject: who the caller is (recorded in the audit log).
+    #[arg(long)]
+    sub: String,
+    /// Role: ops, utility, consumer or service.
+    #[arg(long, value_parser = ["ops", "utility", "consumer", "service"])]
+    role: String,
+    /// The user a consumer is (required for --role consumer).
+    #[arg(long)]
+    user: Option<String>,
+    /// Lifetime, e.g. 90s, 15m, 12h, 30d.
+    #[arg(long, default_value = "12h")]
+    ttl: String,
+    /// Not valid before this long from now (e.g. 5m); default: valid at once.
+    #[arg(long, value_name = "DELAY")]
+    not_before: Option<String>,
+    /// HS256 with the secret in this file.
+    #[arg(long, value_name = "FILE", conflicts_with = "private_key")]
+    secret_file: Option<PathBuf>,
+    /// RS256 or ES256 with this PEM private key (see --alg).
+    #[arg(long, value_name = "FILE")]
+    private_key: Option<PathBuf>,
+    /// Algorithm of --private-key.
+    #[arg(long, default_value = "RS256", value_parser = ["RS256", "ES256"])]
+    alg: String,
+    /// Key id (`kid`) for the header (JWKS deployments).
+    #[arg(long)]
+    kid: Option<String>,
+    /// Without a key option: the development secret of this data directory (created
+    /// when missing; `gridpulse run --data-dir` uses the same one).
+    #[arg(long, env = "GRIDPULSE_DATA_DIR", default_value = "./gridpulse-data")]
+    data_dir: PathBuf,
+    /// Issuer (`iss`).
+    #[arg(long, default_value = gridpulse_api::auth::DEFAULT_ISSUER)]
+    issuer: String,
+    /// Audience (`aud`).
+    #[arg(long, default_value = gridpulse_api::auth::DEFAULT_AUDIENCE)]
+    audience: String,
+}
+
+/// How callers authenticate (shared by `run`, `processor` and `api`).
+#[derive(Debug, Clone, Args)]
+struct AuthArgs {
+    /// Accept HS256 tokens signed with the secret in this file (at least 16 bytes).
+    #[arg(long, value_name = "FILE", env = "GRIDPULSE_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// Accept RS256 or ES256 tokens verified by this PEM public key (the algorithm
+    /// follows the key type).
+    #[arg(long, value_name = "FILE", env = "GRIDPULSE_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+    /// Accept tokens signed by the RSA or P-256 keys of this JWKS file (matched by
+    /// `kid`).
+    #[arg(long, value_name = "FILE", env = "GRIDPULSE_JWT_JWKS")]
+    jwt_jwks: Option<PathBuf>,
+    /// Required `iss` of tokens.
+    #[arg(long, default_value = gridpulse_api::auth::DEFAULT_ISSUER, env = "GRIDPULSE_JWT_ISSUER")]
+    jwt_issuer: String,
+    /// Required `aud` of tokens.
+    #[arg(long, default_value = gridpulse_api::auth::DEFAULT_AUDIENCE, env = "GRIDPULSE_JWT_AUDIENCE")]
+    jwt_audience: String,
+    /// NO AUTHENTICATION: every caller may do everything. Local development only.
+    #[arg(long, env = "GRIDPULSE_INSECURE_DEV", conflicts_with_all = ["jwt_secret_file", "jwt_public_key", "jwt_jwks"])]
+    insecure_dev: bool,
+    /// Requests per second allowed per token (0: unlimited); 429 with Retry-After
+    /// beyond it.
+    #[arg(long, default_value_t = 200.0, env = "GRIDPULSE_RATE_LIMIT")]
+    rate_limit: f64,
+    /// Requests a token may burst above the rate.
+    #[arg(long, default_value_t = 400.0, env = "GRIDPULSE_RATE_BURST")]
+    rate_burst: f64,
+}
+
+/// The authentication a server runs with, and a token to print for development.
+struct AuthSetup {
+    auth: gridpulse_api::auth::Auth,
+    /// Without a configured key: the development secret and tokens minted with it.
+    dev_token: Option<DevTokens>,
+}
+
+/// Printed by `gridpulse run` when no key is configured.
+#[derive(Debug, Clone)]
+struct DevTokens {
+    secret_path: String,
+    ops: String,
+    utility: String,
+}
+
+impl AuthArgs {
+    /// `dev_dir`: where a development secret may live when no key is configured (`None`:
+    /// a key or --insecure-dev is required).
+    fn setup(&self, dev_dir: Option<&std::path::Path>) -> anyhow::Result<AuthSetup> {
+        use gridpulse_api::auth::{Auth, Verifier};
+        anyhow::ensure!(
+            self.rate_limit.is_finite() && self.rate_limit >= 0.0,
+            "--rate-limit must be a number of requests per second (0: unlimited)"
+        );
+        anyhow::ensure!(
+            self.rate_burst.is_finite() && self.rate_burst >= 1.0,
+            "--rate-burst must be at least 1"
+        );
+        if self.insecure_dev {
+            eprintln!(
+                "\n  !!! WARNING: --insecure-dev: authentication is OFF. Anyone who can reach this\n  !!! port can read every meter and user and change anything. Never expose it.\n"
+            );
+            return Ok(AuthSetup {
+                auth: Auth::InsecureDev,
+                dev_token: None,
+            });
+        }
+        let mut verifier = Verifier::new(&self.jwt_issuer, &self.jwt_audience);
+        if let Some(path) = &self.jwt_secret_file {
+            let secret = std::fs::read(path)
+                .with_context(|| format!("reading --jwt-secret-file {}", path.display()))?;
+            let secret = trim_secret(&secret);
+            verifier = verifier.with_hs256_secret(secret)?;
+        }
+        if let Some(path) = &self.jwt_public_key {
+            verifier = verifier.with_public_key_file(path)?;
+        }
+        if let Some(path) = &self.jwt_jwks {
+            verifier = verifier.with_jwks_file(path)?;
+        }
+        let mut dev_token = None;
+        if !verifier.has_keys() {
+            let dir = dev_dir.context(
+                "no token key configured: pass --jwt-secret-file, --jwt-public-key or --jwt-jwks \
+                 (or --insecure-dev for local development without authentication)",
+            )?;
+            let secret = gridpulse_api::auth::dev_secret(dir)
+                .with_context(|| format!("creating the development secret in {}", dir.display()))?;
+            verifier = verifier.with_hs256_secret(&secret)?;
+            let now = gridpulse_api::auth::unix_now();
+            let mint = |role: &str| {
+                gridpulse_api::auth::issue(
+                    &gridpulse_api::auth::Claims {
+                        sub: format!("dev-{role}"),
+                        role: role.into(),
+                        user: None,
+                        exp: now + 12 * 3600,
+                        nbf: None,
+                        iat: Some(now),
+                        iss: self.jwt_issuer.clone(),
+                        aud: self.jwt_audience.clone(),
+                    },
+                    &gridpulse_api::auth::SigningKey::Hs256(secret.clone()),
+                    None,
+                )
+                .context("signing a development token")
+            };
+            let tokens = DevTokens {
+                secret_path: dir.join("dev-jwt-secret").display().to_string(),
+                ops: mint("ops")?,
+                utility: mint("utility")?,
+            };
+            dev_token = Some(tokens);
+        }
+        Ok(AuthSetup {
+            auth: Auth::Tokens(std::sync::Arc::new(verifier)),
+            dev_token,
+        })
+    }
+}
+
+/// A secret file's bytes without a trailing newline (editors add one).
+fn trim_secret(secret: &[u8]) -> &[u8] {
+    let end = secret
+        .iter()
+        .rposition(|byte| !byte.is_ascii_whitespace())
+        .map_or(0, |last| last + 1);
+    &secret[..end]
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    use gridpulse_api::auth::{Claims, SigningKey, issue, parse_ttl, unix_now};
+    let ttl = parse_ttl(&args.ttl).map_err(|error| anyhow::anyhow!("--ttl: {error}"))?;
+    let not_before = args
+        .not_before
+        .as_deref()
+        .map(|text| parse_ttl(text).map_err(|error| anyhow::anyhow!("--not-before: {error}")))
+        .transpose()?;
+    if args.role == "consumer" && args.user.is_none() {
+        anyhow::bail!("--role consumer needs --user (the account the consumer is)");
+    }
+    if let Some(user) = &args.user {
+        gridpulse_domain::UserId::new(user).map_err(|error| anyhow::anyhow!("--user: {error}"))?;
+    }
+    let key = match (&args.secret_file, &args.private_key) {
+        (Some(path), _) => SigningKey::Hs256(
+            trim_secret(
+                &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )
+            .to_vec(),
+        ),
+        (None, Some(path)) => {
+            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            match args.alg.as_str() {
+                "ES256" => SigningKey::Es256Pem(pem),
+                _ => SigningKey::Rs256Pem(pem),
+            }
+        }
+        (None, None) => SigningKey::Hs256(
+            gridpulse_api::auth::dev_secret(&args.data_dir).with_context(|| {
+                format!("the development secret in {}", args.data_dir.display())
+            })?,
+        ),
+    };
+    let now = unix_now();
+    let claims = Claims {
+        sub: args.sub,
+        role: args.role,
+        user: args.user,
+        exp: now + ttl,
+        nbf: not_before.map(|delay| now + delay),
+        iat: Some(now),
+        iss: args.issuer,
+        aud: args.audience,
+    };
+    let token = issue(&claims, &key, args.kid.as_deref()).context("signing the token")?;
+    println!("{token}");
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -107,6 +335,8 @@ struct ApiArgs {
     http_workers: usize,
     #[command(flatten)]
     kafka: KafkaArgs,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +454,8 @@ struct RunArgs {
     /// Seconds between checkpoints (state snapshots; bounds the replay after a crash).
     #[arg(long, default_value_t = 5.0, env = "GRIDPULSE_CHECKPOINT_INTERVAL")]
     checkpoint_interval: f64,
+    #[command(flatten)]
+    auth: AuthArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -247,6 +479,7 @@ fn main() -> anyhow::Result<()> {
         Command::Topics(TopicsCommand::Create(args)) => create_topics(&args),
         Command::Api(args) => api(args),
         Command::StreamJobs(args) => stream_jobs(args),
+        Command::Token(args) => token(args),
     }
 }
 
@@ -345,7 +578,10 @@ fn stream_jobs(args: StreamJobsArgs) -> anyhow::Result<()> {
 }
 
 fn api(args: ApiArgs) -> anyhow::Result<()> {
+    let auth = args.auth.setup(None)?;
     let config = EmbeddedConfig {
+        auth: auth.auth,
+        rate_limit: (args.auth.rate_limit, args.auth.rate_burst),
         n_partitions: 1,
         n_workers: 1,
         n_http_workers: args.http_workers,
@@ -436,7 +672,18 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         persistence
     });
+    // Without a configured key, a development secret next to the data (or, in
+    // memory, in a temporary directory that lives as long as the process).
+    let dev_dir = if args.in_memory {
+        std::env::temp_dir().join(format!("gridpulse-dev-{}", std::process::id()))
+    } else {
+        args.data_dir.clone()
+    };
+    let auth = args.auth.setup(Some(&dev_dir))?;
+    let dev_token = auth.dev_token.clone();
     let config = EmbeddedConfig {
+        auth: auth.auth,
+        rate_limit: (args.auth.rate_limit, args.auth.rate_burst),
         n_partitions: args.partitions.max(1),
         n_workers: args.workers,
         n_http_workers: args.http_workers,
@@ -493,6 +740,19 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(dir) => println!("  data directory     {dir} (state survives restarts)"),
             None => println!("  data directory     none (--in-memory: nothing is kept)"),
         }
+        match &dev_token {
+            Some(tokens) => {
+                println!("  auth               development secret {} (no --jwt-* key given)", tokens.secret_path);
+                println!("  dev ops token      {}", tokens.ops);
+                println!("  dev utility token  {}", tokens.utility);
+                println!("  sign in the page   {url}/?token=<dev ops token>");
+                println!("                     (tokens valid 12 h; more: gridpulse token --data-dir DIR --sub NAME --role ops|utility|consumer|service)");
+            }
+            None if state_is_insecure(&system) => {
+                println!("  auth               OFF (--insecure-dev): every caller is ops");
+            }
+            None => println!("  auth               bearer tokens (JWT) required"),
+        }
         println!("press Ctrl-C to stop");
         let state = system.state.clone();
         serve_until_signal(system.server).await?;
@@ -501,6 +761,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("final checkpoint")?;
         Ok(())
     })
+}
+
+fn state_is_insecure(system: &EmbeddedSystem) -> bool {
+    system.state.auth.is_insecure()
 }
 
 /// Binds the listen address, saying what to do when it is taken.

@@ -18,10 +18,79 @@ pub fn record_websocket_clients(delta: i64) {
     WEBSOCKET_CLIENTS.add(delta);
 }
 
+#[allow(clippy::expect_used)]
+static REQUESTS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "gridpulse_api_requests_total",
+        "HTTP requests by route (as registered), method and status",
+        &["route", "method", "status"]
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static REQUEST_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
+    prometheus::register_histogram_vec!(
+        "gridpulse_api_request_duration_seconds",
+        "HTTP request latency by route (as registered) and method",
+        &["route", "method"],
+        vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
+        ]
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static AUTH_FAILURES: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "gridpulse_api_auth_failures_total",
+        "Requests refused by authentication or authorization, by reason",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static RATE_LIMITED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "gridpulse_api_rate_limited_total",
+        "Requests refused with 429 by the per-token rate limit, by role",
+        &["role"]
+    )
+    .expect("metric registers once")
+});
+
+/// One answered request (`route` is the registered pattern, never the raw path:
+/// bounded cardinality).
+pub fn record_request(route: &str, method: &str, status: u16, elapsed: std::time::Duration) {
+    let status = status.to_string();
+    REQUESTS
+        .with_label_values(&[route, method, status.as_str()])
+        .inc();
+    REQUEST_SECONDS
+        .with_label_values(&[route, method])
+        .observe(elapsed.as_secs_f64());
+}
+
+/// A request refused for `reason` (an auth error code or `forbidden_role`).
+pub fn record_auth_failure(reason: &str) {
+    AUTH_FAILURES.with_label_values(&[reason]).inc();
+}
+
+/// A request refused by the rate limit.
+pub fn record_rate_limited(role: &str) {
+    RATE_LIMITED.with_label_values(&[role]).inc();
+}
+
 /// Every registered metric in the Prometheus text format.
 pub fn render() -> String {
     // Touch our own statics so they appear even before their first event.
     LazyLock::force(&WEBSOCKET_CLIENTS);
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_SECONDS);
+    LazyLock::force(&AUTH_FAILURES);
+    LazyLock::force(&RATE_LIMITED);
     TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|error| format!("# metrics encoding failed: {error}\n"))

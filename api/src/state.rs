@@ -30,4 +30,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// How callers authenticate.
+    pub auth: crate::auth::Auth,
+    /// Per-token request rate limit.
+    pub rate_limiter: Arc<crate::access::RateLimiter>,
 }

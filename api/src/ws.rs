@@ -115,6 +115,18 @@ struct EventMessage<'a> {
 }
 
 /// Upgrades to a websocket streaming alert events.
+#[utoipa::path(
+    get,
+    path = "/ws/alerts",
+    tag = "websocket",
+    responses(
+        (status = 101, description = "Switching to the websocket protocol"),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/ws/alerts")]
 pub async fn ws_alerts(
     state: web::Data<AppState>,
@@ -122,6 +134,9 @@ pub async fn ws_alerts(
     body: web::Payload,
     query: web::Query<WsQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    if !state.auth.is_insecure() && crate::access::caller_if_any(&request).is_none() {
+        return Err(ApiError::Unauthorized(crate::auth::AuthError::Missing).into());
+    }
     let subscription = Subscription {
         meter: query
             .meter

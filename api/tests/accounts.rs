@@ -74,10 +74,10 @@ fn time_of_use_gbp() -> Value {
 fn assert_field_error(answer: &(u16, Value), field: &str, code: &str) {
     let (status, body) = answer;
     assert_eq!(*status, 400, "{body}");
-    assert_eq!(body["field"], field, "{body}");
-    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["error"]["field"], field, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains(field),
+        body["error"]["message"].as_str().unwrap().contains(field),
         "the message names the field: {body}"
     );
 }
@@ -156,7 +156,10 @@ fn flat_tiered_and_time_of_use_tariffs_are_created_listed_and_read_back() {
         let (status, conflict) = post(addr, "/api/tariffs", &changed).await;
         assert_eq!(status, 409, "{conflict}");
         assert!(
-            conflict["error"].as_str().unwrap().contains("immutable"),
+            conflict["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("immutable"),
             "{conflict}"
         );
         let (_, flat) = get(addr, "/api/tariffs/flat-gbp").await;
@@ -240,7 +243,7 @@ fn invalid_tariffs_are_refused_naming_the_field_and_nothing_is_stored() {
         )
         .await;
         assert_eq!(status, 400, "{answer}");
-        let message = answer["error"].as_str().unwrap();
+        let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains("line 2 column"), "{answer}");
         assert!(message.contains("malformed JSON"), "{answer}");
 
@@ -353,7 +356,7 @@ fn accounts_are_created_read_replaced_and_listed_in_pages() {
 /// Asserts a 400 naming `field` (a parameter error without a rule code).
 fn assert_field_error_plain(answer: &(u16, Value), field: &str) {
     assert_eq!(answer.0, 400, "{}", answer.1);
-    assert_eq!(answer.1["field"], field, "{}", answer.1);
+    assert_eq!(answer.1["error"]["field"], field, "{}", answer.1);
 }
 
 #[test]
@@ -447,7 +450,10 @@ fn invalid_accounts_are_refused_naming_the_field_and_nothing_is_stored() {
         .await;
         assert_eq!(status, 400, "{answer}");
         assert!(
-            answer["error"].as_str().unwrap().contains("line 1 column"),
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("line 1 column"),
             "{answer}"
         );
         let (status, list) = get(addr, "/api/users").await;
@@ -643,7 +649,10 @@ fn without_a_store_accounts_and_tariffs_answer_503_naming_why() {
             let (status, answer) = http(addr, method, path, &body).await;
             assert_eq!(status, 503, "{method} {path}: {answer}");
             assert!(
-                answer["error"].as_str().unwrap().contains("--in-memory"),
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("--in-memory"),
                 "{answer}"
             );
         }
@@ -674,7 +683,7 @@ fn meters_are_registered_with_a_tariff_and_prepaid_and_bad_registrations_change_
         )
         .await;
         assert_eq!(unknown.0, 400, "{}", unknown.1);
-        assert_eq!(unknown.1["field"], "tariff", "{}", unknown.1);
+        assert_eq!(unknown.1["error"]["field"], "tariff", "{}", unknown.1);
         let prepaid = put(
             addr,
             "/api/meters/m-1",
@@ -682,7 +691,7 @@ fn meters_are_registered_with_a_tariff_and_prepaid_and_bad_registrations_change_
         )
         .await;
         assert_eq!(prepaid.0, 400, "{}", prepaid.1);
-        assert_eq!(prepaid.1["field"], "prepaid", "{}", prepaid.1);
+        assert_eq!(prepaid.1["error"]["field"], "prepaid", "{}", prepaid.1);
         // A replacement without the billing fields clears them (PUT replaces).
         let (status, config) = put(addr, "/api/meters/m-1", &json!({"owner": "alice"})).await;
         assert_eq!(status, 200, "{config}");
@@ -703,7 +712,7 @@ fn meters_are_registered_with_a_tariff_and_prepaid_and_bad_registrations_change_
         let bad = json!({"owner": "alice", "thresholds": {"over_voltage_v": 100.0, "under_voltage_v": 200.0}});
         let (status, body) = put(addr, "/api/meters/m-1", &bad).await;
         assert_eq!(
-            (status, &body["field"]),
+            (status, &body["error"]["field"]),
             (400, &json!("thresholds")),
             "{body}"
         );
@@ -717,7 +726,11 @@ fn meters_are_registered_with_a_tariff_and_prepaid_and_bad_registrations_change_
             post(addr, "/api/meters", &json!({"id": "m-2", "owner": "carol"})).await;
         assert_eq!(status, 409, "{body}");
         let (status, body) = post(addr, "/api/meters", &json!({"id": "m 3"})).await;
-        assert_eq!((status, &body["field"]), (400, &json!("id")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("id")),
+            "{body}"
+        );
         let (status, body) =
             post(addr, "/api/meters", &json!({"id": "m-4", "colour": "red"})).await;
         assert_eq!(status, 400, "unknown field: {body}");

@@ -208,7 +208,10 @@ async fn readings_in_alerts_out_lifecycle_and_bad_input() {
     let (status, error) = http(addr, "POST", "/api/readings", "{\"meter\": ").await;
     assert_eq!(status, 400);
     assert!(
-        error["error"].as_str().unwrap().contains("malformed JSON"),
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed JSON"),
         "{error}"
     );
     let huge = format!(
@@ -218,13 +221,13 @@ async fn readings_in_alerts_out_lifecycle_and_bad_input() {
     let (status, error) = http(addr, "POST", "/api/readings", &huge).await;
     assert_eq!(status, 413, "{error}");
     let (status, error) = http(addr, "GET", "/api/alerts?kind=meltdown", "").await;
-    assert_eq!((status, &error["field"]), (400, &json!("kind")));
+    assert_eq!((status, &error["error"]["field"]), (400, &json!("kind")));
     let (status, error) = http(addr, "GET", "/api/meters?limit=0", "").await;
-    assert_eq!((status, &error["field"]), (400, &json!("limit")));
+    assert_eq!((status, &error["error"]["field"]), (400, &json!("limit")));
     let (status, _) = http(addr, "GET", "/api/meters/nobody", "").await;
     assert_eq!(status, 404);
     let (status, error) = http(addr, "GET", "/api/meters/bad%2Fid", "").await;
-    assert_eq!((status, &error["field"]), (400, &json!("id")));
+    assert_eq!((status, &error["error"]["field"]), (400, &json!("id")));
     let (status, _) = http(addr, "POST", "/api/alerts/e2e-1.over_voltage.1/ack", "").await;
     assert_eq!(status, 404);
 
@@ -278,14 +281,17 @@ async fn readings_in_alerts_out_lifecycle_and_bad_input() {
     );
     let (status, answer) = http(addr, "PUT", "/api/meters/e2e-u1", r#"{"owner":"a b"}"#).await;
     assert_eq!(
-        (status, &answer["field"]),
+        (status, &answer["error"]["field"]),
         (400, &json!("owner")),
         "{answer}"
     );
     let (status, answer) = http(addr, "PUT", "/api/meters/e2e-u1", r#"{"tarif":"x"}"#).await;
     assert_eq!(status, 400, "{answer}");
     assert!(
-        answer["error"].as_str().unwrap().contains("tarif"),
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tarif"),
         "{answer}"
     );
     let (status, _) = http(addr, "GET", "/api/users/nobody/usage", "").await;

@@ -61,7 +61,13 @@ impl Processor {
         let mut log_file = File::options().create(true).append(true).open(log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_gridpulse"))
             .args(["processor", "--listen", "127.0.0.1:0", "--workers", "1"])
-            .args(["--http-workers", "1", "--kafka-brokers", brokers])
+            .args([
+                "--http-workers",
+                "1",
+                "--insecure-dev",
+                "--kafka-brokers",
+                brokers,
+            ])
             .args(["--kafka-group", group, "--checkpoint-interval", "0.1"])
             .arg("--data-dir")
             .arg(data_dir)

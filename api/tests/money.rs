@@ -190,13 +190,21 @@ fn budget_thresholds_once_live_cost_and_no_repeat_after_restart() {
 
         // Bad input names the field; unknown users are 404.
         let (status, body) = http(addr, "GET", "/api/users/u-budget/bill?period=2026-13", "").await;
-        assert_eq!((status, &body["field"]), (400, &json!("period")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("period")),
+            "{body}"
+        );
         let (status, body) = http(addr, "GET", "/api/users/u-budget/bill?period=2025-01", "").await;
         assert_eq!(status, 404, "no usage in that period: {body}");
         let (status, body) = http(addr, "GET", "/api/users/nobody/cost", "").await;
         assert_eq!(status, 404, "{body}");
         let (status, body) = http(addr, "GET", "/ws/alerts?types=bogus", "").await;
-        assert_eq!((status, &body["field"]), (400, &json!("types")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("types")),
+            "{body}"
+        );
     });
 
     // Restart on the same data: the same readings posted again (a replay) and the
@@ -286,7 +294,7 @@ fn prepaid_credit_burns_down_with_idempotent_top_ups_alerts_and_one_auto_top_up(
             "credit": {"low_credit_threshold": "-1"}});
         let (status, body) = http(addr, "POST", "/api/users", &bad.to_string()).await;
         assert_eq!(
-            (status, &body["field"]),
+            (status, &body["error"]["field"]),
             (400, &json!("credit.low_credit_threshold")),
             "{body}"
         );
@@ -298,7 +306,11 @@ fn prepaid_credit_burns_down_with_idempotent_top_ups_alerts_and_one_auto_top_up(
             r#"{"tariff":"dear","prepaid":true}"#,
         )
         .await;
-        assert_eq!((status, &body["field"]), (400, &json!("owner")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("owner")),
+            "{body}"
+        );
         let (status, body) = http(
             addr,
             "PUT",
@@ -352,13 +364,17 @@ fn prepaid_credit_burns_down_with_idempotent_top_ups_alerts_and_one_auto_top_up(
         )
         .await;
         assert_eq!(
-            (status, &body["field"]),
+            (status, &body["error"]["field"]),
             (400, &json!("idempotency_key")),
             "{body}"
         );
         let (status, body) =
             http(addr, "POST", "/api/meters/m-pre/topups", &topup("k2", "-1")).await;
-        assert_eq!((status, &body["field"]), (400, &json!("amount")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("amount")),
+            "{body}"
+        );
         let (status, body) =
             http(addr, "POST", "/api/meters/nobody/topups", &topup("k3", "1")).await;
         assert_eq!(status, 404, "not a prepaid meter: {body}");

@@ -154,7 +154,11 @@ fn baselines_progress_results_and_leaderboard() {
         unaligned["id"] = json!("s-bad");
         unaligned["end_ms"] = json!(SESSION_START + 45 * MINUTE);
         let (status, body) = http(addr, "POST", "/api/sessions", &unaligned.to_string()).await;
-        assert_eq!((status, &body["field"]), (400, &json!("end_ms")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("end_ms")),
+            "{body}"
+        );
 
         // Opt in: baselines from the stored history (the last 10 weekdays).
         for user in ["u-saver", "u-spender"] {

@@ -165,7 +165,7 @@ fn hourly_rollups_stored_days_and_user_cost_and_restart() {
         let (status, body) =
             http(addr, "GET", "/api/meters/m-roll/usage?granularity=week", "").await;
         assert_eq!(
-            (status, &body["field"]),
+            (status, &body["error"]["field"]),
             (400, &json!("granularity")),
             "{body}"
         );
@@ -176,7 +176,11 @@ fn hourly_rollups_stored_days_and_user_cost_and_restart() {
             "",
         )
         .await;
-        assert_eq!((status, &body["field"]), (400, &json!("to")), "{body}");
+        assert_eq!(
+            (status, &body["error"]["field"]),
+            (400, &json!("to")),
+            "{body}"
+        );
     });
     // Restart: the job resumes from its checkpoint; two more hours arrive.
     let hours_path = format!(

@@ -38,12 +38,34 @@ pub fn parse_kind(text: &str) -> Result<AlertKind, ApiError> {
 
 /// Lists alerts, newest first. Filters: `meter`, `kind`, `state`, `since` (Unix ms),
 /// `limit` (1–1000, default 100).
+#[utoipa::path(
+    get,
+    path = "/api/alerts",
+    tag = "alerts",
+    params(
+        ("meter" = Option<String>, Query, description = "Meter id"),
+        ("kind" = Option<String>, Query, description = "Alert kind"),
+        ("state" = Option<String>, Query, description = "firing, acknowledged or resolved"),
+        ("since" = Option<i64>, Query, description = "First seen at or after, Unix ms"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+        ("before" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/alerts")]
 pub async fn list_alerts(
     state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
     query: web::Query<AlertQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let filter = StoreAlertQuery {
+    let mut filter = StoreAlertQuery {
         meter: query
             .meter
             .as_deref()
@@ -70,11 +92,44 @@ pub async fn list_alerts(
             .transpose()?,
         limit: parse_limit(query.limit.as_deref(), 100, 1000)?,
     };
+    if let Some(tenant) = crate::access::caller(&request).tenant() {
+        // A consumer sees the alerts of their own meters only: one query per meter.
+        let owned = crate::access::owned_meters(&state, tenant).await?;
+        let meters: Vec<_> = match filter.meter {
+            Some(meter) => owned.into_iter().filter(|owned| *owned == meter).collect(),
+            None => owned,
+        };
+        let mut alerts = Vec::new();
+        for meter in meters {
+            filter.meter = Some(meter);
+            alerts.extend(find_alerts(&state, &filter).await?);
+        }
+        sort_newest_first(&mut alerts);
+        alerts.truncate(filter.limit);
+        return Ok(HttpResponse::Ok().json(AlertList { alerts }));
+    }
+    let alerts = find_alerts(&state, &filter).await?;
+    Ok(HttpResponse::Ok().json(AlertList { alerts }))
+}
+
+fn sort_newest_first(alerts: &mut [AlertRecord]) {
+    alerts.sort_by(|a, b| {
+        b.first_seen_ms
+            .cmp(&a.first_seen_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
+/// Alerts matching `filter`, newest first: live ones from the hub (freshest), history
+/// across restarts from the store.
+async fn find_alerts(
+    state: &AppState,
+    filter: &StoreAlertQuery,
+) -> Result<Vec<AlertRecord>, ApiError> {
     let limit = filter.limit;
-    // Live alerts from the hub (freshest), history across restarts from the store.
-    let mut alerts = state.meters.hub().query(&filter);
+    let mut alerts = state.meters.hub().query(filter);
     if let Some(store) = &state.store {
-        let stored = store.query_alerts(&filter).await?;
+        let stored = store.query_alerts(filter).await?;
         let live: HashSet<String> = alerts.iter().map(|alert| alert.id.clone()).collect();
         // A stored copy may be older than the hub's, so the hub decides its state.
         let hub = state.meters.hub();
@@ -83,17 +138,30 @@ pub async fn list_alerts(
                 .into_iter()
                 .filter(|alert| !live.contains(&alert.id) && hub.get(&alert.id).is_none()),
         );
-        alerts.sort_by(|a, b| {
-            b.first_seen_ms
-                .cmp(&a.first_seen_ms)
-                .then_with(|| a.id.cmp(&b.id))
-        });
+        sort_newest_first(&mut alerts);
         alerts.truncate(limit);
     }
-    Ok(HttpResponse::Ok().json(AlertList { alerts }))
+    Ok(alerts)
 }
 
 /// One alert with its lifecycle history (oldest first).
+#[utoipa::path(
+    get,
+    path = "/api/alerts/{id}",
+    tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/alerts/{id}")]
 pub async fn get_alert(
     state: web::Data<AppState>,
@@ -159,6 +227,26 @@ async fn alert_action(
 }
 
 /// Acknowledges an open alert. Body (optional): `{"by": "name"}`.
+#[utoipa::path(
+    post,
+    path = "/api/alerts/{id}/ack",
+    tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "Optional JSON body", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/alerts/{id}/ack")]
 pub async fn ack_alert(
     state: web::Data<AppState>,
@@ -169,6 +257,26 @@ pub async fn ack_alert(
 }
 
 /// Resolves an open alert. Body (optional): `{"by": "name"}`.
+#[utoipa::path(
+    post,
+    path = "/api/alerts/{id}/resolve",
+    tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "Optional JSON body", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/alerts/{id}/resolve")]
 pub async fn resolve_alert(
     state: web::Data<AppState>,

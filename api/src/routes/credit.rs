@@ -86,6 +86,27 @@ struct CommandAnswer {
 /// once. 201 for a new key; 200 with the original answer for a key seen before with the
 /// same amount; 409 for a key seen with a different amount; 400 naming the field for a
 /// missing key or a non-positive amount. Nothing changes on an error.
+#[utoipa::path(
+    post,
+    path = "/api/meters/{id}/topups",
+    tag = "credit",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "Top-up {amount, idempotency_key}", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Json),
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/meters/{id}/topups")]
 pub async fn post_topup(
     state: web::Data<AppState>,
@@ -185,6 +206,25 @@ async fn reconcile(
 /// top-up request; the meter is credited once (a repeated confirm answers
 /// `"already": true` and credits nothing). 409 for a failed request, 404 for an
 /// unknown one.
+#[utoipa::path(
+    post,
+    path = "/api/topups/{id}/confirm",
+    tag = "credit",
+    params(
+        ("id" = String, Path, description = "Top-up id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/topups/{id}/confirm")]
 pub async fn confirm_topup(
     state: web::Data<AppState>,
@@ -203,6 +243,26 @@ struct FailBody {
 /// `POST /api/topups/{id}/fail` (optional `{"reason": "card declined"}`): the gateway
 /// could not take the payment; nothing is credited, and a later minute still below the
 /// trigger asks again (the next sequence). 409 for a confirmed request.
+#[utoipa::path(
+    post,
+    path = "/api/topups/{id}/fail",
+    tag = "credit",
+    params(
+        ("id" = String, Path, description = "Top-up id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "{reason}", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/topups/{id}/fail")]
 pub async fn fail_topup(
     state: web::Data<AppState>,
@@ -241,6 +301,23 @@ struct CreditView {
 /// `GET /api/meters/{id}/credit`: balance, burn rate, days of credit left, the pending
 /// auto top-up request and the active credit alerts. 404 for a meter that is not
 /// prepaid or has no credit account yet (no usage, no top-up).
+#[utoipa::path(
+    get,
+    path = "/api/meters/{id}/credit",
+    tag = "credit",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/meters/{id}/credit")]
 pub async fn get_credit(
     state: web::Data<AppState>,
@@ -274,6 +351,25 @@ struct LogQuery {
 /// `GET /api/meters/{id}/transactions?after=SEQ&limit=N`: the meter's append-only
 /// credit log (top-ups, confirmed auto top-ups, one usage charge per day), oldest first,
 /// each with the balance after it; page on with `after` = the last `seq`.
+#[utoipa::path(
+    get,
+    path = "/api/meters/{id}/transactions",
+    tag = "credit",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/meters/{id}/transactions")]
 pub async fn get_transactions(
     state: web::Data<AppState>,

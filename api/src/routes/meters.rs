@@ -46,9 +46,27 @@ pub fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usi
 }
 
 /// Lists meters in id order, `limit` per page, with their live state.
+#[utoipa::path(
+    get,
+    path = "/api/meters",
+    tag = "meters",
+    params(
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/meters")]
 pub async fn list_meters(
     state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let after = query
@@ -57,6 +75,26 @@ pub async fn list_meters(
         .map(|text| parse_meter("after", text))
         .transpose()?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    if let Some(tenant) = crate::access::caller(&request).tenant() {
+        // A consumer lists their own meters only.
+        let owned = crate::access::owned_meters(&state, tenant).await?;
+        let total = owned.len();
+        let ids: Vec<MeterId> = owned
+            .into_iter()
+            .filter(|id| after.is_none_or(|after| id.as_str() > after.as_str()))
+            .take(limit + 1)
+            .collect();
+        let next = (ids.len() > limit).then(|| ids[limit - 1].to_string());
+        let mut meters = Vec::with_capacity(limit);
+        for id in ids.into_iter().take(limit) {
+            meters.push(state.meters.observe(id).await?);
+        }
+        return Ok(HttpResponse::Ok().json(MeterPage {
+            meters,
+            next,
+            total,
+        }));
+    }
     let ids = state.meters.list_meters(after, limit + 1).await?;
     let next = (ids.len() > limit).then(|| ids[limit - 1].to_string());
     let mut meters = Vec::with_capacity(limit);
@@ -72,6 +110,23 @@ pub async fn list_meters(
 }
 
 /// The live state of one meter: last reading, rolling usage, forecast, open alerts.
+#[utoipa::path(
+    get,
+    path = "/api/meters/{id}",
+    tag = "meters",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/meters/{id}")]
 pub async fn get_meter(
     state: web::Data<AppState>,
@@ -82,6 +137,26 @@ pub async fn get_meter(
 }
 
 /// Replaces a meter's thresholds (fields left out keep their defaults).
+#[utoipa::path(
+    put,
+    path = "/api/meters/{id}/thresholds",
+    tag = "meters",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "Thresholds", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[put("/api/meters/{id}/thresholds")]
 pub async fn put_thresholds(
     state: web::Data<AppState>,
@@ -206,6 +281,26 @@ async fn register(
 /// `tariff`), a prepaid meter needs an owner and a tariff (400 naming `owner` /
 /// `prepaid`), thresholds must be consistent (400 naming `thresholds`); nothing changes
 /// on a 400.
+#[utoipa::path(
+    put,
+    path = "/api/meters/{id}",
+    tag = "meters",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "Registration {owner, tariff, prepaid, thresholds}", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[put("/api/meters/{id}")]
 pub async fn put_meter(
     state: web::Data<AppState>,
@@ -221,6 +316,24 @@ pub async fn put_meter(
 /// `POST /api/meters`: registers a new meter (same rules as `PUT /api/meters/{id}`).
 /// 201 with its configuration; 200 when it is registered exactly so already (a retry);
 /// 409 when it is registered differently (use `PUT /api/meters/{id}`).
+#[utoipa::path(
+    post,
+    path = "/api/meters",
+    tag = "meters",
+    request_body(content = crate::openapi::Json, description = "Registration {id, owner, tariff, prepaid, thresholds}", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Json),
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/meters")]
 pub async fn create_meter(
     state: web::Data<AppState>,
@@ -284,6 +397,27 @@ pub fn parse_time(field: &'static str, text: &str) -> Result<i64, ApiError> {
 
 /// A meter's stored readings in `[from, to)` (Unix ms; default: the last 24 hours),
 /// oldest first, `limit` per page (1–10000, default 1000); `next_cursor` continues.
+#[utoipa::path(
+    get,
+    path = "/api/meters/{id}/readings",
+    tag = "meters",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+        ("from" = Option<i64>, Query, description = "Start, Unix ms (inclusive)"),
+        ("to" = Option<i64>, Query, description = "End, Unix ms (exclusive)"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+        ("cursor" = Option<String>, Query, description = "Cursor: the `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/meters/{id}/readings")]
 pub async fn get_readings(
     state: web::Data<AppState>,

@@ -63,6 +63,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(system::healthz)
         .service(system::readyz)
         .service(system::metrics)
+        .service(system::openapi)
         .service(system::index);
 }
 

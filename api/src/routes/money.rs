@@ -149,6 +149,23 @@ struct MeterCostView {
 /// `GET /api/meters/{id}/cost`: the live cost of one meter by its tariff (its own, or
 /// its owner's): today, this billing period so far, the estimate at the period end.
 /// 404 for a meter without an owner; 409 while none of its usage has been priced.
+#[utoipa::path(
+    get,
+    path = "/api/meters/{id}/cost",
+    tag = "money",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/meters/{id}/cost")]
 pub async fn get_meter_cost(
     state: web::Data<AppState>,
@@ -183,6 +200,23 @@ pub async fn get_meter_cost(
 /// estimated bill at the period end, and budget progress (used %, projected spend,
 /// the date 100 % is projected to be reached). 404 without an account; 409 while the
 /// account has no tariff or no usage has been priced yet.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}/cost",
+    tag = "money",
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/users/{id}/cost")]
 pub async fn get_cost(
     state: web::Data<AppState>,
@@ -249,6 +283,24 @@ struct BillView {
 /// every tier or time-of-use band with its kWh, rate and cost, the standing charge
 /// (days × rate) and the total. Without `period`, the current one (so far, with the
 /// estimate at its end). 400 for a malformed period, 404 for one with no usage.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}/bill",
+    tag = "money",
+    params(
+        ("id" = String, Path, description = "User id"),
+        ("period" = Option<String>, Query, description = "YYYY-MM (default: the current period)"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/users/{id}/bill")]
 pub async fn get_bill(
     state: web::Data<AppState>,
@@ -335,6 +387,25 @@ struct EventsView {
 /// `GET /api/users/{id}/events?after=SEQ&limit=N`: the user's recent events (budget
 /// thresholds and forecasts, …) after sequence `after`, oldest first — what a client
 /// reads after a reconnect before live events on the websocket.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}/events",
+    tag = "money",
+    params(
+        ("id" = String, Path, description = "User id"),
+        ("after" = Option<u64>, Query, description = "Events after this sequence"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/users/{id}/events")]
 pub async fn get_events(
     state: web::Data<AppState>,

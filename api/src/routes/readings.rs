@@ -24,13 +24,29 @@ struct Rejected {
 
 #[derive(Debug, Serialize)]
 struct IngestBody {
+    /// On a 400, the usual error object (`code` `readings_rejected`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    error: Option<crate::error::ErrorDetail>,
     accepted: usize,
     rejected: Vec<Rejected>,
 }
 
 /// Ingests readings.
+#[utoipa::path(
+    post,
+    path = "/api/readings",
+    tag = "readings",
+    request_body(content = crate::openapi::Json, description = "Readings: one object or an array (canonical or seed firmware format)", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/readings")]
 pub async fn post_readings(
     state: web::Data<AppState>,
@@ -80,7 +96,11 @@ pub async fn post_readings(
         _ => format!("{} readings were refused; see `rejected`", rejected.len()),
     };
     Ok(HttpResponse::BadRequest().json(IngestBody {
-        error: Some(error),
+        error: Some(crate::error::ErrorDetail {
+            code: "readings_rejected",
+            message: error,
+            field: None,
+        }),
         accepted: report.accepted,
         rejected,
     }))

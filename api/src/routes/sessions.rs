@@ -70,6 +70,24 @@ fn validated(definition: &SessionDefinition) -> Result<SavingSession, ApiError> 
 /// "points_per_kwh"}`: schedules a session (window on half hours, at most 4 hours,
 /// within one local day). 201; 200 for the same definition again; 409 for the id with
 /// a different one; 400 naming the field.
+#[utoipa::path(
+    post,
+    path = "/api/sessions",
+    tag = "sessions",
+    request_body(content = crate::openapi::Json, description = "Saving session {id, name, start_ms, end_ms, time_zone, points_per_kwh}", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Json),
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/sessions")]
 pub async fn create_session(
     state: web::Data<AppState>,
@@ -105,6 +123,19 @@ pub async fn create_session(
 }
 
 /// `GET /api/sessions`: every session's definition and participant count, by start.
+#[utoipa::path(
+    get,
+    path = "/api/sessions",
+    tag = "sessions",
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/sessions")]
 pub async fn list_sessions(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut sessions: Vec<SessionDocument> = Vec::new();
@@ -140,9 +171,31 @@ struct OptIn {
 /// user's meters; 409 when the data is not sufficient (too few complete days) or the
 /// session has started; 404 for an unknown session or account. 201, or 200 when the
 /// user had opted in already (the first baseline stays).
+#[utoipa::path(
+    post,
+    path = "/api/sessions/{id}/participants",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, description = "Session id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "{user}", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Json),
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/sessions/{id}/participants")]
 pub async fn opt_in(
     state: web::Data<AppState>,
+    http: actix_web::HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
@@ -150,6 +203,13 @@ pub async fn opt_in(
     let request: OptIn = decode_json("opt-in", &body)?;
     let user = UserId::new(&request.user)
         .map_err(|error| ApiError::bad_field("user", error.to_string()))?;
+    // A consumer opts in themselves only (another account is as unknown as a missing one).
+    if crate::access::caller(&http)
+        .tenant()
+        .is_some_and(|tenant| tenant != user)
+    {
+        return Err(ApiError::NotFound("account"));
+    }
     let mut document = read(&state, &id)
         .await?
         .ok_or(ApiError::NotFound("session"))?;
@@ -198,6 +258,23 @@ pub async fn opt_in(
 
 /// `GET /api/sessions/{id}`: the definition, each participant's baseline and progress
 /// (during) or result (after), and the leaderboard of results.
+#[utoipa::path(
+    get,
+    path = "/api/sessions/{id}",
+    tag = "sessions",
+    params(
+        ("id" = String, Path, description = "Session id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/sessions/{id}")]
 pub async fn get_session(
     state: web::Data<AppState>,

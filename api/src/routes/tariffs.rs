@@ -33,6 +33,24 @@ const MAX_TARIFF_BODY_BYTES: usize = 64 * 1024;
 /// new price is a new id); 400 naming the field (`{"error", "field", "code"}`, e.g.
 /// `definition.energy.bands[1]` / `overlapping_bands`) when the document is invalid,
 /// and then nothing is stored.
+#[utoipa::path(
+    post,
+    path = "/api/tariffs",
+    tag = "tariffs",
+    request_body(content = crate::openapi::Json, description = "Tariff document {id, name, definition}", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Json),
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/tariffs")]
 pub async fn create_tariff(
     state: web::Data<AppState>,
@@ -54,6 +72,19 @@ struct TariffList {
 }
 
 /// `GET /api/tariffs`: every tariff in id order, `{"tariffs": [document, ...]}`.
+#[utoipa::path(
+    get,
+    path = "/api/tariffs",
+    tag = "tariffs",
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/tariffs")]
 pub async fn list_tariffs(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let tariffs = account_book(&state)?.tariffs().await?;
@@ -61,6 +92,23 @@ pub async fn list_tariffs(state: web::Data<AppState>) -> Result<HttpResponse, Ap
 }
 
 /// `GET /api/tariffs/{id}`: one tariff document; 404 if there is none.
+#[utoipa::path(
+    get,
+    path = "/api/tariffs/{id}",
+    tag = "tariffs",
+    params(
+        ("id" = String, Path, description = "Tariff id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/tariffs/{id}")]
 pub async fn get_tariff(
     state: web::Data<AppState>,

@@ -296,6 +296,28 @@ fn page<R: Clone>(
 /// completeness), oldest window first, paged with `next_cursor`. Hours come from the
 /// rollup job; days and months (UTC) are their sums. A window with no readings has no
 /// row.
+#[utoipa::path(
+    get,
+    path = "/api/meters/{id}/usage",
+    tag = "usage",
+    params(
+        ("id" = String, Path, description = "Meter id"),
+        ("granularity" = Option<String>, Query, description = "hour, day or month"),
+        ("from" = Option<i64>, Query, description = "Start, Unix ms (inclusive)"),
+        ("to" = Option<i64>, Query, description = "End, Unix ms (exclusive)"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+        ("cursor" = Option<String>, Query, description = "Cursor: the `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/meters/{id}/usage")]
 pub async fn get_meter_usage(
     state: web::Data<AppState>,

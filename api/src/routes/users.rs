@@ -49,6 +49,23 @@ fn written(outcome: WriteOutcome, account: &UserAccount) -> HttpResponse {
 /// resolved from its tariff); 200 when an equal account exists (a retry); 409 when the
 /// id exists with a different account (use `PUT /api/users/{id}`); 400 naming the
 /// field otherwise, and nothing is stored.
+#[utoipa::path(
+    post,
+    path = "/api/users",
+    tag = "users",
+    request_body(content = crate::openapi::Json, description = "Account {id, name, tariff, monthly_budget, currency}", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[post("/api/users")]
 pub async fn create_user(
     state: web::Data<AppState>,
@@ -71,11 +88,41 @@ struct PageQuery {
 /// `GET /api/users?after=&limit=`: accounts in id order, `limit` per page (1–500,
 /// default 50): `{"users": [account, ...], "next": "<id>", "total": n}`; pass `next`
 /// as `after` for the next page (absent on the last).
+#[utoipa::path(
+    get,
+    path = "/api/users",
+    tag = "users",
+    params(
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/users")]
 pub async fn list_users(
     state: web::Data<AppState>,
+    request: actix_web::HttpRequest,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(tenant) = crate::access::caller(&request).tenant() {
+        // A consumer sees their own account only.
+        let users: Vec<UserAccount> = account_book(&state)?
+            .account(tenant)
+            .await?
+            .into_iter()
+            .collect();
+        return Ok(HttpResponse::Ok().json(serde_json::json!({
+            "users": users,
+            "total": users.len(),
+        })));
+    }
     let after = query
         .after
         .as_deref()
@@ -98,6 +145,23 @@ struct UserView {
 
 /// `GET /api/users/{id}`: `{"id", "account", "usage"}`; 404 when there is neither an
 /// account nor any usage.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/users/{id}")]
 pub async fn get_user(
     state: web::Data<AppState>,
@@ -128,6 +192,27 @@ pub async fn get_user(
 
 /// `PUT /api/users/{id}`: creates or replaces the account (body as for `POST`, its
 /// `id` equal to the path's). 201 when created, 200 when replaced or unchanged.
+#[utoipa::path(
+    put,
+    path = "/api/users/{id}",
+    tag = "users",
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "Account", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 201, description = "Created", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[put("/api/users/{id}")]
 pub async fn put_user(
     state: web::Data<AppState>,
@@ -168,6 +253,23 @@ impl From<UserAccount> for BudgetView {
 
 /// `GET /api/users/{id}/budget`: `{"user", "monthly_budget", "currency"}`; 404 without
 /// an account.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}/budget",
+    tag = "money",
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/users/{id}/budget")]
 pub async fn get_budget(
     state: web::Data<AppState>,
@@ -199,6 +301,26 @@ fn present_even_if_null<'de, D: Deserializer<'de>>(
 /// `PUT /api/users/{id}/budget` with `{"monthly_budget": "150.00"}` (or `null` to
 /// clear it): checked like any account change (positive, exact in the account's
 /// currency), durable before the answer, which is the new budget view.
+#[utoipa::path(
+    put,
+    path = "/api/users/{id}/budget",
+    tag = "money",
+    params(
+        ("id" = String, Path, description = "User id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "{monthly_budget}", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[put("/api/users/{id}/budget")]
 pub async fn put_budget(
     state: web::Data<AppState>,
@@ -225,6 +347,28 @@ pub async fn put_budget(
 /// A user's live usage: energy today and in total over their meters, per meter, and
 /// the newest minute applied. With `granularity=hour|day|month` (and `from`, `to`,
 /// `limit`, `cursor`), the user's stored usage rollups instead.
+#[utoipa::path(
+    get,
+    path = "/api/users/{id}/usage",
+    tag = "usage",
+    params(
+        ("id" = String, Path, description = "User id"),
+        ("granularity" = Option<String>, Query, description = "hour, day or month"),
+        ("from" = Option<i64>, Query, description = "Start, Unix ms (inclusive)"),
+        ("to" = Option<i64>, Query, description = "End, Unix ms (exclusive)"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+        ("cursor" = Option<String>, Query, description = "Cursor: the `next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
 #[get("/api/users/{id}/usage")]
 pub async fn get_usage(
     state: web::Data<AppState>,

@@ -23,15 +23,65 @@ pub async fn http(
     .unwrap_or_else(|_| panic!("{method} {path}: no answer within 60 s"))
 }
 
+/// [`http`] with a bearer token.
+pub async fn http_as(
+    addr: std::net::SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
+    let (status, _, value) = http_with(
+        addr,
+        method,
+        path,
+        &[("Authorization", &format!("Bearer {token}"))],
+        body,
+    )
+    .await;
+    (status, value)
+}
+
+/// [`http`] with extra request headers; also returns the response head (lowercased).
+pub async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, Value) {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        http_raw(addr, method, path, headers, body),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path}: no answer within 60 s"))
+}
+
 async fn http_unbounded(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     body: &str,
 ) -> (u16, Value) {
+    let (status, _, value) = http_raw(addr, method, path, &[], body).await;
+    (status, value)
+}
+
+async fn http_raw(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, Value) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -49,7 +99,7 @@ async fn http_unbounded(
         body.to_owned()
     };
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    (status, value)
+    (status, head.to_ascii_lowercase(), value)
 }
 
 fn dechunk(mut body: &str) -> String {
@@ -113,10 +163,24 @@ pub fn with_system_clock<Phase, PhaseFuture>(
     Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
     PhaseFuture: std::future::Future<Output = ()>,
 {
+    with_config(data_dir, clock, |_| {}, phase);
+}
+
+/// [`with_system_clock`] with the configuration changed by `tweak` first (e.g. auth).
+pub fn with_config<Tweak, Phase, PhaseFuture>(
+    data_dir: Option<std::path::PathBuf>,
+    clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
+    tweak: Tweak,
+    phase: Phase,
+) where
+    Tweak: FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
+    Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
+    PhaseFuture: std::future::Future<Output = ()>,
+{
     let thread = std::thread::spawn(move || {
         let runner = actix_rt::System::new();
         runner.block_on(async move {
-            let config = gridpulse_api::EmbeddedConfig {
+            let mut config = gridpulse_api::EmbeddedConfig {
                 n_partitions: 2,
                 n_workers: 1,
                 n_http_workers: 1,
@@ -124,6 +188,7 @@ pub fn with_system_clock<Phase, PhaseFuture>(
                 persistence: data_dir.map(gridpulse_api::embedded::Persistence::new),
                 ..gridpulse_api::EmbeddedConfig::default()
             };
+            tweak(&mut config);
             // The previous phase's store closes as its threads wind down.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             let system = loop {
