@@ -4,7 +4,9 @@
 //! the index. The hub assigns the stream sequence under one lock, so subscribers see
 //! events in sequence order. Alerts are rare next to readings, so one lock is cheap.
 //! Open alerts are always kept; resolved ones are kept up to `max_resolved` (the store
-//! keeps the full history once persistence lands).
+//! keeps the full history once persistence lands). The most recent numbered events stay
+//! in a replay ring ([`crate::stream::ReplayRing`]) with the hub's epoch, so a
+//! subscriber can resume after the last sequence it saw.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,21 +22,38 @@ use gridpulse_store::{AlertHistoryEntry, AlertQuery};
 
 use crate::meter_state::AlertChange;
 use crate::metrics;
+use crate::stream::{ReplayGap, ReplayRing, StreamEvent};
 use crate::usage::FlushFuture;
 use crate::writer::{BatchWriter, WriterError};
 
-#[derive(Debug, Default)]
+/// One numbered alert event as the hub shares it (ring, channel, subscribers).
+pub type HubEvent = StreamEvent<AlertEvent>;
+
+#[derive(Debug)]
 struct HubState {
-    last_seq: u64,
+    stream: ReplayRing<AlertEvent>,
     alerts: FxHashMap<String, AlertRecord>,
     resolved_order: VecDeque<String>,
+}
+
+/// What a subscriber needs to (re)start, taken under one lock: see
+/// [`AlertHub::catch_up`].
+#[derive(Debug)]
+pub struct AlertCatchUp {
+    /// The sequence everything below is current at.
+    pub last_seq: u64,
+    /// The events after the requested sequence, or why they cannot be replayed.
+    pub replay: Option<Result<Vec<Arc<HubEvent>>, ReplayGap>>,
+    /// The open alerts at `last_seq` (when asked for, or when the replay failed).
+    pub open: Option<Vec<AlertRecord>>,
 }
 
 /// Numbers, indexes and broadcasts alert events.
 #[derive(Debug)]
 pub struct AlertHub {
     state: Mutex<HubState>,
-    sender: broadcast::Sender<Arc<AlertEvent>>,
+    epoch: Arc<str>,
+    sender: broadcast::Sender<Arc<HubEvent>>,
     max_resolved: usize,
     /// Where alert history is persisted, when a store is configured.
     sink: OnceLock<BatchWriter<AlertHistoryEntry>>,
@@ -46,18 +65,29 @@ pub struct AlertHub {
 /// `alerts` topic for API replicas). Called under the hub's lock: must not block.
 pub trait EventForwarder: Send + Sync + std::fmt::Debug + 'static {
     /// Queues one event.
-    fn forward(&self, event: Arc<AlertEvent>);
+    fn forward(&self, event: Arc<HubEvent>);
     /// Resolves when every event forwarded before the call is delivered durably.
     fn flush(&self) -> FlushFuture;
 }
 
 impl AlertHub {
-    /// A hub whose subscribers may lag by up to `channel_capacity` events and which keeps
-    /// up to `max_resolved` resolved alerts.
-    pub fn new(channel_capacity: usize, max_resolved: usize) -> Arc<AlertHub> {
+    /// A hub whose subscribers may lag by up to `channel_capacity` events, which keeps
+    /// up to `max_resolved` resolved alerts and the last `replay_capacity` events for
+    /// resuming subscribers.
+    pub fn new(
+        channel_capacity: usize,
+        max_resolved: usize,
+        replay_capacity: usize,
+    ) -> Arc<AlertHub> {
         let (sender, _) = broadcast::channel(channel_capacity.max(16));
+        let stream = ReplayRing::new(replay_capacity);
         Arc::new(AlertHub {
-            state: Mutex::new(HubState::default()),
+            epoch: Arc::clone(stream.epoch()),
+            state: Mutex::new(HubState {
+                stream,
+                alerts: FxHashMap::default(),
+                resolved_order: VecDeque::new(),
+            }),
             sender,
             max_resolved,
             sink: OnceLock::new(),
@@ -124,12 +154,8 @@ impl AlertHub {
                 }
             }
             state.alerts.insert(alert.id.clone(), alert.clone());
-            state.last_seq += 1;
-            let numbered = Arc::new(AlertEvent {
-                seq: state.last_seq,
-                event,
-                alert,
-            });
+            let seq = state.stream.next_seq();
+            let numbered = state.stream.push(AlertEvent { seq, event, alert });
             if let Some(forwarder) = self.forwarder.get() {
                 forwarder.forward(Arc::clone(&numbered));
             }
@@ -147,21 +173,47 @@ impl AlertHub {
 
     /// Subscribes to events after the returned snapshot: the open alerts now and the
     /// sequence number they are current at. Nothing between the two is lost.
-    pub fn subscribe(&self) -> (u64, Vec<AlertRecord>, broadcast::Receiver<Arc<AlertEvent>>) {
+    pub fn subscribe(&self) -> (u64, Vec<AlertRecord>, broadcast::Receiver<Arc<HubEvent>>) {
         let state = self.state.lock();
         let receiver = self.sender.subscribe();
-        let mut open: Vec<AlertRecord> = state
-            .alerts
-            .values()
-            .filter(|a| a.state.is_open())
-            .cloned()
-            .collect();
-        open.sort_by(|a, b| {
-            b.first_seen_ms
-                .cmp(&a.first_seen_ms)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        (state.last_seq, open, receiver)
+        (state.stream.last_seq(), open_alerts(&state), receiver)
+    }
+
+    /// The stream's epoch: distinct per hub instance (a restart, another replica).
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// The newest sequence.
+    pub fn last_seq(&self) -> u64 {
+        self.state.lock().stream.last_seq()
+    }
+
+    /// Under one lock: the current sequence, the events after `resume` (if given) from
+    /// the replay ring, and the open alerts if `snapshot` is asked for or the replay is
+    /// not possible. Everything after `last_seq` comes through the channel (or a later
+    /// call), so a subscriber that registered for live events before calling this misses
+    /// nothing and skips the live events at or below `last_seq`.
+    pub fn catch_up(&self, resume: Option<u64>, snapshot: bool) -> AlertCatchUp {
+        let state = self.state.lock();
+        let replay = resume.map(|seq| state.stream.after(seq));
+        let open = (snapshot || matches!(replay, Some(Err(_)))).then(|| open_alerts(&state));
+        AlertCatchUp {
+            last_seq: state.stream.last_seq(),
+            replay,
+            open,
+        }
+    }
+
+    /// The kept events after `seq`, oldest first.
+    pub fn events_after(&self, seq: u64) -> Result<Vec<Arc<HubEvent>>, ReplayGap> {
+        self.state.lock().stream.after(seq)
+    }
+
+    /// A receiver of every event after the returned sequence (taken under the lock).
+    pub fn receiver_at(&self) -> (u64, broadcast::Receiver<Arc<HubEvent>>) {
+        let state = self.state.lock();
+        (state.stream.last_seq(), self.sender.subscribe())
     }
 
     /// One alert by id.
@@ -186,4 +238,20 @@ impl AlertHub {
         });
         found.into_iter().take(limit).cloned().collect()
     }
+}
+
+/// The open alerts, newest (first seen) first.
+fn open_alerts(state: &HubState) -> Vec<AlertRecord> {
+    let mut open: Vec<AlertRecord> = state
+        .alerts
+        .values()
+        .filter(|a| a.state.is_open())
+        .cloned()
+        .collect();
+    open.sort_by(|a, b| {
+        b.first_seen_ms
+            .cmp(&a.first_seen_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    open
 }

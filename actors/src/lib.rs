@@ -19,6 +19,7 @@ pub mod meter_actor;
 pub mod meter_state;
 pub mod metrics;
 pub mod partition_actor;
+pub mod stream;
 pub mod system;
 pub mod thresholds;
 pub mod usage;
@@ -33,7 +34,7 @@ pub mod writer;
 
 pub use account::{AccountBook, AccountError, TariffDocument, UserAccount};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use hub::AlertHub;
+pub use hub::{AlertCatchUp, AlertHub, HubEvent};
 pub use log::{LogError, LogRecord, PartitionReader, ReadingSource};
 pub use meter_actor::AlertAction;
 pub use meter_state::{MeterSnapshot, MeterState};

@@ -473,7 +473,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_panicking_meter_restarts_fresh_and_the_others_carry_on() {
         let shared = Rc::new(PartitionShared {
-            hub: AlertHub::new(16, 16),
+            hub: AlertHub::new(16, 16, 16),
             in_flight: Cell::new(0),
             high_water: 100,
             low_water: 50,

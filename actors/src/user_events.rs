@@ -9,6 +9,11 @@
 //! period (a budget threshold, a top-up request), so a crash between the two leaves the
 //! event in the log for clients to read, and the replay that follows finds it already
 //! recorded.
+//!
+//! The hub also numbers the whole stream (every user's events, in publish order) with
+//! its own sequence, keeps the most recent events in a replay ring with the hub's epoch
+//! ([`crate::stream`]) and shares each as one `Arc`, so websocket clients resume after
+//! the last stream sequence they saw.
 
 use std::sync::{Arc, OnceLock};
 
@@ -18,7 +23,11 @@ use gridpulse_domain::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::stream::{ReplayGap, ReplayRing, StreamEvent};
 use crate::usage::FlushFuture;
+
+/// One user event numbered in the hub's stream (`seq` of the stream, not the user's).
+pub type UserHubEvent = StreamEvent<UserEvent>;
 
 /// How many recent events a user's snapshot keeps.
 pub const MAX_KEPT_EVENTS: usize = 200;
@@ -118,28 +127,67 @@ impl UserEventBody {
 /// `user-events` topic for API replicas). Must not block.
 pub trait UserEventForwarder: Send + Sync + std::fmt::Debug + 'static {
     /// Queues one event.
-    fn forward(&self, event: Arc<UserEvent>);
+    fn forward(&self, event: Arc<UserHubEvent>);
     /// Resolves when every event forwarded before the call is delivered durably.
     fn flush(&self) -> FlushFuture;
 }
 
+/// The user events after a resume position, or why they are gone.
+pub type UserReplay = Result<Vec<Arc<UserHubEvent>>, ReplayGap>;
+
 /// Broadcasts user events to subscribers (websocket sessions) and to the forwarder, if
-/// any. Events are numbered by their users' actors, so the hub holds no state beyond
-/// the channel.
+/// any. Events carry their user's sequence from the user's actor; the hub numbers the
+/// stream as a whole (under its lock, which also orders the broadcast) and keeps the
+/// most recent events for replay.
 #[derive(Debug)]
 pub struct UserEventHub {
-    sender: broadcast::Sender<Arc<UserEvent>>,
+    stream: parking_lot::Mutex<ReplayRing<UserEvent>>,
+    epoch: Arc<str>,
+    sender: broadcast::Sender<Arc<UserHubEvent>>,
     forwarder: OnceLock<Arc<dyn UserEventForwarder>>,
 }
 
 impl UserEventHub {
-    /// A hub whose subscribers may lag by up to `channel_capacity` events.
-    pub fn new(channel_capacity: usize) -> Arc<UserEventHub> {
+    /// A hub whose subscribers may lag by up to `channel_capacity` events and which keeps
+    /// the last `replay_capacity` events for resuming subscribers.
+    pub fn new(channel_capacity: usize, replay_capacity: usize) -> Arc<UserEventHub> {
         let (sender, _) = broadcast::channel(channel_capacity.max(16));
+        let stream = ReplayRing::new(replay_capacity);
         Arc::new(UserEventHub {
+            epoch: Arc::clone(stream.epoch()),
+            stream: parking_lot::Mutex::new(stream),
             sender,
             forwarder: OnceLock::new(),
         })
+    }
+
+    /// The stream's epoch: distinct per hub instance.
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    /// The newest stream sequence.
+    pub fn last_seq(&self) -> u64 {
+        self.stream.lock().last_seq()
+    }
+
+    /// Under one lock: the current stream sequence and the events after `resume` (if
+    /// given). Later events come through the channel.
+    pub fn catch_up(&self, resume: Option<u64>) -> (u64, Option<UserReplay>) {
+        let stream = self.stream.lock();
+        (stream.last_seq(), resume.map(|seq| stream.after(seq)))
+    }
+
+    /// A receiver of every event after the returned stream sequence (taken under the
+    /// lock).
+    pub fn receiver_at(&self) -> (u64, broadcast::Receiver<Arc<UserHubEvent>>) {
+        let stream = self.stream.lock();
+        (stream.last_seq(), self.sender.subscribe())
+    }
+
+    /// The kept events after stream sequence `seq`, oldest first.
+    pub fn events_after(&self, seq: u64) -> Result<Vec<Arc<UserHubEvent>>, ReplayGap> {
+        self.stream.lock().after(seq)
     }
 
     /// Forwards every event published from now on (set once).
@@ -158,9 +206,10 @@ impl UserEventHub {
     /// Sends events to every subscriber (none is fine: the users' snapshots keep them).
     pub fn publish(&self, events: impl IntoIterator<Item = UserEvent>) {
         let forwarder = self.forwarder.get();
+        let mut stream = self.stream.lock();
         for event in events {
             crate::metrics::record_user_event(event.body.type_name());
-            let event = Arc::new(event);
+            let event = stream.push(event);
             if let Some(forwarder) = forwarder {
                 forwarder.forward(Arc::clone(&event));
             }
@@ -169,13 +218,15 @@ impl UserEventHub {
     }
 
     /// Sends an event that arrived from elsewhere (an API replica's consumer of the
-    /// `user-events` topic) to this hub's subscribers only.
+    /// `user-events` topic) to this hub's subscribers only, numbered in this hub's
+    /// stream.
     pub fn relay(&self, event: UserEvent) {
-        let _ = self.sender.send(Arc::new(event));
+        let mut stream = self.stream.lock();
+        let _ = self.sender.send(stream.push(event));
     }
 
     /// Events published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<UserEvent>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<UserHubEvent>> {
         self.sender.subscribe()
     }
 }

@@ -56,6 +56,8 @@ pub struct UserSystemConfig {
     /// Called once at a clean shutdown, after the final checkpoint (a Kafka consumer
     /// leaves its group).
     pub close: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// User events kept for websocket clients that resume (the hub's replay ring).
+    pub event_replay_capacity: usize,
 }
 
 impl std::fmt::Debug for UserSystemConfig {
@@ -736,7 +738,7 @@ impl UserSystem {
         receivers: Vec<mpsc::UnboundedReceiver<UsageEvent>>,
     ) -> UserSystem {
         let arbiter = Arbiter::new();
-        let events = UserEventHub::new(4096);
+        let events = UserEventHub::new(4096, config.event_replay_capacity);
         let partitions = receivers
             .into_iter()
             .enumerate()
@@ -910,6 +912,7 @@ mod tests {
                 checkpoint_interval: Duration::from_secs(3600),
                 commit: None,
                 close: None,
+                event_replay_capacity: 1024,
             },
             receivers,
         );

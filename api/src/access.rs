@@ -405,7 +405,7 @@ mod tests {
             include_str!("routes/tariffs.rs"),
             include_str!("routes/usage.rs"),
             include_str!("routes/users.rs"),
-            include_str!("ws.rs"),
+            include_str!("ws/mod.rs"),
         ];
         let mut routes = Vec::new();
         for source in sources {

@@ -146,6 +146,10 @@ pub enum AuthError {
     /// `user`).
     #[error("the token's claims are incomplete or invalid")]
     BadClaims,
+    /// The token is valid but its role may not use this (e.g. a `service` token on the
+    /// websocket).
+    #[error("the token's role may not do this")]
+    RoleNotAllowed,
 }
 
 impl AuthError {
@@ -162,6 +166,7 @@ impl AuthError {
             AuthError::WrongIssuer => "wrong_issuer",
             AuthError::WrongAudience => "wrong_audience",
             AuthError::BadClaims => "bad_claims",
+            AuthError::RoleNotAllowed => "forbidden_role",
         }
     }
 }

@@ -65,8 +65,15 @@ pub struct EmbeddedConfig {
     pub default_thresholds: Thresholds,
     /// Reading validation limits.
     pub limits: Limits,
-    /// Alert events a websocket client may lag behind before it is disconnected.
+    /// Events the hubs' broadcast channels hold for a subscriber that lags (the
+    /// websocket dispatcher re-reads from the replay ring beyond it).
     pub alert_channel_capacity: usize,
+    /// Recent events each hub keeps for websocket clients that resume (per stream).
+    pub replay_capacity: usize,
+    /// Websocket settings: keep-alive, idle timeout, per-client queue.
+    pub ws: crate::ws::WsConfig,
+    /// How callers are authenticated (JWT verification, or insecure development mode).
+    pub auth: crate::auth::Auth,
     /// Resolved alerts kept in memory for queries.
     pub max_resolved_alerts: usize,
     /// Run the simulator with this configuration.
@@ -83,9 +90,6 @@ pub struct EmbeddedConfig {
     /// Timely worker threads of the in-process hourly rollup job (persistent embedded
     /// mode); 0 turns it off.
     pub rollup_workers: usize,
-    /// How callers authenticate (`Auth::InsecureDev` by default: the binary always
-    /// sets it explicitly).
-    pub auth: crate::auth::Auth,
     /// Requests per second per token (0: unlimited) and the burst allowed.
     pub rate_limit: (f64, f64),
 }
@@ -130,6 +134,9 @@ impl Default for EmbeddedConfig {
             default_thresholds: Thresholds::default(),
             limits: Limits::default(),
             alert_channel_capacity: 16_384,
+            replay_capacity: 100_000,
+            ws: crate::ws::WsConfig::default(),
+            auth: crate::auth::Auth::InsecureDev,
             max_resolved_alerts: 100_000,
             simulate: None,
             no_data_sweep: Duration::from_secs(1),
@@ -137,7 +144,6 @@ impl Default for EmbeddedConfig {
             kafka: None,
             api_only: false,
             rollup_workers: 1,
-            auth: crate::auth::Auth::InsecureDev,
             rate_limit: (200.0, 400.0),
         }
     }
@@ -190,7 +196,11 @@ impl EmbeddedSystem {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> Result<EmbeddedSystem, StartError> {
-        let hub = AlertHub::new(config.alert_channel_capacity, config.max_resolved_alerts);
+        let hub = AlertHub::new(
+            config.alert_channel_capacity,
+            config.max_resolved_alerts,
+            config.replay_capacity,
+        );
         // The store (snapshots, history), when persistence is on.
         let store: Option<Arc<dyn Store>> = match &config.persistence {
             None => None,
@@ -205,7 +215,8 @@ impl EmbeddedSystem {
         // Where meters send usage minutes, the user partitions' inputs and their commit.
         let mut usage: Option<UsageFlow> = None;
         // User events an API replica relays from the `user-events` topic.
-        let relayed_user_events = UserEventHub::new(config.alert_channel_capacity);
+        let relayed_user_events =
+            UserEventHub::new(config.alert_channel_capacity, config.replay_capacity);
         // The reading log: Kafka, or in-process (journaled when persistent).
         let (log, source): (ReadingLog, Arc<dyn ReadingSource>) =
             match (&config.kafka, &config.persistence) {
@@ -341,6 +352,7 @@ impl EmbeddedSystem {
                         checkpoint_interval,
                         commit,
                         close,
+                        event_replay_capacity: config.replay_capacity,
                     },
                     receivers,
                 )),
@@ -372,6 +384,9 @@ impl EmbeddedSystem {
         let user_events = users
             .as_ref()
             .map_or(relayed_user_events, |users| Arc::clone(users.events()));
+        let fanout =
+            crate::ws::fanout::Fanout::new(Arc::clone(meters.hub()), Arc::clone(&user_events));
+        actix_web::rt::spawn(Arc::clone(&fanout).run());
         let state = AppState {
             log,
             meters,
@@ -387,6 +402,8 @@ impl EmbeddedSystem {
                 config.rate_limit.0,
                 config.rate_limit.1,
             )),
+            fanout,
+            ws: config.ws.clone(),
         };
         if let Some(store) = state.store.clone() {
             actix_web::rt::spawn(run_retention(store, Arc::clone(&state.clock)));

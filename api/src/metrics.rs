@@ -29,6 +29,15 @@ static REQUESTS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
 });
 
 #[allow(clippy::expect_used)]
+static WEBSOCKET_OVERFLOWS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "gridpulse_api_websocket_overflows_total",
+        "Websocket clients closed because their queue of events overflowed"
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
 static REQUEST_SECONDS: LazyLock<prometheus::HistogramVec> = LazyLock::new(|| {
     prometheus::register_histogram_vec!(
         "gridpulse_api_request_duration_seconds",
@@ -83,6 +92,11 @@ pub fn record_rate_limited(role: &str) {
     RATE_LIMITED.with_label_values(&[role]).inc();
 }
 
+/// A websocket client was closed because it fell too far behind.
+pub fn record_websocket_overflow() {
+    WEBSOCKET_OVERFLOWS.inc();
+}
+
 /// Every registered metric in the Prometheus text format.
 pub fn render() -> String {
     // Touch our own statics so they appear even before their first event.
@@ -91,6 +105,7 @@ pub fn render() -> String {
     LazyLock::force(&REQUEST_SECONDS);
     LazyLock::force(&AUTH_FAILURES);
     LazyLock::force(&RATE_LIMITED);
+    LazyLock::force(&WEBSOCKET_OVERFLOWS);
     TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|error| format!("# metrics encoding failed: {error}\n"))

@@ -1,4 +1,5 @@
-//! What every handler can reach: the log, the meter system, limits and the clock.
+//! What every handler can reach: the log, the meter system, limits, the clock, how
+//! callers are authenticated and the websocket fan-out.
 
 use std::sync::Arc;
 
@@ -34,4 +35,8 @@ pub struct AppState {
     pub auth: crate::auth::Auth,
     /// Per-token request rate limit.
     pub rate_limiter: Arc<crate::access::RateLimiter>,
+    /// Delivers hub events to websocket connections.
+    pub fanout: Arc<crate::ws::fanout::Fanout>,
+    /// Websocket settings.
+    pub ws: crate::ws::WsConfig,
 }

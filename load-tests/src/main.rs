@@ -4,7 +4,8 @@
 //! Modes: `embedded` (parse → route → meter actor → alert evaluation → websocket) and
 //! `persist` (the same with every reading durably stored; restart time) and `kafka`
 //! (the processor on a real broker against a raw consumer) and `rollup` (the hourly
-//! rollup stream job on generated NDJSON).
+//! rollup stream job on generated NDJSON) and `ws-fanout` (alert fan-out latency to
+//! 10,000 websocket clients in a child process).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod embedded;
@@ -13,6 +14,7 @@ mod payloads;
 mod persist;
 mod report;
 mod rollup;
+mod ws_fanout;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +36,11 @@ enum Mode {
     Kafka(kafka::KafkaArgs),
     /// The hourly per-meter rollup stream job on generated NDJSON: readings/s, memory.
     Rollup(rollup::RollupArgs),
+    /// Alert fan-out latency to many websocket clients (filters spread over them).
+    WsFanout(ws_fanout::WsFanoutArgs),
+    /// The client fleet of `ws-fanout` (started by it as a child process).
+    #[command(hide = true)]
+    WsFanoutClients(ws_fanout::ClientsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,5 +50,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Persist(args) => persist::run(args),
         Mode::Kafka(args) => kafka::run(args),
         Mode::Rollup(args) => rollup::run(args),
+        Mode::WsFanout(args) => ws_fanout::run(args),
+        Mode::WsFanoutClients(args) => ws_fanout::run_clients(args),
     }
 }

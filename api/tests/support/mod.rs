@@ -163,18 +163,21 @@ pub fn with_system_clock<Phase, PhaseFuture>(
     Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
     PhaseFuture: std::future::Future<Output = ()>,
 {
-    with_config(data_dir, clock, |_| {}, phase);
+    with_system_state(data_dir, clock, |_| {}, |addr, _state| phase(addr));
 }
 
-/// [`with_system_clock`] with the configuration changed by `tweak` first (e.g. auth).
-pub fn with_config<Tweak, Phase, PhaseFuture>(
+/// [`with_system_clock`] with the test's changes to the configuration, handing the
+/// phase the system's shared state too (its hubs, for tests that publish directly).
+pub fn with_system_state<Configure, Phase, PhaseFuture>(
     data_dir: Option<std::path::PathBuf>,
     clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
-    tweak: Tweak,
+    configure: Configure,
     phase: Phase,
 ) where
-    Tweak: FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
-    Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
+    Configure: FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
+    Phase: FnOnce(std::net::SocketAddr, gridpulse_api::state::AppState) -> PhaseFuture
+        + Send
+        + 'static,
     PhaseFuture: std::future::Future<Output = ()>,
 {
     let thread = std::thread::spawn(move || {
@@ -188,7 +191,7 @@ pub fn with_config<Tweak, Phase, PhaseFuture>(
                 persistence: data_dir.map(gridpulse_api::embedded::Persistence::new),
                 ..gridpulse_api::EmbeddedConfig::default()
             };
-            tweak(&mut config);
+            configure(&mut config);
             // The previous phase's store closes as its threads wind down.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             let system = loop {
@@ -207,7 +210,7 @@ pub fn with_config<Tweak, Phase, PhaseFuture>(
             };
             let server = system.server.handle();
             actix_rt::spawn(system.server);
-            phase(system.local_addr).await;
+            phase(system.local_addr, system.state.clone()).await;
             server.stop(true).await;
             gridpulse_api::EmbeddedSystem::shutdown(&system.state)
                 .await
@@ -224,3 +227,17 @@ pub fn with_config<Tweak, Phase, PhaseFuture>(
 /// A websocket client connection.
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// [`with_system_clock`] with the configuration changed by `tweak` first (e.g. auth).
+pub fn with_config<Tweak, Phase, PhaseFuture>(
+    data_dir: Option<std::path::PathBuf>,
+    clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
+    tweak: Tweak,
+    phase: Phase,
+) where
+    Tweak: FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
+    Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
+    PhaseFuture: std::future::Future<Output = ()>,
+{
+    with_system_state(data_dir, clock, tweak, |addr, _state| phase(addr));
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gridpulse_actors::AlertHub;
-use gridpulse_actors::hub::EventForwarder;
+use gridpulse_actors::hub::{EventForwarder, HubEvent};
 use gridpulse_actors::usage::FlushFuture;
 use gridpulse_domain::AlertEvent;
 use rdkafka::Message;
@@ -20,7 +20,7 @@ use crate::metrics;
 /// checkpoints and alert commands wait until the broker acknowledged them
 /// ([`AlertHub::flush`]), so no event an offset commit covers is missing from the topic.
 #[derive(Debug)]
-pub struct KafkaAlertForwarder(AckedProducer<Arc<AlertEvent>>);
+pub struct KafkaAlertForwarder(AckedProducer<Arc<HubEvent>>);
 
 impl KafkaAlertForwarder {
     /// Starts the producer task. Must be called on a tokio runtime.
@@ -29,10 +29,9 @@ impl KafkaAlertForwarder {
             config,
             &config.alerts_topic,
             0,
-            |event: &Arc<AlertEvent>, payload: &mut Vec<u8>| {
-                serde_json::to_writer(payload, event.as_ref())
-                    .map_err(|error| error.to_string())?;
-                Ok(event.alert.meter.as_str().to_owned())
+            |event: &Arc<HubEvent>, payload: &mut Vec<u8>| {
+                serde_json::to_writer(payload, &event.event).map_err(|error| error.to_string())?;
+                Ok(event.event.alert.meter.as_str().to_owned())
             },
         )?;
         Ok(Arc::new(KafkaAlertForwarder(producer)))
@@ -40,7 +39,7 @@ impl KafkaAlertForwarder {
 }
 
 impl EventForwarder for KafkaAlertForwarder {
-    fn forward(&self, event: Arc<AlertEvent>) {
+    fn forward(&self, event: Arc<HubEvent>) {
         self.0.send(event);
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use gridpulse_actors::usage::FlushFuture;
-use gridpulse_actors::user_events::{UserEvent, UserEventForwarder, UserEventHub};
+use gridpulse_actors::user_events::{UserEvent, UserEventForwarder, UserEventHub, UserHubEvent};
 
 use super::KafkaConfig;
 use super::acked::AckedProducer;
@@ -14,7 +14,7 @@ use super::alerts::relay_topic;
 /// Forwards a processor's user events to `user-events`; user checkpoints wait until
 /// the broker acknowledged them before committing the usage offsets behind them.
 #[derive(Debug)]
-pub struct KafkaUserEventForwarder(AckedProducer<Arc<UserEvent>>);
+pub struct KafkaUserEventForwarder(AckedProducer<Arc<UserHubEvent>>);
 
 impl KafkaUserEventForwarder {
     /// Starts the producer task. Must be called on a tokio runtime.
@@ -23,10 +23,9 @@ impl KafkaUserEventForwarder {
             config,
             &config.user_events_topic,
             0,
-            |event: &Arc<UserEvent>, payload: &mut Vec<u8>| {
-                serde_json::to_writer(payload, event.as_ref())
-                    .map_err(|error| error.to_string())?;
-                Ok(event.user.as_str().to_owned())
+            |event: &Arc<UserHubEvent>, payload: &mut Vec<u8>| {
+                serde_json::to_writer(payload, &event.event).map_err(|error| error.to_string())?;
+                Ok(event.event.user.as_str().to_owned())
             },
         )?;
         Ok(Arc::new(KafkaUserEventForwarder(producer)))
@@ -34,7 +33,7 @@ impl KafkaUserEventForwarder {
 }
 
 impl UserEventForwarder for KafkaUserEventForwarder {
-    fn forward(&self, event: Arc<UserEvent>) {
+    fn forward(&self, event: Arc<UserHubEvent>) {
         self.0.send(event);
     }
 
