@@ -97,6 +97,59 @@ pub fn record_websocket_overflow() {
     WEBSOCKET_OVERFLOWS.inc();
 }
 
+#[allow(clippy::expect_used)]
+static WEBSOCKET_QUEUED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gridpulse_api_websocket_queued_events",
+        "Events waiting in websocket connection queues (all connections), at the last scrape"
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static WEBSOCKET_QUEUE_MAX: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gridpulse_api_websocket_queue_depth_max_events",
+        "Events waiting in the fullest websocket connection queue, at the last scrape"
+    )
+    .expect("metric registers once")
+});
+
+/// The websocket queues' depths: summed over connections, and the deepest.
+pub fn record_websocket_queues(queued: usize, deepest: usize) {
+    WEBSOCKET_QUEUED.set(i64::try_from(queued).unwrap_or(i64::MAX));
+    WEBSOCKET_QUEUE_MAX.set(i64::try_from(deepest).unwrap_or(i64::MAX));
+}
+
+#[allow(clippy::expect_used)]
+static AUDIT_ENTRIES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "gridpulse_api_audit_entries_total",
+        "Writes recorded in the audit log"
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static AUDIT_FAILURES: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "gridpulse_api_audit_failures_total",
+        "Writes not recorded in the audit log, by reason: no_store (--in-memory), store (the append failed)",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// A write was recorded in the audit log.
+pub fn record_audit_entry() {
+    AUDIT_ENTRIES.inc();
+}
+
+/// A write could not be recorded in the audit log.
+pub fn record_audit_failure(reason: &str) {
+    AUDIT_FAILURES.with_label_values(&[reason]).inc();
+}
+
 /// Every registered metric in the Prometheus text format.
 pub fn render() -> String {
     // Touch our own statics so they appear even before their first event.
@@ -106,6 +159,10 @@ pub fn render() -> String {
     LazyLock::force(&AUTH_FAILURES);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&WEBSOCKET_OVERFLOWS);
+    LazyLock::force(&WEBSOCKET_QUEUED);
+    LazyLock::force(&WEBSOCKET_QUEUE_MAX);
+    LazyLock::force(&AUDIT_ENTRIES);
+    LazyLock::force(&AUDIT_FAILURES);
     TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|error| format!("# metrics encoding failed: {error}\n"))

@@ -782,9 +782,22 @@ impl Store for EmbeddedStore {
                 }
                 None => (&inner.alerts_by_time, 0, Vec::new()),
             };
+            // Newest first; a cursor starts the scan just after its own key.
+            let start = match &query.before {
+                Some((at_ms, id)) => {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&ts_key_desc(*at_ms));
+                    key.extend_from_slice(id.as_bytes());
+                    std::ops::Bound::Excluded(key)
+                }
+                None => std::ops::Bound::Included(prefix.clone()),
+            };
             let mut found = Vec::new();
-            for item in index.prefix(prefix) {
+            for item in index.range((start, std::ops::Bound::Unbounded)) {
                 let (key, _) = item.map_err(|error| inner.engine(error))?;
+                if !key.starts_with(&prefix) {
+                    break;
+                }
                 let rest = &key[prefix_len..];
                 if rest.len() < 8 {
                     return Err(corrupt(

@@ -246,6 +246,10 @@ pub struct AlertQuery {
     pub state: Option<AlertState>,
     /// Only alerts first seen at or after this time, Unix ms.
     pub since_ms: Option<i64>,
+    /// The cursor: only alerts after this `(first_seen_ms, id)` in newest-first order
+    /// (first seen earlier, or in the same millisecond with a greater id) — the last
+    /// alert of the previous page.
+    pub before: Option<(i64, String)>,
     /// At most this many.
     pub limit: usize,
 }
@@ -259,6 +263,10 @@ impl AlertQuery {
             && self
                 .since_ms
                 .is_none_or(|since| alert.first_seen_ms >= since)
+            && self.before.as_ref().is_none_or(|(at_ms, id)| {
+                alert.first_seen_ms < *at_ms
+                    || (alert.first_seen_ms == *at_ms && alert.id.as_str() > id.as_str())
+            })
     }
 }
 

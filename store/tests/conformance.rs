@@ -255,6 +255,64 @@ async fn alert_history(store: &dyn Store) {
         .unwrap();
     assert!(since.contains(&later));
     assert!(!since.iter().any(|alert| alert.id == raised.id));
+    alert_cursor_pages(store).await;
+}
+
+/// Cursor pages (`before`) over one meter and over everyone: every alert once, newest
+/// first, across days and within one millisecond.
+async fn alert_cursor_pages(store: &dyn Store) {
+    let meter = MeterId::new(&unique("conf-page")).unwrap();
+    let base = T0 + 50 * DAY_MS;
+    let alerts = [
+        alert(meter, AlertKind::OverVoltage, base, AlertState::Firing),
+        // Same millisecond: ordered by id.
+        alert(meter, AlertKind::UnderVoltage, base, AlertState::Firing),
+        alert(meter, AlertKind::OverCurrent, base, AlertState::Firing),
+        alert(meter, AlertKind::NoData, base + DAY_MS, AlertState::Firing),
+        alert(
+            meter,
+            AlertKind::PowerSpike,
+            base + 2 * DAY_MS + 7,
+            AlertState::Firing,
+        ),
+    ];
+    let entries: Vec<AlertHistoryEntry> = alerts
+        .iter()
+        .map(|alert| AlertHistoryEntry::from_change(AlertEventKind::Raised, alert.clone()))
+        .collect();
+    store.write_alert_events(&entries).await.unwrap();
+    let mut want: Vec<AlertRecord> = alerts.to_vec();
+    want.sort_by(|a, b| {
+        b.first_seen_ms
+            .cmp(&a.first_seen_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
+    for (by_meter, limit) in [(true, 1), (true, 2), (false, 2), (false, 3)] {
+        let mut got = Vec::new();
+        let mut before = None;
+        // The global log of a shared keyspace holds other runs' alerts too: read until
+        // ours are all seen (by meter: until the last page).
+        for _ in 0..10_000 {
+            if !by_meter && got.len() >= want.len() {
+                break;
+            }
+            let page = store
+                .query_alerts(&AlertQuery {
+                    meter: by_meter.then_some(meter),
+                    since_ms: Some(base),
+                    before: before.clone(),
+                    limit,
+                    ..AlertQuery::default()
+                })
+                .await
+                .unwrap();
+            assert!(page.len() <= limit);
+            let Some(last) = page.last() else { break };
+            before = Some((last.first_seen_ms, last.id.clone()));
+            got.extend(page.into_iter().filter(|alert| alert.meter == meter));
+        }
+        assert_eq!(got, want, "by meter {by_meter}, pages of {limit}");
+    }
 }
 
 /// Configuration documents: upsert, list, delete.

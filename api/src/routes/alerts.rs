@@ -21,11 +21,36 @@ struct AlertQuery {
     state: Option<String>,
     since: Option<String>,
     limit: Option<String>,
+    before: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct AlertList {
     alerts: Vec<gridpulse_domain::AlertRecord>,
+    /// Pass as `before` to get the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+impl AlertList {
+    /// The page of `limit` from `alerts` (newest first, at most `limit + 1`).
+    fn page(mut alerts: Vec<AlertRecord>, limit: usize) -> AlertList {
+        let next = (alerts.len() > limit).then(|| {
+            let last = &alerts[limit - 1];
+            format!("{}.{}", last.first_seen_ms, last.id)
+        });
+        alerts.truncate(limit);
+        AlertList { alerts, next }
+    }
+}
+
+/// An alert cursor: `<first_seen_ms>.<id>` of the last alert of the previous page.
+fn parse_alert_cursor(text: &str) -> Result<(i64, String), ApiError> {
+    text.split_once('.')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id)))
+        .filter(|(_, id)| !id.is_empty() && id.len() <= 256)
+        .map(|(at, id)| (at, id.to_owned()))
+        .ok_or_else(|| ApiError::bad_field("before", "must be the `next` of a previous page"))
 }
 
 /// Parses an alert kind parameter.
@@ -37,7 +62,7 @@ pub fn parse_kind(text: &str) -> Result<AlertKind, ApiError> {
 }
 
 /// Lists alerts, newest first. Filters: `meter`, `kind`, `state`, `since` (Unix ms),
-/// `limit` (1–1000, default 100).
+/// `limit` (1–1000, default 100); `before` is the `next` of the previous page.
 #[utoipa::path(
     get,
     path = "/api/alerts",
@@ -90,8 +115,16 @@ pub async fn list_alerts(
                 })
             })
             .transpose()?,
+        before: query
+            .before
+            .as_deref()
+            .map(parse_alert_cursor)
+            .transpose()?,
         limit: parse_limit(query.limit.as_deref(), 100, 1000)?,
     };
+    let limit = filter.limit;
+    // One more than asked says whether there is a next page.
+    filter.limit += 1;
     if let Some(tenant) = crate::access::caller(&request).tenant() {
         // A consumer sees the alerts of their own meters only: one query per meter.
         let owned = crate::access::owned_meters(&state, tenant).await?;
@@ -106,10 +139,10 @@ pub async fn list_alerts(
         }
         sort_newest_first(&mut alerts);
         alerts.truncate(filter.limit);
-        return Ok(HttpResponse::Ok().json(AlertList { alerts }));
+        return Ok(HttpResponse::Ok().json(AlertList::page(alerts, limit)));
     }
     let alerts = find_alerts(&state, &filter).await?;
-    Ok(HttpResponse::Ok().json(AlertList { alerts }))
+    Ok(HttpResponse::Ok().json(AlertList::page(alerts, limit)))
 }
 
 fn sort_newest_first(alerts: &mut [AlertRecord]) {

@@ -122,11 +122,29 @@ pub async fn create_session(
     })
 }
 
-/// `GET /api/sessions`: every session's definition and participant count, by start.
+#[derive(Debug, Deserialize)]
+struct SessionPage {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// A session cursor: `<start_ms>.<id>` of the last session of the previous page.
+fn parse_session_cursor(text: &str) -> Result<(i64, &str), ApiError> {
+    text.split_once('.')
+        .and_then(|(start, id)| Some((start.parse().ok()?, id)))
+        .ok_or_else(|| ApiError::bad_field("after", "must be the `next` of a previous page"))
+}
+
+/// `GET /api/sessions?after=&limit=`: sessions' definitions and participant counts, by
+/// start; `limit` 1–1000 (default 100), `after` the `next` of the previous page.
 #[utoipa::path(
     get,
     path = "/api/sessions",
     tag = "sessions",
+    params(
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+    ),
     responses(
         (status = 200, description = "OK", body = crate::openapi::Json),
         (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
@@ -137,7 +155,16 @@ pub async fn create_session(
     ),
 )]
 #[get("/api/sessions")]
-pub async fn list_sessions(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    query: web::Query<SessionPage>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = crate::routes::meters::parse_limit(query.limit.as_deref(), 100, 1000)?;
+    let after = query
+        .after
+        .as_deref()
+        .map(parse_session_cursor)
+        .transpose()?;
     let mut sessions: Vec<SessionDocument> = Vec::new();
     for (id, json) in store(&state)?.list_config(ConfigKind::Session).await? {
         match serde_json::from_slice(&json) {
@@ -148,8 +175,21 @@ pub async fn list_sessions(state: web::Data<AppState>) -> Result<HttpResponse, A
     sessions.sort_by(|a, b| {
         (a.definition.start_ms, &a.definition.id).cmp(&(b.definition.start_ms, &b.definition.id))
     });
+    if let Some((start_ms, id)) = after {
+        sessions.retain(|document| {
+            (
+                document.definition.start_ms,
+                document.definition.id.as_str(),
+            ) > (start_ms, id)
+        });
+    }
+    let next = (sessions.len() > limit).then(|| {
+        let last = &sessions[limit - 1].definition;
+        format!("{}.{}", last.start_ms, last.id)
+    });
     let rows: Vec<serde_json::Value> = sessions
         .iter()
+        .take(limit)
         .map(|document| {
             serde_json::json!({
                 "session": document.definition,
@@ -157,7 +197,11 @@ pub async fn list_sessions(state: web::Data<AppState>) -> Result<HttpResponse, A
             })
         })
         .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "sessions": rows })))
+    let mut page = serde_json::json!({ "sessions": rows });
+    if let Some(next) = next {
+        page["next"] = serde_json::Value::String(next);
+    }
+    Ok(HttpResponse::Ok().json(page))
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,7 +53,11 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     security(()),
 )]
 #[get("/metrics")]
-pub async fn metrics() -> HttpResponse {
+pub async fn metrics(state: Option<web::Data<AppState>>) -> HttpResponse {
+    if let Some(state) = state {
+        let (queued, deepest) = state.fanout.queue_depths();
+        crate::metrics::record_websocket_queues(queued, deepest);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(crate::metrics::render())

@@ -69,13 +69,27 @@ pub async fn create_tariff(
 #[derive(Debug, Serialize)]
 struct TariffList {
     tariffs: Vec<TariffDocument>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
 
-/// `GET /api/tariffs`: every tariff in id order, `{"tariffs": [document, ...]}`.
+#[derive(Debug, serde::Deserialize)]
+struct TariffPage {
+    after: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/tariffs?after=&limit=`: tariffs in id order, `{"tariffs": [document, ...],
+/// "next"}`; `limit` 1–1000 (default 100), `after` the `next` of the previous page.
 #[utoipa::path(
     get,
     path = "/api/tariffs",
     tag = "tariffs",
+    params(
+        ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Page size"),
+    ),
     responses(
         (status = 200, description = "OK", body = crate::openapi::Json),
         (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
@@ -86,9 +100,22 @@ struct TariffList {
     ),
 )]
 #[get("/api/tariffs")]
-pub async fn list_tariffs(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let tariffs = account_book(&state)?.tariffs().await?;
-    Ok(HttpResponse::Ok().json(TariffList { tariffs }))
+pub async fn list_tariffs(
+    state: web::Data<AppState>,
+    query: web::Query<TariffPage>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = crate::routes::meters::parse_limit(query.limit.as_deref(), 100, 1000)?;
+    let after = query.after.as_deref();
+    let mut tariffs: Vec<TariffDocument> = account_book(&state)?
+        .tariffs()
+        .await?
+        .into_iter()
+        .filter(|tariff| after.is_none_or(|after| tariff.id.as_str() > after))
+        .take(limit + 1)
+        .collect();
+    let next = (tariffs.len() > limit).then(|| tariffs[limit - 1].id.to_string());
+    tariffs.truncate(limit);
+    Ok(HttpResponse::Ok().json(TariffList { tariffs, next }))
 }
 
 /// `GET /api/tariffs/{id}`: one tariff document; 404 if there is none.

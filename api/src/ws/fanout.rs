@@ -235,6 +235,19 @@ impl Fanout {
         self.n_overflowed.load(Ordering::Relaxed)
     }
 
+    /// Events waiting in connection queues: in all of them, and in the fullest one
+    /// (read when `/metrics` is scraped, never on the event path).
+    pub fn queue_depths(&self) -> (usize, usize) {
+        let registry = self.registry.lock();
+        registry
+            .connections
+            .values()
+            .map(|entry| entry.queue.max_capacity() - entry.queue.capacity())
+            .fold((0, 0), |(total, deepest), depth| {
+                (total + depth, deepest.max(depth))
+            })
+    }
+
     /// Registers a connection with `subscription` and a queue of `capacity` events;
     /// the receiver is where the dispatcher puts its events.
     pub fn register(

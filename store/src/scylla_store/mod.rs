@@ -741,7 +741,13 @@ impl Inner {
                     .await?
             }
         };
+        // A cursor skips the days after its own (within a day, matches() skips the
+        // rows before it).
+        let last_day = query.before.as_ref().map(|(at_ms, _)| day_bucket(*at_ms));
         for (day,) in days {
+            if last_day.is_some_and(|last| day > last) {
+                continue;
+            }
             match query.since_ms {
                 Some(since) => {
                     let values = since_values(day, since);
