@@ -102,9 +102,13 @@ impl AlertHub {
         let mut state = self.state.lock();
         let sink = self.sink.get();
         let mut to_store = Vec::new();
-        for (event, alert) in changes {
+        for AlertChange { event, alert, note } in changes {
             if sink.is_some() {
-                to_store.push(AlertHistoryEntry::from_change(event, alert.clone()));
+                to_store.push(AlertHistoryEntry::from_event(
+                    event,
+                    alert.clone(),
+                    note.as_ref(),
+                ));
             }
             let before = state.alerts.get(&alert.id).map(|old| old.state);
             let open_state =
@@ -129,6 +133,7 @@ impl AlertHub {
                 seq: state.last_seq,
                 event,
                 alert,
+                note,
             });
             if let Some(forwarder) = self.forwarder.get() {
                 forwarder.forward(Arc::clone(&numbered));

@@ -1,8 +1,8 @@
 //! What is stored: rows, queries and their keys, shared by both backends.
 
 use gridpulse_domain::{
-    AlertEventKind, AlertKind, AlertRecord, AlertState, Granularity, MeterId, Reading, UserId,
-    UserRollup,
+    AlertEventKind, AlertKind, AlertNote, AlertRecord, AlertState, Granularity, MeterId, Reading,
+    UserId, UserRollup,
 };
 use serde::{Deserialize, Serialize};
 
@@ -189,25 +189,60 @@ pub struct SnapshotRow {
     pub written_at_ms: i64,
 }
 
-/// One lifecycle change of one alert.
+/// One change of one alert: a lifecycle change or a workflow event.
+///
+/// Key: (alert id, `at_ms`, event) for lifecycle changes; workflow events add their
+/// `action_seq`, so two comments (or assignments, snoozes) in one millisecond are two
+/// entries, and storing one entry again rewrites the same row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertHistoryEntry {
     /// What happened.
     pub event: AlertEventKind,
-    /// When: event time for raise/update/system resolve, wall clock for human actions.
+    /// When: event time for raise/update/system resolve, wall clock for human actions
+    /// and workflow events (a reminder: when it was due).
     pub at_ms: i64,
     /// Who did it (`system` for automatic changes).
     pub by: String,
-    /// The alert after the change.
+    /// The alert after the change (assignee, snooze end, counts).
     pub alert: AlertRecord,
+    /// The text of a comment (`commented`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// A workflow event's position among the alert's workflow events (1, 2, ...); 0 for
+    /// lifecycle changes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub action_seq: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 impl AlertHistoryEntry {
-    /// Builds the history entry for a published change.
+    /// Builds the history entry for a lifecycle change.
     pub fn from_change(event: AlertEventKind, alert: AlertRecord) -> AlertHistoryEntry {
+        AlertHistoryEntry::from_event(event, alert, None)
+    }
+
+    /// Builds the history entry for a published change; workflow events take who,
+    /// when and what from their note.
+    pub fn from_event(
+        event: AlertEventKind,
+        alert: AlertRecord,
+        note: Option<&AlertNote>,
+    ) -> AlertHistoryEntry {
+        if let Some(note) = note {
+            return AlertHistoryEntry {
+                event,
+                at_ms: note.at_ms,
+                by: note.by.clone(),
+                alert,
+                comment: note.text.clone(),
+                action_seq: note.action_seq,
+            };
+        }
         let (at_ms, by) = match event {
             AlertEventKind::Raised => (alert.first_seen_ms, "system".to_owned()),
-            AlertEventKind::Updated => (alert.last_seen_ms, "system".to_owned()),
             AlertEventKind::Acknowledged => (
                 alert.acknowledged_at_ms.unwrap_or(alert.last_seen_ms),
                 alert.acknowledged_by.clone().unwrap_or_default(),
@@ -216,12 +251,21 @@ impl AlertHistoryEntry {
                 alert.resolved_at_ms.unwrap_or(alert.last_seen_ms),
                 alert.resolved_by.clone().unwrap_or_default(),
             ),
+            // A workflow event always has a note; without one it is dated like an update.
+            AlertEventKind::Updated
+            | AlertEventKind::Assigned
+            | AlertEventKind::Commented
+            | AlertEventKind::Snoozed
+            | AlertEventKind::Unsnoozed
+            | AlertEventKind::Reminder => (alert.last_seen_ms, "system".to_owned()),
         };
         AlertHistoryEntry {
             event,
             at_ms,
             by,
             alert,
+            comment: None,
+            action_seq: 0,
         }
     }
 }

@@ -65,6 +65,11 @@ fn alert(meter: MeterId, kind: AlertKind, first_seen_ms: i64, state: AlertState)
         acknowledged_at_ms: None,
         resolved_by: None,
         resolved_at_ms: None,
+        assignee: None,
+        snoozed_until_ms: None,
+        comments: 0,
+        reminders: 0,
+        last_reminder_ms: None,
     }
 }
 

@@ -244,12 +244,7 @@ pub(crate) fn checkpoint_values(partition: u32, offset: u64) -> (i64, i64) {
 
 /// The stored name of an alert event (its JSON name).
 pub(crate) fn event_name(event: AlertEventKind) -> &'static str {
-    match event {
-        AlertEventKind::Raised => "raised",
-        AlertEventKind::Updated => "updated",
-        AlertEventKind::Acknowledged => "acknowledged",
-        AlertEventKind::Resolved => "resolved",
-    }
+    event.as_str()
 }
 
 /// Orders events that share a millisecond in lifecycle order (the `event_rank`
@@ -260,19 +255,17 @@ pub(crate) fn event_rank(event: AlertEventKind) -> i8 {
         AlertEventKind::Updated => 1,
         AlertEventKind::Acknowledged => 2,
         AlertEventKind::Resolved => 3,
+        AlertEventKind::Assigned => 4,
+        AlertEventKind::Commented => 5,
+        AlertEventKind::Snoozed => 6,
+        AlertEventKind::Unsnoozed => 7,
+        AlertEventKind::Reminder => 8,
     }
 }
 
 /// Parses a stored event name.
 pub(crate) fn parse_event(name: &str) -> Option<AlertEventKind> {
-    [
-        AlertEventKind::Raised,
-        AlertEventKind::Updated,
-        AlertEventKind::Acknowledged,
-        AlertEventKind::Resolved,
-    ]
-    .into_iter()
-    .find(|event| event_name(*event) == name)
+    AlertEventKind::parse(name)
 }
 
 /// The TTL (seconds, 0 = none) of an alert's rows: open alerts never expire, resolved
@@ -486,6 +479,8 @@ pub(crate) fn history_from_select(
         at_ms: at.0,
         by: actor,
         alert,
+        comment: None,
+        action_seq: 0,
     })
 }
 
@@ -936,6 +931,11 @@ mod tests {
             acknowledged_at_ms: None,
             resolved_by: None,
             resolved_at_ms: None,
+            assignee: None,
+            snoozed_until_ms: None,
+            comments: 0,
+            reminders: 0,
+            last_reminder_ms: None,
         }
     }
 
@@ -1110,6 +1110,11 @@ mod tests {
                 acknowledged_by,
                 resolved_by: None,
                 resolved_at_ms: None,
+                assignee: None,
+                snoozed_until_ms: None,
+                comments: 0,
+                reminders: 0,
+                last_reminder_ms: None,
             };
             let row = AlertRow::from_alert(&record).unwrap();
             prop_assert_eq!(row.day, day_bucket(first_seen_ms));
@@ -1118,7 +1123,7 @@ mod tests {
             prop_assert_eq!(alert_from_body(&row.body, "alerts").unwrap(), record.clone());
 
             let event = [AlertEventKind::Raised, AlertEventKind::Updated, AlertEventKind::Acknowledged, AlertEventKind::Resolved][event];
-            let entry = AlertHistoryEntry { event, at_ms: first_seen_ms + at_offset, by: "system".into(), alert: record };
+            let entry = AlertHistoryEntry { event, at_ms: first_seen_ms + at_offset, by: "system".into(), alert: record, comment: None, action_seq: 0 };
             let history = HistoryRow::from_entry(&entry).unwrap();
             prop_assert_eq!(history_from_select(&history.id, history.select_row()).unwrap(), entry);
         }

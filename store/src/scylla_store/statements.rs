@@ -718,6 +718,11 @@ mod tests {
             acknowledged_at_ms: None,
             resolved_by: None,
             resolved_at_ms: None,
+            assignee: None,
+            snoozed_until_ms: None,
+            comments: 0,
+            reminders: 0,
+            last_reminder_ms: None,
         }
     }
 
