@@ -169,6 +169,20 @@ impl AlertHub {
         (state.last_seq, open, receiver)
     }
 
+    /// The meters that have an open alert, each once.
+    pub fn meters_with_open_alerts(&self) -> Vec<gridpulse_domain::MeterId> {
+        let state = self.state.lock();
+        let mut meters: Vec<gridpulse_domain::MeterId> = state
+            .alerts
+            .values()
+            .filter(|alert| alert.state.is_open())
+            .map(|alert| alert.meter)
+            .collect();
+        meters.sort_unstable();
+        meters.dedup();
+        meters
+    }
+
     /// One alert by id.
     pub fn get(&self, id: &str) -> Option<AlertRecord> {
         self.state.lock().alerts.get(id).cloned()

@@ -1,15 +1,19 @@
-//! Alerts: query, detail, acknowledge, resolve.
+//! Alerts: query, detail (with history), and the workflow — acknowledge, resolve,
+//! assign, comment, snooze, unsnooze. Every action answers the alert after it, once it
+//! is durable; each one that changes something is an event in the alert's history and
+//! on the websocket.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use gridpulse_actors::AlertAction;
 use std::collections::HashSet;
 
 use gridpulse_domain::{AlertKind, AlertRecord, AlertState};
 use gridpulse_store::{AlertHistoryEntry, AlertQuery as StoreAlertQuery};
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::meters::parse_limit;
-use super::{parse_meter, read_body};
+use super::{decode_json, parse_meter, read_body};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -119,34 +123,84 @@ struct AlertDetail {
     history: Vec<AlertHistoryEntry>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `ack`, `resolve` and `DELETE .../snooze` (optional as a whole).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
     by: Option<String>,
 }
 
-async fn alert_action(
-    state: web::Data<AppState>,
-    id: &str,
-    payload: web::Payload,
-    action: AlertAction,
-) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, 4096).await?;
-    let by = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let body: ActionBody = serde_json::from_slice(&body)
-            .map_err(|error| ApiError::BadBody(format!("body: {error}")))?;
-        body.by
-    };
-    let by = match by {
-        Some(by) if by.trim().is_empty() || by.len() > 100 => {
-            return Err(ApiError::bad_field("by", "must be 1 to 100 characters"));
+/// `POST /api/alerts/{id}/assign`: `to` is required, `null` unassigns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    #[serde(default, deserialize_with = "present")]
+    to: Option<Option<String>>,
+    by: Option<String>,
+}
+
+/// `POST /api/alerts/{id}/comments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    text: String,
+    by: Option<String>,
+}
+
+/// `POST /api/alerts/{id}/snooze`: `until` in Unix ms.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnoozeBody {
+    until: i64,
+    by: Option<String>,
+}
+
+/// Tells a key given as `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The largest body of an alert action: a comment of 2000 characters, each escaped
+/// as `\uXXXX`, with room to spare.
+const MAX_ACTION_BODY_BYTES: usize = 16 * 1024;
+
+/// Who is acting on an alert. For now: the optional `by` of the body (1 to 100
+/// characters), `anonymous` without one — the authentication work replaces this with
+/// the caller it puts into `request`, and nothing else here changes.
+fn actor_name(_request: &HttpRequest, by: Option<String>) -> Result<String, ApiError> {
+    match by {
+        Some(by) if by.trim().is_empty() || by.chars().count() > 100 => {
+            Err(ApiError::bad_field("by", "must be 1 to 100 characters"))
         }
-        Some(by) => by,
-        None => "anonymous".to_owned(),
-    };
-    match state.meters.alert_command(id, action, &by).await {
+        Some(by) => Ok(by),
+        None => Ok("anonymous".to_owned()),
+    }
+}
+
+/// Reads and decodes an action body; an empty one reads as `{}` (so a required field
+/// is named as missing).
+async fn action_body<T: DeserializeOwned>(
+    payload: web::Payload,
+    what: &str,
+) -> Result<T, ApiError> {
+    let body = read_body(payload, MAX_ACTION_BODY_BYTES).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return decode_json(what, b"{}");
+    }
+    decode_json(what, &body)
+}
+
+/// Runs `action` on alert `id` on behalf of `by`: 404 for an alert that is unknown or
+/// not open, 409 for one already resolved.
+async fn alert_action(
+    state: &AppState,
+    id: &str,
+    action: AlertAction,
+    by: &str,
+) -> Result<HttpResponse, ApiError> {
+    match state.meters.alert_command(id, action, by).await {
         Ok(alert) => Ok(HttpResponse::Ok().json(alert)),
         Err(gridpulse_actors::SystemError::AlertNotOpen) => match state.meters.hub().get(id) {
             Some(alert) if !alert.state.is_open() => Err(ApiError::Conflict(format!(
@@ -162,18 +216,91 @@ async fn alert_action(
 #[post("/api/alerts/{id}/ack")]
 pub async fn ack_alert(
     state: web::Data<AppState>,
+    request: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    alert_action(state, &id, payload, AlertAction::Acknowledge).await
+    let body: ActionBody = action_body(payload, "acknowledge").await?;
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Acknowledge, &by).await
 }
 
 /// Resolves an open alert. Body (optional): `{"by": "name"}`.
 #[post("/api/alerts/{id}/resolve")]
 pub async fn resolve_alert(
     state: web::Data<AppState>,
+    request: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    alert_action(state, &id, payload, AlertAction::Resolve).await
+    let body: ActionBody = action_body(payload, "resolve").await?;
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Resolve, &by).await
+}
+
+/// Assigns an open alert. Body: `{"to": "user-id or name"}` (1 to 100 characters;
+/// `{"to": null}` unassigns), optionally `"by"`. Assigning it to whom it is assigned to
+/// changes nothing.
+#[post("/api/alerts/{id}/assign")]
+pub async fn assign_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: AssignBody = action_body(payload, "assign").await?;
+    let Some(to) = body.to else {
+        return Err(ApiError::bad_field(
+            "to",
+            "is required: a user id or name, or null to unassign",
+        ));
+    };
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Assign { to }, &by).await
+}
+
+/// Comments on an open alert. Body: `{"text": "..."}` (1 to 2000 characters, not only
+/// spaces), optionally `"by"`.
+#[post("/api/alerts/{id}/comments")]
+pub async fn comment_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: CommentBody = action_body(payload, "comment").await?;
+    let by = actor_name(&request, body.by)?;
+    let action = AlertAction::Comment { text: body.text };
+    alert_action(&state, &id, action, &by).await
+}
+
+/// Snoozes an open alert's reminders. Body: `{"until": <Unix ms>}` (after now by the
+/// system clock, at most 30 days ahead), optionally `"by"`.
+#[post("/api/alerts/{id}/snooze")]
+pub async fn snooze_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: SnoozeBody = action_body(payload, "snooze").await?;
+    let by = actor_name(&request, body.by)?;
+    let action = AlertAction::Snooze {
+        until_ms: body.until,
+    };
+    alert_action(&state, &id, action, &by).await
+}
+
+/// Lifts an open alert's snooze (nothing changes if it is not snoozed). Body
+/// (optional): `{"by": "name"}`.
+#[delete("/api/alerts/{id}/snooze")]
+pub async fn unsnooze_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: ActionBody = action_body(payload, "unsnooze").await?;
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Unsnooze, &by).await
 }
