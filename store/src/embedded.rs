@@ -10,7 +10,7 @@
 //! | `alerts` | alert id | JSON `AlertRecord` |
 //! | `alerts_by_meter` | meter, first_seen desc, id | — |
 //! | `alerts_by_time` | first_seen desc, id | — |
-//! | `alert_history` | alert id, at, event (+ action seq for workflow events) | JSON [`AlertHistoryEntry`] |
+//! | `alert_history` | alert id, at, event (workflow: mark, action seq) | JSON [`AlertHistoryEntry`] |
 //! | `config` | kind, id | JSON document |
 //! | `meter_rollups` | meter, granularity, window start | fixed 84-byte rollup |
 //! | `user_rollups` | user, granularity, window start | 33 bytes, then cost, currency |
@@ -319,31 +319,38 @@ fn history_prefix(id: &str) -> Vec<u8> {
     key
 }
 
-/// (id, at, event) for lifecycle changes, as ever; workflow events add their
-/// `action_seq` (big-endian), so several of one kind in one millisecond are kept apart.
+/// (id, at, event) for lifecycle changes, as ever; (id, at, [`WORKFLOW_MARK`],
+/// `action_seq` big-endian) for workflow events: several in one millisecond are kept
+/// apart and come in the order they happened, after that millisecond's lifecycle
+/// changes.
 fn history_key(entry: &AlertHistoryEntry) -> Vec<u8> {
     let mut key = history_prefix(&entry.alert.id);
     key.extend_from_slice(&ts_key(entry.at_ms));
-    key.push(event_code(entry.event));
     if entry.event.is_workflow() {
+        key.push(WORKFLOW_MARK);
         key.extend_from_slice(&entry.action_seq.to_be_bytes());
+    } else {
+        key.push(lifecycle_code(entry.event));
     }
     key
 }
 
-/// The stored byte of an event kind (explicit, so reordering the domain enum never
-/// changes the format); sorts the events of one millisecond in lifecycle order.
-fn event_code(event: AlertEventKind) -> u8 {
+/// Follows the time in the key of a workflow event (above every lifecycle code).
+const WORKFLOW_MARK: u8 = 0x80;
+
+/// The stored byte of a lifecycle event (explicit, so reordering the domain enum never
+/// changes the format); sorts the changes of one millisecond in lifecycle order.
+fn lifecycle_code(event: AlertEventKind) -> u8 {
     match event {
         AlertEventKind::Raised => 0,
         AlertEventKind::Updated => 1,
         AlertEventKind::Acknowledged => 2,
         AlertEventKind::Resolved => 3,
-        AlertEventKind::Assigned => 4,
-        AlertEventKind::Commented => 5,
-        AlertEventKind::Snoozed => 6,
-        AlertEventKind::Unsnoozed => 7,
-        AlertEventKind::Reminder => 8,
+        AlertEventKind::Assigned
+        | AlertEventKind::Commented
+        | AlertEventKind::Snoozed
+        | AlertEventKind::Unsnoozed
+        | AlertEventKind::Reminder => WORKFLOW_MARK,
     }
 }
 

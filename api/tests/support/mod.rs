@@ -113,10 +113,34 @@ pub fn with_system_clock<Phase, PhaseFuture>(
     Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
     PhaseFuture: std::future::Future<Output = ()>,
 {
+    with_system_config(data_dir, clock, |_| {}, Shutdown::Clean, phase);
+}
+
+/// How a phase of [`with_system_config`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// The final checkpoint of every partition, then the system stops.
+    Clean,
+    /// The system stops without it (like a crash, as far as the data directory can
+    /// tell: what was not stored before is not there).
+    NoCheckpoint,
+}
+
+/// [`with_system_clock`] with the test's changes to the configuration, ending as told.
+pub fn with_system_config<Phase, PhaseFuture>(
+    data_dir: Option<std::path::PathBuf>,
+    clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
+    configure: impl FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
+    shutdown: Shutdown,
+    phase: Phase,
+) where
+    Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
+    PhaseFuture: std::future::Future<Output = ()>,
+{
     let thread = std::thread::spawn(move || {
         let runner = actix_rt::System::new();
         runner.block_on(async move {
-            let config = gridpulse_api::EmbeddedConfig {
+            let mut config = gridpulse_api::EmbeddedConfig {
                 n_partitions: 2,
                 n_workers: 1,
                 n_http_workers: 1,
@@ -124,6 +148,7 @@ pub fn with_system_clock<Phase, PhaseFuture>(
                 persistence: data_dir.map(gridpulse_api::embedded::Persistence::new),
                 ..gridpulse_api::EmbeddedConfig::default()
             };
+            configure(&mut config);
             // The previous phase's store closes as its threads wind down.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
             let system = loop {
@@ -144,9 +169,18 @@ pub fn with_system_clock<Phase, PhaseFuture>(
             actix_rt::spawn(system.server);
             phase(system.local_addr).await;
             server.stop(true).await;
-            gridpulse_api::EmbeddedSystem::shutdown(&system.state)
-                .await
-                .unwrap();
+            match shutdown {
+                Shutdown::Clean => gridpulse_api::EmbeddedSystem::shutdown(&system.state)
+                    .await
+                    .unwrap(),
+                // The rollup job's threads would keep the store open; the meters get no
+                // final checkpoint.
+                Shutdown::NoCheckpoint => {
+                    if let Some(rollups) = &system.state.rollups {
+                        rollups.shutdown().await;
+                    }
+                }
+            }
             actix_rt::System::current().stop();
         });
         runner.run().unwrap();
