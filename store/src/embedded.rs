@@ -42,8 +42,8 @@ use parking_lot::RwLock;
 use crate::error::StoreError;
 use crate::model::{
     AlertHistoryEntry, AlertQuery, ConfigKind, DAY_MS, MeterRollupQuery, ReadingPage, ReadingQuery,
-    Retention, RollupPage, SnapshotRow, StoredAlert, UserRollupQuery, check_job_name,
-    check_user_rollup, day_bucket, reading_cursor, rollup_cursor,
+    Retention, RollupPage, SnapshotRow, StoredAlert, UserRollupQuery, check_history_entry,
+    check_job_name, check_user_rollup, day_bucket, reading_cursor, rollup_cursor,
 };
 use crate::{Store, StoreFuture};
 
@@ -758,8 +758,10 @@ impl Store for EmbeddedStore {
     }
 
     fn write_alert_events<'a>(&'a self, events: &'a [AlertHistoryEntry]) -> StoreFuture<'a, ()> {
+        let checked = events.iter().try_for_each(check_history_entry);
         let events = events.to_vec();
         self.blocking(move |inner| {
+            checked?;
             let mut batch = inner.keyspace.batch();
             for entry in &events {
                 let record = serde_json::to_vec(&entry.alert)

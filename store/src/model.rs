@@ -270,6 +270,21 @@ impl AlertHistoryEntry {
     }
 }
 
+/// Refuses what neither backend can store exactly: an empty comment (Scylla keeps "no
+/// comment" as the empty text, so no write ever leaves a tombstone).
+pub fn check_history_entry(entry: &AlertHistoryEntry) -> Result<(), StoreError> {
+    if entry.comment.as_deref() == Some("") {
+        return Err(StoreError::BadRequest {
+            field: "comment",
+            reason: format!(
+                "is empty in the history of alert {}: omit it instead",
+                entry.alert.id
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// An alert with its lifecycle history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredAlert {

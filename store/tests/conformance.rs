@@ -9,8 +9,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gridpulse_domain::{
-    AlertEventKind, AlertKind, AlertRecord, AlertState, Amount, Granularity, MeterId, MeterRollup,
-    Reading, Severity, UserId, UserRollup, alert_id,
+    AlertEventKind, AlertKind, AlertNote, AlertRecord, AlertState, Amount, Granularity, MeterId,
+    MeterRollup, Reading, Severity, UserId, UserRollup, alert_id,
 };
 use gridpulse_store::embedded::EmbeddedStore;
 use gridpulse_store::{
@@ -260,6 +260,130 @@ async fn alert_history(store: &dyn Store) {
         .unwrap();
     assert!(since.contains(&later));
     assert!(!since.iter().any(|alert| alert.id == raised.id));
+}
+
+/// Workflow events (assign, comment, snooze, reminder) in an alert's history: several of
+/// one kind in one millisecond are kept, in the order they happened, after that
+/// millisecond's lifecycle changes; storing one again changes nothing; an empty comment
+/// is refused.
+async fn alert_workflow_history(store: &dyn Store) {
+    let meter = MeterId::new(&unique("conf-w")).unwrap();
+    let firing = alert(meter, AlertKind::OverVoltage, T0, AlertState::Firing);
+    let workflow = |event, alert: &AlertRecord, at_ms, action_seq, by: &str, text: Option<&str>| {
+        let note = AlertNote {
+            by: by.into(),
+            at_ms,
+            action_seq,
+            text: text.map(str::to_owned),
+        };
+        AlertHistoryEntry::from_event(event, alert.clone(), Some(&note))
+    };
+    let mut assigned = firing.clone();
+    assigned.assignee = Some("dana".into());
+    let mut commented = assigned.clone();
+    commented.comments = 1;
+    let mut commented_twice = assigned.clone();
+    commented_twice.comments = 2;
+    let mut acked = commented_twice.clone();
+    acked.state = AlertState::Acknowledged;
+    acked.acknowledged_by = Some("alice".into());
+    acked.acknowledged_at_ms = Some(T0 + 2000);
+    let mut snoozed = acked.clone();
+    snoozed.snoozed_until_ms = Some(T0 + 3_600_000);
+    let mut reminded = firing.clone();
+    reminded.reminders = 1;
+    reminded.last_reminder_ms = Some(T0 + 900_000);
+    let entries = vec![
+        AlertHistoryEntry::from_change(AlertEventKind::Raised, firing.clone()),
+        workflow(
+            AlertEventKind::Assigned,
+            &assigned,
+            T0 + 1000,
+            1,
+            "ops",
+            None,
+        ),
+        workflow(
+            AlertEventKind::Commented,
+            &commented,
+            T0 + 2000,
+            2,
+            "dana",
+            Some("on my way"),
+        ),
+        workflow(
+            AlertEventKind::Commented,
+            &commented_twice,
+            T0 + 2000,
+            3,
+            "dana",
+            Some("fuse replaced"),
+        ),
+        AlertHistoryEntry::from_change(AlertEventKind::Acknowledged, acked.clone()),
+        workflow(
+            AlertEventKind::Snoozed,
+            &snoozed,
+            T0 + 2000,
+            4,
+            "dana",
+            None,
+        ),
+        workflow(
+            AlertEventKind::Reminder,
+            &reminded,
+            T0 + 900_000,
+            5,
+            "system",
+            None,
+        ),
+    ];
+    store.write_alert_events(&entries).await.unwrap();
+    // Stored again from the middle on (a retried write): nothing duplicates.
+    store.write_alert_events(&entries[2..]).await.unwrap();
+    let stored = store.get_alert(&firing.id).await.unwrap().unwrap();
+    let order: Vec<(AlertEventKind, u32)> = stored
+        .history
+        .iter()
+        .map(|entry| (entry.event, entry.action_seq))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (AlertEventKind::Raised, 0),
+            (AlertEventKind::Assigned, 1),
+            (AlertEventKind::Acknowledged, 0),
+            (AlertEventKind::Commented, 2),
+            (AlertEventKind::Commented, 3),
+            (AlertEventKind::Snoozed, 4),
+            (AlertEventKind::Reminder, 5),
+        ]
+    );
+    let expected: Vec<AlertHistoryEntry> = [0, 1, 4, 2, 3, 5, 6]
+        .iter()
+        .map(|&index| entries[index].clone())
+        .collect();
+    assert_eq!(stored.history, expected, "who, when, text and record kept");
+    assert_eq!(stored.history[3].comment.as_deref(), Some("on my way"));
+    assert_eq!(stored.history[1].alert.assignee.as_deref(), Some("dana"));
+    assert_eq!(stored.alert, reminded, "the alert row is the last written");
+
+    let mut empty = workflow(AlertEventKind::Commented, &firing, T0 + 5, 6, "x", None);
+    empty.comment = Some(String::new());
+    match store.write_alert_events(&[empty]).await {
+        Err(StoreError::BadRequest { field, .. }) => assert_eq!(field, "comment"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .get_alert(&firing.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .history
+            .len(),
+        7,
+        "nothing written"
+    );
 }
 
 /// Configuration documents: upsert, list, delete.
@@ -648,6 +772,7 @@ async fn check_all(store: &dyn Store) {
     readings_across_buckets(store).await;
     snapshots_and_checkpoints(store).await;
     alert_history(store).await;
+    alert_workflow_history(store).await;
     configuration(store).await;
     meter_rollups(store).await;
     user_rollups(store).await;

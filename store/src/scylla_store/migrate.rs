@@ -63,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rollups",
         cql: include_str!("../../cql/V002__rollups.cql"),
     },
+    Migration {
+        version: 3,
+        name: "alert_workflow",
+        cql: include_str!("../../cql/V003__alert_workflow.cql"),
+    },
 ];
 
 /// A migration applied by one [`migrate`] run.

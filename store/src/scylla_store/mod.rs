@@ -65,13 +65,13 @@ pub use self::config::{
 pub use self::migrate::{AppliedMigration, MIGRATIONS, Migration, migrate, split_statements};
 use self::rows::{
     HistoryRow, HistorySelect, MeterRollupSelect, ReadingRow, ReadingSelect, SnapshotSelect,
-    UserRollupSelect, alert_day_values, alert_days_key, alert_from_body, checkpoint_key,
-    checkpoint_values, config_key, config_values, corrupt, day_key, day_ranges,
-    history_from_select, last_per_key, meter_rollup_from_select, meter_rollup_values,
-    partition_batches, plan_alert_writes, reading_batches, reading_from_select,
-    reading_range_values, rollup_range_values, since_values, snapshot_from_select, snapshot_values,
-    stream_offset_from_select, stream_offset_values, text_key, user_rollup_from_select,
-    user_rollup_values,
+    UserRollupSelect, WorkflowSelect, alert_day_values, alert_days_key, alert_from_body,
+    checkpoint_key, checkpoint_values, config_key, config_values, corrupt, day_key, day_ranges,
+    history_from_select, last_per_key, merge_history, meter_rollup_from_select,
+    meter_rollup_values, partition_batches, plan_alert_writes, reading_batches,
+    reading_from_select, reading_range_values, rollup_range_values, since_values,
+    snapshot_from_select, snapshot_values, stream_offset_from_select, stream_offset_values,
+    text_key, user_rollup_from_select, user_rollup_values, workflow_from_select,
 };
 use self::statements::StatementTexts;
 use crate::error::StoreError;
@@ -121,8 +121,10 @@ struct Prepared {
     insert_alert_by_day: PreparedStatement,
     insert_alert_day: PreparedStatement,
     insert_alert_history: PreparedStatement,
+    insert_alert_workflow: PreparedStatement,
     select_alert: PreparedStatement,
     select_alert_history: PreparedStatement,
+    select_alert_workflow: PreparedStatement,
     select_alerts_by_meter: PreparedStatement,
     select_alerts_by_meter_since: PreparedStatement,
     select_alert_days: PreparedStatement,
@@ -329,8 +331,10 @@ impl ScyllaStore {
             insert_alert_by_day: prepare(t.insert_alert_by_day, writes).await?,
             insert_alert_day: prepare(t.insert_alert_day, writes).await?,
             insert_alert_history: prepare(t.insert_alert_history, writes).await?,
+            insert_alert_workflow: prepare(t.insert_alert_workflow, writes).await?,
             select_alert: prepare(t.select_alert, reads).await?,
             select_alert_history: prepare(t.select_alert_history, reads).await?,
+            select_alert_workflow: prepare(t.select_alert_workflow, reads).await?,
             select_alerts_by_meter: prepare(t.select_alerts_by_meter, reads).await?,
             select_alerts_by_meter_since: prepare(t.select_alerts_by_meter_since, reads).await?,
             select_alert_days: prepare(t.select_alert_days, reads).await?,
@@ -633,6 +637,17 @@ impl Inner {
             let values: Vec<_> = rows.iter().map(|(row, ttl)| row.values(*ttl)).collect();
             tasks.push(self.batch_task(&self.statements.insert_alert_history, values, context));
         }
+        for rows in &plan.workflow {
+            let context = match rows.first() {
+                Some((first, _)) => format!("writing the workflow events of alert {}", first.id),
+                None => "writing alert workflow events".to_owned(),
+            };
+            let values: Vec<_> = rows
+                .iter()
+                .map(|(row, ttl)| row.workflow_values(*ttl))
+                .collect();
+            tasks.push(self.batch_task(&self.statements.insert_alert_workflow, values, context));
+        }
         for (row, ttl) in &plan.alerts {
             let s = &self.statements;
             tasks.push(self.execute_task(
@@ -659,19 +674,35 @@ impl Inner {
             let history = self.history(id).await?;
             let rows = history
                 .iter()
-                .map(|entry| HistoryRow::from_entry(entry).map(|row| row.values(*ttl)))
+                .map(HistoryRow::from_entry)
                 .collect::<Result<Vec<_>, _>>()?;
-            for chunk in rows.chunks(BATCH_ROWS) {
+            let (workflow, lifecycle): (Vec<HistoryRow>, Vec<HistoryRow>) =
+                rows.into_iter().partition(|row| row.workflow);
+            let lifecycle: Vec<_> = lifecycle.iter().map(|row| row.values(*ttl)).collect();
+            for chunk in lifecycle.chunks(BATCH_ROWS) {
                 tasks.push(self.batch_task(
                     &self.statements.insert_alert_history,
                     chunk.to_vec(),
                     format!("setting the TTL of the history of alert {id}"),
                 ));
             }
+            let workflow: Vec<_> = workflow
+                .iter()
+                .map(|row| row.workflow_values(*ttl))
+                .collect();
+            for chunk in workflow.chunks(BATCH_ROWS) {
+                tasks.push(self.batch_task(
+                    &self.statements.insert_alert_workflow,
+                    chunk.to_vec(),
+                    format!("setting the TTL of the workflow events of alert {id}"),
+                ));
+            }
         }
         run_bounded(tasks, MAX_IN_FLIGHT).await
     }
 
+    /// One alert's history: its lifecycle changes and its workflow events merged by
+    /// time (a millisecond's lifecycle changes first).
     async fn history(&self, id: &str) -> Result<Vec<AlertHistoryEntry>, StoreError> {
         let rows: Vec<HistorySelect> = self
             .all_rows(
@@ -680,9 +711,20 @@ impl Inner {
                 "alert_history",
             )
             .await?;
-        rows.into_iter()
-            .map(|row| history_from_select(id, row))
-            .collect()
+        let workflow: Vec<WorkflowSelect> = self
+            .all_rows(
+                &self.statements.select_alert_workflow,
+                &text_key(id),
+                "alert_workflow",
+            )
+            .await?;
+        let lifecycle = rows.into_iter().map(|row| history_from_select(id, row));
+        let workflow = workflow
+            .into_iter()
+            .map(|row| workflow_from_select(id, row));
+        Ok(merge_history(
+            lifecycle.chain(workflow).collect::<Result<Vec<_>, _>>()?,
+        ))
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<StoredAlert>, StoreError> {

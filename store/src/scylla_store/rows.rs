@@ -22,7 +22,9 @@ use gridpulse_domain::{
 use scylla::value::{CqlTimestamp, MaybeUnset};
 
 use crate::error::StoreError;
-use crate::model::{AlertHistoryEntry, ConfigKind, DAY_MS, SnapshotRow, day_bucket};
+use crate::model::{
+    AlertHistoryEntry, ConfigKind, DAY_MS, SnapshotRow, check_history_entry, day_bucket,
+};
 
 /// Shorthand for [`StoreError::corrupt`].
 pub(crate) fn corrupt(
@@ -392,7 +394,8 @@ pub(crate) fn alert_from_body(
     serde_json::from_str(body).map_err(|error| corrupt("alert", location, error))
 }
 
-/// One row of `alert_history`.
+/// One row of `alert_history` (a lifecycle change) or of `alert_workflow` (a workflow
+/// event: `workflow` is set, `action_seq` and `comment` are its own).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HistoryRow {
     pub id: String,
@@ -402,16 +405,37 @@ pub(crate) struct HistoryRow {
     pub actor: String,
     /// The JSON `AlertRecord` after the change.
     pub body: String,
+    /// A row of `alert_workflow`.
+    pub workflow: bool,
+    /// Its position among the alert's workflow events (0 for lifecycle changes).
+    pub action_seq: u32,
+    /// A comment's text, else empty (never null).
+    pub comment: String,
 }
 
 /// A row of `select_alert_history`: at, event_rank, event, actor, body.
 pub(crate) type HistorySelect = (CqlTimestamp, i8, String, String, String);
+/// A row of `select_alert_workflow`: at, action_seq, event, actor, comment, body.
+pub(crate) type WorkflowSelect = (CqlTimestamp, i64, String, String, String, String);
+/// Bound values of `insert_alert_workflow` (with the TTL last).
+pub(crate) type WorkflowValues = (
+    String,
+    CqlTimestamp,
+    i64,
+    &'static str,
+    String,
+    String,
+    String,
+    i32,
+);
 
 impl HistoryRow {
     /// The row of `entry`.
     pub(crate) fn from_entry(entry: &AlertHistoryEntry) -> Result<HistoryRow, StoreError> {
         let body = serde_json::to_string(&entry.alert)
             .map_err(|error| corrupt("alert history", entry.alert.id.clone(), error))?;
+        let workflow = entry.event.is_workflow();
+        check_history_entry(entry)?;
         Ok(HistoryRow {
             id: entry.alert.id.clone(),
             at_ms: entry.at_ms,
@@ -419,7 +443,37 @@ impl HistoryRow {
             event: event_name(entry.event),
             actor: entry.by.clone(),
             body,
+            workflow,
+            action_seq: if workflow { entry.action_seq } else { 0 },
+            comment: entry.comment.clone().unwrap_or_default(),
         })
+    }
+
+    /// Bound values of `insert_alert_workflow` (with the TTL last).
+    pub(crate) fn workflow_values(&self, ttl: i32) -> WorkflowValues {
+        (
+            self.id.clone(),
+            CqlTimestamp(self.at_ms),
+            i64::from(self.action_seq),
+            self.event,
+            self.actor.clone(),
+            self.comment.clone(),
+            self.body.clone(),
+            ttl,
+        )
+    }
+
+    /// What `select_alert_workflow` returns for this row.
+    #[cfg(test)]
+    pub(crate) fn workflow_select_row(&self) -> WorkflowSelect {
+        (
+            CqlTimestamp(self.at_ms),
+            i64::from(self.action_seq),
+            self.event.to_owned(),
+            self.actor.clone(),
+            self.comment.clone(),
+            self.body.clone(),
+        )
     }
 
     /// Bound values of `insert_alert_history` (with the TTL last).
@@ -472,6 +526,13 @@ pub(crate) fn history_from_select(
             format!("event `{event_text}` stored with rank {rank}"),
         ));
     }
+    if event.is_workflow() {
+        return Err(corrupt(
+            "alert history",
+            location(),
+            format!("workflow event `{event_text}` in alert_history"),
+        ));
+    }
     let alert =
         serde_json::from_str(&body).map_err(|error| corrupt("alert history", location(), error))?;
     Ok(AlertHistoryEntry {
@@ -484,6 +545,60 @@ pub(crate) fn history_from_select(
     })
 }
 
+/// The history entry of an `alert_workflow` row of alert `id`.
+pub(crate) fn workflow_from_select(
+    id: &str,
+    row: WorkflowSelect,
+) -> Result<AlertHistoryEntry, StoreError> {
+    let (at, action_seq, event_text, actor, comment, body) = row;
+    let location = || format!("alert_workflow/{id}");
+    let event = parse_event(&event_text)
+        .filter(|event| event.is_workflow())
+        .ok_or_else(|| {
+            corrupt(
+                "alert workflow",
+                location(),
+                format!("not a workflow event: `{event_text}`"),
+            )
+        })?;
+    let action_seq = u32::try_from(action_seq).map_err(|_| {
+        corrupt(
+            "alert workflow",
+            location(),
+            format!("action_seq {action_seq} out of range"),
+        )
+    })?;
+    let alert = serde_json::from_str(&body)
+        .map_err(|error| corrupt("alert workflow", location(), error))?;
+    Ok(AlertHistoryEntry {
+        event,
+        at_ms: at.0,
+        by: actor,
+        alert,
+        comment: (!comment.is_empty()).then_some(comment),
+        action_seq,
+    })
+}
+
+/// Sorts one alert's entries of both history tables into one history: by time, a
+/// millisecond's lifecycle changes (in lifecycle order) before its workflow events (in
+/// the order they happened) — the order of the embedded store's keys.
+pub(crate) fn merge_history(mut entries: Vec<AlertHistoryEntry>) -> Vec<AlertHistoryEntry> {
+    entries.sort_by_key(history_order);
+    entries
+}
+
+/// Where an entry sorts in its alert's history (see [`merge_history`]).
+pub(crate) fn history_order(entry: &AlertHistoryEntry) -> (i64, bool, i64) {
+    let workflow = entry.event.is_workflow();
+    let within = if workflow {
+        i64::from(entry.action_seq)
+    } else {
+        i64::from(event_rank(entry.event))
+    };
+    (entry.at_ms, workflow, within)
+}
+
 /// Everything one `write_alert_events` call writes.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct AlertWritePlan {
@@ -494,6 +609,8 @@ pub(crate) struct AlertWritePlan {
     /// History rows, grouped per alert (one partition per group, at most `max_rows`
     /// rows), each with its TTL.
     pub history: Vec<Vec<(HistoryRow, i32)>>,
+    /// Workflow rows (`alert_workflow`), grouped the same way.
+    pub workflow: Vec<Vec<(HistoryRow, i32)>>,
     /// Alerts resolved with a TTL: their earlier history (written while open, without
     /// TTL) must be rewritten with it.
     pub refresh: Vec<(String, i32)>,
@@ -507,14 +624,23 @@ pub(crate) fn plan_alert_writes(
     max_rows: usize,
 ) -> Result<AlertWritePlan, StoreError> {
     let mut last: BTreeMap<&str, &AlertRecord> = BTreeMap::new();
+    // Keyed like the tables: (at, event_rank) and (at, action_seq).
     let mut history: BTreeMap<&str, BTreeMap<(i64, i8), HistoryRow>> = BTreeMap::new();
+    let mut workflow: BTreeMap<&str, BTreeMap<(i64, u32), HistoryRow>> = BTreeMap::new();
     for entry in entries {
         last.insert(&entry.alert.id, &entry.alert);
         let row = HistoryRow::from_entry(entry)?;
-        history
-            .entry(&entry.alert.id)
-            .or_default()
-            .insert((row.at_ms, row.event_rank), row);
+        if row.workflow {
+            workflow
+                .entry(&entry.alert.id)
+                .or_default()
+                .insert((row.at_ms, row.action_seq), row);
+        } else {
+            history
+                .entry(&entry.alert.id)
+                .or_default()
+                .insert((row.at_ms, row.event_rank), row);
+        }
     }
     let mut plan = AlertWritePlan::default();
     for (id, alert) in &last {
@@ -527,6 +653,13 @@ pub(crate) fn plan_alert_writes(
         if let Some(rows) = history.remove(id) {
             let rows: Vec<(HistoryRow, i32)> = rows.into_values().map(|row| (row, ttl)).collect();
             plan.history.extend(
+                rows.chunks(max_rows.max(1))
+                    .map(<[(HistoryRow, i32)]>::to_vec),
+            );
+        }
+        if let Some(rows) = workflow.remove(id) {
+            let rows: Vec<(HistoryRow, i32)> = rows.into_values().map(|row| (row, ttl)).collect();
+            plan.workflow.extend(
                 rows.chunks(max_rows.max(1))
                     .map(<[(HistoryRow, i32)]>::to_vec),
             );
@@ -1503,6 +1636,98 @@ mod tests {
         let plan = plan_alert_writes(&entries, None, 100).unwrap();
         assert!(plan.refresh.is_empty());
         assert!(plan.alerts.iter().all(|(_, ttl)| *ttl == 0));
+    }
+
+    fn workflow_entry(
+        alert: &AlertRecord,
+        event: AlertEventKind,
+        at_ms: i64,
+        action_seq: u32,
+        comment: Option<&str>,
+    ) -> AlertHistoryEntry {
+        AlertHistoryEntry {
+            event,
+            at_ms,
+            by: "dana".into(),
+            alert: alert.clone(),
+            comment: comment.map(str::to_owned),
+            action_seq,
+        }
+    }
+
+    #[test]
+    fn workflow_events_go_to_their_own_table_and_merge_back_in_order() {
+        let m = meter("m");
+        let firing = alert(m, T0, AlertState::Firing);
+        let mut acked = firing.clone();
+        acked.state = AlertState::Acknowledged;
+        acked.acknowledged_by = Some("alice".into());
+        acked.acknowledged_at_ms = Some(T0 + 2000);
+        let entries = vec![
+            AlertHistoryEntry::from_change(AlertEventKind::Raised, firing.clone()),
+            workflow_entry(&firing, AlertEventKind::Assigned, T0 + 1000, 1, None),
+            // Two comments in one millisecond, and an acknowledgement in it too.
+            workflow_entry(&firing, AlertEventKind::Commented, T0 + 2000, 2, Some("a")),
+            workflow_entry(&firing, AlertEventKind::Commented, T0 + 2000, 3, Some("b")),
+            AlertHistoryEntry::from_change(AlertEventKind::Acknowledged, acked.clone()),
+            // Stored again (a retried write): the same row.
+            workflow_entry(&firing, AlertEventKind::Commented, T0 + 2000, 3, Some("b")),
+        ];
+        let plan = plan_alert_writes(&entries, None, 100).unwrap();
+        let lifecycle: Vec<&str> = plan.history[0].iter().map(|(row, _)| row.event).collect();
+        assert_eq!(lifecycle, ["raised", "acknowledged"]);
+        assert_eq!(plan.workflow.len(), 1);
+        let workflow: Vec<(&str, u32, &str)> = plan.workflow[0]
+            .iter()
+            .map(|(row, _)| (row.event, row.action_seq, row.comment.as_str()))
+            .collect();
+        assert_eq!(
+            workflow,
+            [
+                ("assigned", 1, ""),
+                ("commented", 2, "a"),
+                ("commented", 3, "b")
+            ]
+        );
+        // What the two tables return, merged: by time, the millisecond's lifecycle
+        // change first, then its workflow events in their order.
+        let mut read_back = Vec::new();
+        for (row, _) in plan.workflow[0].iter().rev() {
+            read_back.push(workflow_from_select("m", row.workflow_select_row()).unwrap());
+        }
+        for (row, _) in &plan.history[0] {
+            read_back.push(history_from_select("m", row.select_row()).unwrap());
+        }
+        let merged = merge_history(read_back);
+        let expected: Vec<AlertHistoryEntry> = [0, 1, 4, 2, 3]
+            .iter()
+            .map(|&index| entries[index].clone())
+            .collect();
+        assert_eq!(merged, expected);
+        assert_eq!(merged[3].comment.as_deref(), Some("a"));
+
+        // Rows that cannot be a workflow event, or an empty comment, are refused.
+        let bad = ("raised".to_owned(), CqlTimestamp(T0));
+        let body = serde_json::to_string(&firing).unwrap();
+        let row = (bad.1, 1, bad.0, "x".to_owned(), String::new(), body.clone());
+        assert!(workflow_from_select("m", row).is_err());
+        let row = (
+            CqlTimestamp(T0),
+            -1,
+            "commented".into(),
+            "x".into(),
+            "c".into(),
+            body,
+        );
+        assert!(workflow_from_select("m", row).is_err());
+        let empty = workflow_entry(&firing, AlertEventKind::Commented, T0, 9, Some(""));
+        assert!(matches!(
+            plan_alert_writes(&[empty], None, 100),
+            Err(StoreError::BadRequest {
+                field: "comment",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -68,6 +68,12 @@ pub(crate) const ALERT_HISTORY: TableKey = TableKey {
     partition: &["id"],
     clustering: &["at", "event_rank"],
 };
+/// Alert workflow events (assign, comment, snooze, reminder).
+pub(crate) const ALERT_WORKFLOW: TableKey = TableKey {
+    table: "alert_workflow",
+    partition: &["id"],
+    clustering: &["at", "action_seq"],
+};
 /// Configuration documents.
 pub(crate) const CONFIG: TableKey = TableKey {
     table: "config",
@@ -101,7 +107,7 @@ pub(crate) const SCHEMA_MIGRATIONS: TableKey = TableKey {
 
 /// Every table defined by the CQL files.
 #[cfg(test)]
-pub(crate) const TABLE_KEYS: [TableKey; 12] = [
+pub(crate) const TABLE_KEYS: [TableKey; 13] = [
     READINGS,
     SNAPSHOTS,
     CHECKPOINTS,
@@ -110,6 +116,7 @@ pub(crate) const TABLE_KEYS: [TableKey; 12] = [
     ALERTS_BY_DAY,
     ALERT_DAYS,
     ALERT_HISTORY,
+    ALERT_WORKFLOW,
     CONFIG,
     METER_ROLLUPS,
     USER_ROLLUPS,
@@ -130,8 +137,10 @@ pub(crate) struct StatementTexts {
     pub insert_alert_by_day: String,
     pub insert_alert_day: String,
     pub insert_alert_history: String,
+    pub insert_alert_workflow: String,
     pub select_alert: String,
     pub select_alert_history: String,
+    pub select_alert_workflow: String,
     pub select_alerts_by_meter: String,
     pub select_alerts_by_meter_since: String,
     pub select_alert_days: String,
@@ -185,6 +194,16 @@ pub(crate) const ALERT_BY_DAY_COLUMNS: [&str; 7] =
     ["day", "first_seen", "id", "meter", "kind", "state", "body"];
 /// Columns of an alert_history row, in bind order.
 pub(crate) const HISTORY_COLUMNS: [&str; 6] = ["id", "at", "event_rank", "event", "actor", "body"];
+/// Columns of an alert_workflow row, in bind order.
+pub(crate) const WORKFLOW_COLUMNS: [&str; 7] = [
+    "id",
+    "at",
+    "action_seq",
+    "event",
+    "actor",
+    "comment",
+    "body",
+];
 /// Columns of a readings row, in bind order.
 pub(crate) const READING_COLUMNS: [&str; 9] = [
     "meter",
@@ -293,8 +312,10 @@ impl StatementTexts {
             insert_alert_by_day: insert(ks, &ALERTS_BY_DAY, &ALERT_BY_DAY_COLUMNS, alert_ttl),
             insert_alert_day: insert(ks, &ALERT_DAYS, &["scope", "day"], ""),
             insert_alert_history: insert(ks, &ALERT_HISTORY, &HISTORY_COLUMNS, alert_ttl),
+            insert_alert_workflow: insert(ks, &ALERT_WORKFLOW, &WORKFLOW_COLUMNS, alert_ttl),
             select_alert: select(ks, &ALERTS, &["body"], "id = ?"),
             select_alert_history: select(ks, &ALERT_HISTORY, &HISTORY_COLUMNS[1..], "id = ?"),
+            select_alert_workflow: select(ks, &ALERT_WORKFLOW, &WORKFLOW_COLUMNS[1..], "id = ?"),
             select_alerts_by_meter: select(ks, &ALERTS_BY_METER, &["body"], "meter = ?"),
             select_alerts_by_meter_since: select(
                 ks,
@@ -386,11 +407,21 @@ impl StatementTexts {
                 &ALERT_HISTORY,
                 &self.insert_alert_history,
             ),
+            (
+                "insert_alert_workflow",
+                &ALERT_WORKFLOW,
+                &self.insert_alert_workflow,
+            ),
             ("select_alert", &ALERTS, &self.select_alert),
             (
                 "select_alert_history",
                 &ALERT_HISTORY,
                 &self.select_alert_history,
+            ),
+            (
+                "select_alert_workflow",
+                &ALERT_WORKFLOW,
+                &self.select_alert_workflow,
             ),
             (
                 "select_alerts_by_meter",
@@ -887,6 +918,7 @@ mod tests {
             &with.insert_alert_by_meter,
             &with.insert_alert_by_day,
             &with.insert_alert_history,
+            &with.insert_alert_workflow,
         ] {
             assert!(text.ends_with(" USING TTL ?"), "{text}");
         }
@@ -1012,6 +1044,24 @@ mod tests {
             &binds(&texts.insert_alert_history),
             &history_row.values(0),
         );
+        let note = gridpulse_domain::AlertNote {
+            by: "dana".into(),
+            at_ms: 7,
+            action_seq: 2,
+            text: Some("on my way".into()),
+        };
+        let comment =
+            AlertHistoryEntry::from_event(AlertEventKind::Commented, alert.clone(), Some(&note));
+        serializes(
+            "insert_alert_workflow",
+            &binds(&texts.insert_alert_workflow),
+            &HistoryRow::from_entry(&comment).unwrap().workflow_values(0),
+        );
+        serializes(
+            "select_alert_workflow",
+            &binds(&texts.select_alert_workflow),
+            &rows::text_key(&alert.id),
+        );
         serializes(
             "select_alert",
             &binds(&texts.select_alert),
@@ -1133,6 +1183,10 @@ mod tests {
         decodes::<HistorySelect>(
             "select_alert_history",
             &results(&texts.select_alert_history),
+        );
+        decodes::<rows::WorkflowSelect>(
+            "select_alert_workflow",
+            &results(&texts.select_alert_workflow),
         );
         decodes::<(String,)>(
             "select_alerts_by_meter",
