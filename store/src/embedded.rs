@@ -15,6 +15,8 @@
 //! | `meter_rollups` | meter, granularity, window start | fixed 84-byte rollup |
 //! | `user_rollups` | user, granularity, window start | 33 bytes, then cost, currency |
 //! | `stream_offsets` | job, log partition (u32 BE) | next offset (u64 BE) |
+//! | `audit` | at desc, seq desc | JSON [`AuditEntry`] |
+//! | `audit_by_subject` | subject, at desc, seq desc | JSON [`AuditEntry`] (a copy) |
 //! | `meta` | `format` | format version |
 //!
 //! Raw readings get a partition per day so retention drops whole days at once, like
@@ -25,10 +27,12 @@
 //! JSON). fjall's own journal makes writes crash-safe and recovers a prefix of them (a
 //! stream job's offsets are never back without the rollups written before them);
 //! [`Store::flush`] fsyncs it. The engine is blocking, so every operation runs on tokio's
-//! blocking pool. The rollup and offset partitions were added without a format change:
-//! a directory of an older build simply gets them, and an older build ignores them.
+//! blocking pool. The rollup, offset and audit partitions were added without a format
+//! change: a directory of an older build simply gets them, and an older build ignores
+//! them.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -41,9 +45,10 @@ use parking_lot::RwLock;
 
 use crate::error::StoreError;
 use crate::model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, DAY_MS, MeterRollupQuery, ReadingPage, ReadingQuery,
-    Retention, RollupPage, SnapshotRow, StoredAlert, UserRollupQuery, check_history_entry,
-    check_job_name, check_user_rollup, day_bucket, reading_cursor, rollup_cursor,
+    AlertHistoryEntry, AlertQuery, AuditEntry, AuditQuery, ConfigKind, DAY_MS, MeterRollupQuery,
+    ReadingPage, ReadingQuery, Retention, RollupPage, SnapshotRow, StoredAlert, UserRollupQuery,
+    check_audit_entry, check_history_entry, check_job_name, check_user_rollup, day_bucket,
+    reading_cursor, rollup_cursor,
 };
 use crate::{Store, StoreFuture};
 
@@ -70,6 +75,8 @@ struct Inner {
     meter_rollups: PartitionHandle,
     user_rollups: PartitionHandle,
     stream_offsets: PartitionHandle,
+    audit: PartitionHandle,
+    audit_by_subject: PartitionHandle,
     reading_days: RwLock<BTreeMap<i32, PartitionHandle>>,
     retention: Retention,
     /// Held while the store is open (declared last: released after the engine closes),
@@ -149,6 +156,8 @@ impl EmbeddedStore {
             meter_rollups: open("meter_rollups")?,
             user_rollups: open("user_rollups")?,
             stream_offsets: open("stream_offsets")?,
+            audit: open("audit")?,
+            audit_by_subject: open("audit_by_subject")?,
             reading_days: RwLock::new(reading_days),
             retention,
             keyspace,
@@ -540,6 +549,18 @@ fn decode_user_rollup(
         revision,
     })
 }
+
+/// The key of an audit entry after its subject prefix (if any): newest first, by time
+/// then seq, so a forward scan reads the log backwards in time.
+fn audit_key(at_ms: i64, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&ts_key_desc(at_ms));
+    key[8..].copy_from_slice(&(!seq).to_be_bytes());
+    key
+}
+
+// Audit subjects are length-prefixed with one byte.
+const _: () = assert!(crate::model::MAX_AUDIT_SUBJECT_BYTES <= u8::MAX as usize);
 
 // Job names are length-prefixed with one byte.
 const _: () = assert!(crate::model::MAX_JOB_NAME_LEN <= u8::MAX as usize);
@@ -1015,6 +1036,69 @@ impl Store for EmbeddedStore {
                 offsets.push((u32::from_be_bytes(partition), u64::from_be_bytes(offset)));
             }
             Ok(offsets)
+        })
+    }
+
+    fn append_audit<'a>(&'a self, entries: &'a [AuditEntry]) -> StoreFuture<'a, ()> {
+        let rows: Result<Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>, StoreError> = entries
+            .iter()
+            .map(|entry| {
+                check_audit_entry(entry)?;
+                let value = serde_json::to_vec(entry)
+                    .map_err(|error| corrupt("audit entry", entry.subject.clone(), error))?;
+                let key = audit_key(entry.at_ms, entry.seq);
+                let mut by_subject = id_prefix(&entry.subject);
+                by_subject.extend_from_slice(&key);
+                Ok((key.to_vec(), by_subject, value))
+            })
+            .collect();
+        self.blocking(move |inner| {
+            let mut batch = inner.keyspace.batch();
+            for (key, by_subject, value) in rows? {
+                batch.insert(&inner.audit, key, value.clone());
+                batch.insert(&inner.audit_by_subject, by_subject, value);
+            }
+            batch.commit().map_err(|error| inner.engine(error))
+        })
+    }
+
+    fn read_audit<'a>(&'a self, query: &'a AuditQuery) -> StoreFuture<'a, Vec<AuditEntry>> {
+        let query = query.clone();
+        self.blocking(move |inner| {
+            let limit = query.limit.max(1);
+            let (partition, prefix, table) = match &query.subject {
+                Some(subject) => (
+                    &inner.audit_by_subject,
+                    id_prefix(subject),
+                    "audit_by_subject",
+                ),
+                None => (&inner.audit, Vec::new(), "audit"),
+            };
+            let start = match query.before {
+                // Strictly older: every key after the cursor's own.
+                Some((at_ms, seq)) => {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&audit_key(at_ms, seq));
+                    Bound::Excluded(key)
+                }
+                None => Bound::Included(prefix.clone()),
+            };
+            let mut found = Vec::with_capacity(limit.min(1000));
+            for item in partition.range((start, Bound::Unbounded)) {
+                let (key, value) = item.map_err(|error| inner.engine(error))?;
+                if !key.starts_with(&prefix) || found.len() == limit {
+                    break;
+                }
+                let entry: AuditEntry = serde_json::from_slice(&value).map_err(|error| {
+                    corrupt(
+                        "audit entry",
+                        format!("{}/{table}", inner.path.display()),
+                        error,
+                    )
+                })?;
+                found.push(entry);
+            }
+            Ok(found)
         })
     }
 

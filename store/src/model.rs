@@ -321,6 +321,75 @@ impl AlertQuery {
     }
 }
 
+/// One write to the API: who did what (append-only).
+///
+/// `(at_ms, seq)` identifies an entry: the writer keeps it unique (`at_ms * 1000 + a
+/// counter` is fine); appending the same entry again rewrites the same row, which is
+/// what makes a retried append harmless. Entries are never updated or deleted through
+/// the store's interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, Unix ms (wall clock).
+    pub at_ms: i64,
+    /// Tells apart the entries of one millisecond; assigned by the writer.
+    pub seq: u64,
+    /// Who: the authenticated subject (1 to [`MAX_AUDIT_SUBJECT_BYTES`] bytes).
+    pub subject: String,
+    /// Their role, e.g. `ops` (at most 64 bytes).
+    pub role: String,
+    /// HTTP method (1 to 16 bytes).
+    pub method: String,
+    /// Request path (1 to 4096 bytes).
+    pub path: String,
+    /// HTTP status answered.
+    pub status: u16,
+    /// Anything else worth keeping (at most 16 KiB; `Some("")` is refused: omit it).
+    pub detail: Option<String>,
+}
+
+/// Longest audit subject, bytes (the embedded store's keys carry its length in a byte).
+pub const MAX_AUDIT_SUBJECT_BYTES: usize = 255;
+
+/// Refuses an audit entry neither backend can store exactly, naming the field.
+pub fn check_audit_entry(entry: &AuditEntry) -> Result<(), StoreError> {
+    let bad = |field: &'static str, reason: String| Err(StoreError::BadRequest { field, reason });
+    let within = |text: &str, min: usize, max: usize| (min..=max).contains(&text.len());
+    if !within(&entry.subject, 1, MAX_AUDIT_SUBJECT_BYTES) {
+        return bad(
+            "subject",
+            format!("must have 1 to {MAX_AUDIT_SUBJECT_BYTES} bytes"),
+        );
+    }
+    if !within(&entry.role, 0, 64) {
+        return bad("role", "must have at most 64 bytes".into());
+    }
+    if !within(&entry.method, 1, 16) {
+        return bad("method", "must have 1 to 16 bytes".into());
+    }
+    if !within(&entry.path, 1, 4096) {
+        return bad("path", "must have 1 to 4096 bytes".into());
+    }
+    match entry.detail.as_deref() {
+        Some("") => bad("detail", "is empty: omit it instead".into()),
+        Some(detail) if detail.len() > 16 * 1024 => {
+            bad("detail", "must have at most 16384 bytes".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A page of the audit log: entries newest first (by `at_ms`, then `seq`), strictly
+/// older than `before`, of one subject or all, at most `limit` (0 reads as 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// The `(at_ms, seq)` of the last entry of the previous page; `None`: the newest.
+    pub before: Option<(i64, u64)>,
+    /// Only this subject's entries.
+    pub subject: Option<String>,
+    /// Page size.
+    pub limit: usize,
+}
+
 /// Kinds of configuration documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConfigKind {

@@ -23,7 +23,7 @@ use scylla::value::{CqlTimestamp, MaybeUnset};
 
 use crate::error::StoreError;
 use crate::model::{
-    AlertHistoryEntry, ConfigKind, DAY_MS, SnapshotRow, check_history_entry, day_bucket,
+    AlertHistoryEntry, AuditEntry, ConfigKind, DAY_MS, SnapshotRow, check_history_entry, day_bucket,
 };
 
 /// Shorthand for [`StoreError::corrupt`].
@@ -982,6 +982,126 @@ pub(crate) fn partition_batches<T, P: Ord, C: Ord>(
     batches
 }
 
+// ---- audit log -------------------------------------------------------------------------
+
+/// The one `audit_days` partition.
+pub(crate) const AUDIT_DAYS_SCOPE: i32 = 0;
+
+/// An audit seq in `bigint`, order kept: the top bit flipped, so signed order is u64
+/// order (entries of one millisecond sort by seq).
+pub(crate) fn audit_seq_to_bigint(seq: u64) -> i64 {
+    (seq ^ (1 << 63)) as i64
+}
+
+/// The inverse of [`audit_seq_to_bigint`].
+pub(crate) fn audit_seq_from_bigint(value: i64) -> u64 {
+    (value as u64) ^ (1 << 63)
+}
+
+/// Bound values of `insert_audit`: day, at, seq, subject, role, method, path, status,
+/// detail.
+pub(crate) type AuditValues = (
+    i32,
+    CqlTimestamp,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    String,
+);
+/// Bound values of `insert_audit_by_subject`: subject, day, at, seq, role, method, path,
+/// status, detail.
+pub(crate) type AuditBySubjectValues = (
+    String,
+    i32,
+    CqlTimestamp,
+    i64,
+    String,
+    String,
+    String,
+    i32,
+    String,
+);
+/// A row of the audit selects: at, seq, subject, role, method, path, status, detail.
+pub(crate) type AuditSelect = (
+    CqlTimestamp,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    String,
+);
+
+/// The `audit_log` row of `entry`.
+pub(crate) fn audit_values(entry: &AuditEntry) -> AuditValues {
+    (
+        day_bucket(entry.at_ms),
+        CqlTimestamp(entry.at_ms),
+        audit_seq_to_bigint(entry.seq),
+        entry.subject.clone(),
+        entry.role.clone(),
+        entry.method.clone(),
+        entry.path.clone(),
+        i32::from(entry.status),
+        entry.detail.clone().unwrap_or_default(),
+    )
+}
+
+/// The `audit_by_subject` row of `entry`.
+pub(crate) fn audit_by_subject_values(entry: &AuditEntry) -> AuditBySubjectValues {
+    let (day, at, seq, subject, role, method, path, status, detail) = audit_values(entry);
+    (subject, day, at, seq, role, method, path, status, detail)
+}
+
+/// The entry of an audit row read from `table`.
+pub(crate) fn audit_from_select(row: AuditSelect, table: &str) -> Result<AuditEntry, StoreError> {
+    let (at, seq, subject, role, method, path, status, detail) = row;
+    let status = u16::try_from(status).map_err(|_| {
+        corrupt(
+            "audit entry",
+            format!("{table} at {}", at.0),
+            format!("status {status} out of range"),
+        )
+    })?;
+    Ok(AuditEntry {
+        at_ms: at.0,
+        seq: audit_seq_from_bigint(seq),
+        subject,
+        role,
+        method,
+        path,
+        status,
+        detail: (!detail.is_empty()).then_some(detail),
+    })
+}
+
+/// `select_audit_before`: day, `at <` this, LIMIT.
+pub(crate) fn audit_before_values(day: i32, at_ms: i64, limit: usize) -> (i32, CqlTimestamp, i32) {
+    (
+        day,
+        CqlTimestamp(at_ms),
+        i32::try_from(limit).unwrap_or(i32::MAX),
+    )
+}
+
+/// `select_audit_same_at`: day, `at =` this, `seq <` this, LIMIT.
+pub(crate) fn audit_same_at_values(
+    day: i32,
+    (at_ms, seq): (i64, u64),
+    limit: usize,
+) -> (i32, CqlTimestamp, i64, i32) {
+    (
+        day,
+        CqlTimestamp(at_ms),
+        audit_seq_to_bigint(seq),
+        i32::try_from(limit).unwrap_or(i32::MAX),
+    )
+}
+
 /// `select_meter_rollups` and `select_user_rollups`: subject, granularity, from, to,
 /// LIMIT (clamped to CQL's `int`).
 pub(crate) fn rollup_range_values(
@@ -1727,6 +1847,57 @@ mod tests {
                 field: "comment",
                 ..
             })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn audit_entries_round_trip_and_seqs_keep_their_order(
+            at_ms in any::<i64>(),
+            seq in any::<u64>(),
+            other_seq in any::<u64>(),
+            status in any::<u16>(),
+            detail in proptest::option::of("[a-z ]{1,20}"),
+        ) {
+            let entry = AuditEntry {
+                at_ms,
+                seq,
+                subject: "ops-1".into(),
+                role: "ops".into(),
+                method: "POST".into(),
+                path: "/api/x".into(),
+                status,
+                detail,
+            };
+            let (day, at, stored_seq, subject, role, method, path, status, detail) =
+                audit_values(&entry);
+            prop_assert_eq!(day, day_bucket(at_ms));
+            let back = audit_from_select((at, stored_seq, subject, role, method, path, status, detail), "audit_log").unwrap();
+            prop_assert_eq!(back, entry);
+            prop_assert_eq!(
+                audit_seq_to_bigint(seq).cmp(&audit_seq_to_bigint(other_seq)),
+                seq.cmp(&other_seq)
+            );
+            let by_subject = audit_by_subject_values(&AuditEntry { at_ms, seq, subject: "s".into(), role: String::new(), method: "GET".into(), path: "/".into(), status: 1, detail: None });
+            prop_assert_eq!((by_subject.0.as_str(), by_subject.1), ("s", day));
+        }
+    }
+
+    #[test]
+    fn audit_rows_with_impossible_statuses_are_corrupt() {
+        let row = (
+            CqlTimestamp(1),
+            0,
+            "s".to_owned(),
+            String::new(),
+            "GET".to_owned(),
+            "/".to_owned(),
+            70_000,
+            String::new(),
+        );
+        assert!(matches!(
+            audit_from_select(row, "audit_log"),
+            Err(StoreError::Corrupt { .. })
         ));
     }
 

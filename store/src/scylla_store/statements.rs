@@ -98,6 +98,30 @@ pub(crate) const STREAM_OFFSETS: TableKey = TableKey {
     partition: &["job"],
     clustering: &["log_partition"],
 };
+/// Audit log entries of one day, newest first.
+pub(crate) const AUDIT_LOG: TableKey = TableKey {
+    table: "audit_log",
+    partition: &["day"],
+    clustering: &["at", "seq"],
+};
+/// The days that have audit entries.
+pub(crate) const AUDIT_DAYS: TableKey = TableKey {
+    table: "audit_days",
+    partition: &["scope"],
+    clustering: &["day"],
+};
+/// Audit entries of one subject and day, newest first.
+pub(crate) const AUDIT_BY_SUBJECT: TableKey = TableKey {
+    table: "audit_by_subject",
+    partition: &["subject", "day"],
+    clustering: &["at", "seq"],
+};
+/// The days that have audit entries of one subject.
+pub(crate) const AUDIT_SUBJECT_DAYS: TableKey = TableKey {
+    table: "audit_subject_days",
+    partition: &["subject"],
+    clustering: &["day"],
+};
 /// Applied schema migrations (created by `migrate` itself, not by a CQL file).
 pub(crate) const SCHEMA_MIGRATIONS: TableKey = TableKey {
     table: "schema_migrations",
@@ -107,7 +131,7 @@ pub(crate) const SCHEMA_MIGRATIONS: TableKey = TableKey {
 
 /// Every table defined by the CQL files.
 #[cfg(test)]
-pub(crate) const TABLE_KEYS: [TableKey; 13] = [
+pub(crate) const TABLE_KEYS: [TableKey; 17] = [
     READINGS,
     SNAPSHOTS,
     CHECKPOINTS,
@@ -121,6 +145,10 @@ pub(crate) const TABLE_KEYS: [TableKey; 13] = [
     METER_ROLLUPS,
     USER_ROLLUPS,
     STREAM_OFFSETS,
+    AUDIT_LOG,
+    AUDIT_DAYS,
+    AUDIT_BY_SUBJECT,
+    AUDIT_SUBJECT_DAYS,
 ];
 
 /// The text of every prepared statement.
@@ -157,6 +185,16 @@ pub(crate) struct StatementTexts {
     pub select_user_rollups: String,
     pub insert_stream_offset: String,
     pub select_stream_offsets: String,
+    pub insert_audit: String,
+    pub insert_audit_day: String,
+    pub insert_audit_by_subject: String,
+    pub insert_audit_subject_day: String,
+    pub select_audit_days: String,
+    pub select_audit_subject_days: String,
+    pub select_audit_before: String,
+    pub select_audit_same_at: String,
+    pub select_audit_by_subject_before: String,
+    pub select_audit_by_subject_same_at: String,
     pub select_migrations: String,
     pub insert_migration: String,
 }
@@ -246,6 +284,18 @@ pub(crate) const USER_ROLLUP_COLUMNS: [&str; 10] = [
     "cost",
     "currency",
     "revision",
+];
+/// Columns of an audit_log row, in bind order.
+pub(crate) const AUDIT_COLUMNS: [&str; 9] = [
+    "day", "at", "seq", "subject", "role", "method", "path", "status", "detail",
+];
+/// Columns of an audit_by_subject row, in bind order.
+pub(crate) const AUDIT_BY_SUBJECT_COLUMNS: [&str; 9] = [
+    "subject", "day", "at", "seq", "role", "method", "path", "status", "detail",
+];
+/// What an audit read selects (both tables).
+pub(crate) const AUDIT_SELECT_COLUMNS: [&str; 8] = [
+    "at", "seq", "subject", "role", "method", "path", "status", "detail",
 ];
 /// One rollup partition, a range of window starts, a page bound.
 const ROLLUP_RANGE: &str = "AND granularity = ? AND window_start >= ? AND window_start < ? LIMIT ?";
@@ -366,6 +416,42 @@ impl StatementTexts {
                 &["log_partition", "log_offset"],
                 "job = ?",
             ),
+            // The audit log is kept forever: no TTL.
+            insert_audit: insert(ks, &AUDIT_LOG, &AUDIT_COLUMNS, ""),
+            insert_audit_day: insert(ks, &AUDIT_DAYS, &["scope", "day"], ""),
+            insert_audit_by_subject: insert(ks, &AUDIT_BY_SUBJECT, &AUDIT_BY_SUBJECT_COLUMNS, ""),
+            insert_audit_subject_day: insert(ks, &AUDIT_SUBJECT_DAYS, &["subject", "day"], ""),
+            select_audit_days: select(ks, &AUDIT_DAYS, &["day"], "scope = ? AND day <= ?"),
+            select_audit_subject_days: select(
+                ks,
+                &AUDIT_SUBJECT_DAYS,
+                &["day"],
+                "subject = ? AND day <= ?",
+            ),
+            select_audit_before: select(
+                ks,
+                &AUDIT_LOG,
+                &AUDIT_SELECT_COLUMNS,
+                "day = ? AND at < ? LIMIT ?",
+            ),
+            select_audit_same_at: select(
+                ks,
+                &AUDIT_LOG,
+                &AUDIT_SELECT_COLUMNS,
+                "day = ? AND at = ? AND seq < ? LIMIT ?",
+            ),
+            select_audit_by_subject_before: select(
+                ks,
+                &AUDIT_BY_SUBJECT,
+                &AUDIT_SELECT_COLUMNS,
+                "subject = ? AND day = ? AND at < ? LIMIT ?",
+            ),
+            select_audit_by_subject_same_at: select(
+                ks,
+                &AUDIT_BY_SUBJECT,
+                &AUDIT_SELECT_COLUMNS,
+                "subject = ? AND day = ? AND at = ? AND seq < ? LIMIT ?",
+            ),
             // The whole (tiny) table: the only statement without a partition key.
             select_migrations: format!(
                 "SELECT version, name, checksum FROM {}",
@@ -482,6 +568,40 @@ impl StatementTexts {
                 "select_stream_offsets",
                 &STREAM_OFFSETS,
                 &self.select_stream_offsets,
+            ),
+            ("insert_audit", &AUDIT_LOG, &self.insert_audit),
+            ("insert_audit_day", &AUDIT_DAYS, &self.insert_audit_day),
+            (
+                "insert_audit_by_subject",
+                &AUDIT_BY_SUBJECT,
+                &self.insert_audit_by_subject,
+            ),
+            (
+                "insert_audit_subject_day",
+                &AUDIT_SUBJECT_DAYS,
+                &self.insert_audit_subject_day,
+            ),
+            ("select_audit_days", &AUDIT_DAYS, &self.select_audit_days),
+            (
+                "select_audit_subject_days",
+                &AUDIT_SUBJECT_DAYS,
+                &self.select_audit_subject_days,
+            ),
+            ("select_audit_before", &AUDIT_LOG, &self.select_audit_before),
+            (
+                "select_audit_same_at",
+                &AUDIT_LOG,
+                &self.select_audit_same_at,
+            ),
+            (
+                "select_audit_by_subject_before",
+                &AUDIT_BY_SUBJECT,
+                &self.select_audit_by_subject_before,
+            ),
+            (
+                "select_audit_by_subject_same_at",
+                &AUDIT_BY_SUBJECT,
+                &self.select_audit_by_subject_same_at,
             ),
             (
                 "select_migrations",
@@ -930,6 +1050,8 @@ mod tests {
             &with.insert_meter_rollup,
             &with.insert_user_rollup,
             &with.insert_stream_offset,
+            &with.insert_audit,
+            &with.insert_audit_by_subject,
         ] {
             assert!(!text.contains("TTL"), "{text}");
         }
@@ -1153,6 +1275,68 @@ mod tests {
             &binds(&texts.select_stream_offsets),
             &rows::text_key("rollups"),
         );
+        let audit = crate::model::AuditEntry {
+            at_ms: 5,
+            seq: u64::MAX,
+            subject: "ops-1".into(),
+            role: "ops".into(),
+            method: "POST".into(),
+            path: "/api/alerts/x/ack".into(),
+            status: 200,
+            detail: None,
+        };
+        serializes(
+            "insert_audit",
+            &binds(&texts.insert_audit),
+            &rows::audit_values(&audit),
+        );
+        serializes(
+            "insert_audit_by_subject",
+            &binds(&texts.insert_audit_by_subject),
+            &rows::audit_by_subject_values(&audit),
+        );
+        serializes(
+            "insert_audit_day",
+            &binds(&texts.insert_audit_day),
+            &(rows::AUDIT_DAYS_SCOPE, 4),
+        );
+        serializes(
+            "insert_audit_subject_day",
+            &binds(&texts.insert_audit_subject_day),
+            &("ops-1", 4),
+        );
+        serializes(
+            "select_audit_days",
+            &binds(&texts.select_audit_days),
+            &(rows::AUDIT_DAYS_SCOPE, 4),
+        );
+        serializes(
+            "select_audit_subject_days",
+            &binds(&texts.select_audit_subject_days),
+            &("ops-1", 4),
+        );
+        serializes(
+            "select_audit_before",
+            &binds(&texts.select_audit_before),
+            &rows::audit_before_values(4, 5, 10),
+        );
+        serializes(
+            "select_audit_same_at",
+            &binds(&texts.select_audit_same_at),
+            &rows::audit_same_at_values(4, (5, 6), 10),
+        );
+        let (day, at, page) = rows::audit_before_values(4, 5, 10);
+        serializes(
+            "select_audit_by_subject_before",
+            &binds(&texts.select_audit_by_subject_before),
+            &("ops-1", day, at, page),
+        );
+        let (day, at, seq, page) = rows::audit_same_at_values(4, (5, 6), 10);
+        serializes(
+            "select_audit_by_subject_same_at",
+            &binds(&texts.select_audit_by_subject_same_at),
+            &("ops-1", day, at, seq, page),
+        );
         serializes("select_migrations", &binds(&texts.select_migrations), &());
         serializes(
             "insert_migration",
@@ -1221,6 +1405,25 @@ mod tests {
             &results(&texts.select_stream_offsets),
         );
         decodes::<(i32, String, i64)>("select_migrations", &results(&texts.select_migrations));
+        decodes::<(i32,)>("select_audit_days", &results(&texts.select_audit_days));
+        decodes::<(i32,)>(
+            "select_audit_subject_days",
+            &results(&texts.select_audit_subject_days),
+        );
+        for (name, text) in [
+            ("select_audit_before", &texts.select_audit_before),
+            ("select_audit_same_at", &texts.select_audit_same_at),
+            (
+                "select_audit_by_subject_before",
+                &texts.select_audit_by_subject_before,
+            ),
+            (
+                "select_audit_by_subject_same_at",
+                &texts.select_audit_by_subject_same_at,
+            ),
+        ] {
+            decodes::<rows::AuditSelect>(name, &results(text));
+        }
         assert!(<(i64,)>::type_check(&results(&texts.select_alert_days)).is_err());
     }
 
