@@ -14,7 +14,7 @@ use gridpulse_domain::{
 };
 use gridpulse_store::embedded::EmbeddedStore;
 use gridpulse_store::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingQuery, Retention, RollupPage, RollupQuery,
+    AlertHistoryEntry, AlertQuery, AuditEntry, AuditQuery, ConfigKind, ReadingQuery, Retention, RollupPage, RollupQuery,
     SnapshotRow, Store, StoreError,
 };
 
@@ -768,6 +768,128 @@ async fn stream_offsets(store: &dyn Store) {
     store.flush().await.unwrap();
 }
 
+fn audit_entry(subject: &str, at_ms: i64, seq: u64, detail: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        at_ms,
+        seq,
+        subject: subject.to_string(),
+        role: "ops".into(),
+        method: "POST".into(),
+        path: format!("/api/alerts/{seq}/ack"),
+        status: 200,
+        detail: detail.map(str::to_string),
+    }
+}
+
+/// Reads every page of `query` (page size `limit`), stopping once an entry is older
+/// than `oldest_ms` (the global log of a shared keyspace holds other runs' entries).
+async fn audit_pages(
+    store: &dyn Store,
+    subject: Option<&str>,
+    limit: usize,
+    oldest_ms: i64,
+) -> Vec<AuditEntry> {
+    let mut found = Vec::new();
+    let mut before = None;
+    for _ in 0..1000 {
+        let page = store
+            .read_audit(&AuditQuery {
+                before,
+                subject: subject.map(str::to_string),
+                limit,
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= limit, "a page holds at most `limit` entries");
+        let Some(last) = page.last() else {
+            return found;
+        };
+        before = Some((last.at_ms, last.seq));
+        let done = last.at_ms < oldest_ms;
+        found.extend(page);
+        if done {
+            return found;
+        }
+    }
+    panic!("audit pages never ended");
+}
+
+/// Audit log: newest first by (at, seq), per subject or everyone, cursor pages with no
+/// gap or repeat across days, appends idempotent, bad entries refused whole.
+async fn audit_log(store: &dyn Store) {
+    let alice = unique("conf-audit-alice");
+    let bob = unique("conf-audit-bob");
+    // A base no other test uses, so the global log can be filtered by time and subject.
+    let base = T0 + 40 * DAY_MS + (std::process::id() as i64 % 1000) * 1000;
+    let entries = vec![
+        audit_entry(&alice, base, 1, Some("ack")),
+        audit_entry(&bob, base, 2, None),
+        // Same millisecond, later seq: newer.
+        audit_entry(&alice, base, 3, None),
+        audit_entry(&alice, base + 10, 4, Some("assign to u-7")),
+        // The next UTC day.
+        audit_entry(&bob, base + DAY_MS, 5, None),
+        audit_entry(&alice, base + DAY_MS + 1, 6, None),
+        audit_entry(&alice, base + 2 * DAY_MS, 7, None),
+    ];
+    store.append_audit(&entries[..4]).await.unwrap();
+    store.append_audit(&entries[4..]).await.unwrap();
+    // A retried append rewrites the same rows.
+    store.append_audit(&entries[2..5]).await.unwrap();
+    let newest_first = |subject: Option<&str>| {
+        let mut want: Vec<AuditEntry> = entries
+            .iter()
+            .filter(|e| subject.is_none_or(|s| e.subject == s))
+            .cloned()
+            .collect();
+        want.sort_by_key(|e| std::cmp::Reverse((e.at_ms, e.seq)));
+        want
+    };
+    for limit in [1, 2, 3, 100] {
+        let got = audit_pages(store, Some(&alice), limit, base).await;
+        assert_eq!(got, newest_first(Some(&alice)), "alice, pages of {limit}");
+        let got = audit_pages(store, Some(&bob), limit, base).await;
+        assert_eq!(got, newest_first(Some(&bob)), "bob, pages of {limit}");
+        let ours: Vec<AuditEntry> = audit_pages(store, None, limit.max(2), base)
+            .await
+            .into_iter()
+            .filter(|e| e.subject == alice || e.subject == bob)
+            .collect();
+        assert_eq!(ours, newest_first(None), "everyone, pages of {limit}");
+    }
+    // A cursor between two entries of one millisecond.
+    let page = store
+        .read_audit(&AuditQuery {
+            before: Some((base, 3)),
+            subject: Some(alice.clone()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page, vec![entries[0].clone()]);
+    // Bad entries are refused, naming the field, and the batch writes nothing.
+    let carol = unique("conf-audit-carol");
+    for (bad, field) in [
+        (audit_entry("", base, 8, None), "subject"),
+        (audit_entry(&carol, base, 9, Some("")), "detail"),
+        (
+            AuditEntry {
+                method: String::new(),
+                ..audit_entry(&carol, base, 10, None)
+            },
+            "method",
+        ),
+    ] {
+        let good = audit_entry(&carol, base + 5, 11, None);
+        match store.append_audit(&[good, bad]).await {
+            Err(StoreError::BadRequest { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(audit_pages(store, Some(&carol), 10, base).await, vec![]);
+    store.flush().await.unwrap();
+}
+
 async fn check_all(store: &dyn Store) {
     readings_across_buckets(store).await;
     snapshots_and_checkpoints(store).await;
@@ -777,6 +899,7 @@ async fn check_all(store: &dyn Store) {
     meter_rollups(store).await;
     user_rollups(store).await;
     stream_offsets(store).await;
+    audit_log(store).await;
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
