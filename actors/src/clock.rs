@@ -35,6 +35,11 @@ impl ManualClock {
     pub fn advance(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
+
+    /// Shows `now_ms` from now on.
+    pub fn set(&self, now_ms: i64) {
+        self.0.store(now_ms, Ordering::SeqCst);
+    }
 }
 
 impl Clock for ManualClock {

@@ -132,9 +132,13 @@ impl AlertHub {
         let mut state = self.state.lock();
         let sink = self.sink.get();
         let mut to_store = Vec::new();
-        for (event, alert) in changes {
+        for AlertChange { event, alert, note } in changes {
             if sink.is_some() {
-                to_store.push(AlertHistoryEntry::from_change(event, alert.clone()));
+                to_store.push(AlertHistoryEntry::from_event(
+                    event,
+                    alert.clone(),
+                    note.as_ref(),
+                ));
             }
             let before = state.alerts.get(&alert.id).map(|old| old.state);
             let open_state =
@@ -155,7 +159,12 @@ impl AlertHub {
             }
             state.alerts.insert(alert.id.clone(), alert.clone());
             let seq = state.stream.next_seq();
-            let numbered = state.stream.push(AlertEvent { seq, event, alert });
+            let numbered = state.stream.push(AlertEvent {
+                seq,
+                event,
+                alert,
+                note,
+            });
             if let Some(forwarder) = self.forwarder.get() {
                 forwarder.forward(Arc::clone(&numbered));
             }
@@ -214,6 +223,20 @@ impl AlertHub {
     pub fn receiver_at(&self) -> (u64, broadcast::Receiver<Arc<HubEvent>>) {
         let state = self.state.lock();
         (state.stream.last_seq(), self.sender.subscribe())
+    }
+
+    /// The meters that have an open alert, each once.
+    pub fn meters_with_open_alerts(&self) -> Vec<gridpulse_domain::MeterId> {
+        let state = self.state.lock();
+        let mut meters: Vec<gridpulse_domain::MeterId> = state
+            .alerts
+            .values()
+            .filter(|alert| alert.state.is_open())
+            .map(|alert| alert.meter)
+            .collect();
+        meters.sort_unstable();
+        meters.dedup();
+        meters
     }
 
     /// One alert by id.

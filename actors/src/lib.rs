@@ -17,6 +17,7 @@ pub mod hub;
 pub mod log;
 pub mod meter_actor;
 pub mod meter_state;
+mod meter_state_v1;
 pub mod metrics;
 pub mod partition_actor;
 pub mod stream;

@@ -5,6 +5,14 @@
 //! the alert changes they cause to the hub. A panic while applying a reading stops the
 //! actor; its supervisor restarts it with fresh state (counted in
 //! `gridpulse_actors_restarts_total`) and the other meters carry on.
+//!
+//! Alert timers (reminders, snoozes that run out) have no timer of their own: the meter
+//! tells its partition when its next one is due ([`AlertTimer`]) and the partition's
+//! periodic sweep sends [`CheckAlertTimers`] then. What is not in the reading log — a
+//! human action, a reminder, the end of an outage (it decides which readings are
+//! inhibited) — is made durable at once: the meter's snapshot is stored and flushed
+//! while its mailbox is held, so no later snapshot can be overtaken by it and a restart
+//! never repeats or loses it.
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
@@ -63,6 +71,8 @@ pub struct PartitionShared {
     pub partition_actor: Option<actix::Addr<crate::partition_actor::PartitionActor>>,
     /// Where closed usage minutes go (to the meter's owner), when users are hosted.
     pub usage: Option<Arc<dyn UsageSink>>,
+    /// Remind of firing, unacknowledged alerts this often, ms (`None`: never).
+    pub reminder_after_ms: Option<i64>,
 }
 
 impl PartitionShared {
@@ -87,6 +97,8 @@ pub struct MeterActor {
     applied_offset: Option<u64>,
     /// The user who owns the meter (receives its usage minutes).
     owner: Option<UserId>,
+    /// The next alert timer last told to the partition (`None`: nothing told yet).
+    reported_timer: Option<Option<i64>>,
 }
 
 impl MeterActor {
@@ -102,7 +114,51 @@ impl MeterActor {
             shared,
             applied_offset: None,
             owner: None,
+            reported_timer: Some(None),
         }
+    }
+
+    /// Tells the partition when this meter's next alert timer is due, if that changed
+    /// (or always, with `force`: after a check the partition forgot the old one).
+    fn report_alert_timer(&mut self, force: bool) {
+        let due_ms = self
+            .state
+            .next_alert_timer_ms(self.shared.reminder_after_ms);
+        if !force && self.reported_timer == Some(due_ms) {
+            return;
+        }
+        self.reported_timer = Some(due_ms);
+        if let Some(partition) = &self.shared.partition_actor {
+            partition.do_send(crate::partition_actor::AlertTimer {
+                meter: self.state.meter(),
+                due_ms,
+            });
+        }
+    }
+
+    /// Stores the meter's snapshot and flushes the store and the alert history, holding
+    /// the mailbox until done (`what` names the cause in the log).
+    fn make_durable(&mut self, ctx: &mut Context<Self>, what: &'static str) {
+        let Some(store) = self.shared.store.clone() else {
+            return;
+        };
+        let Some(row) = self.snapshot_row() else {
+            return;
+        };
+        let hub = Arc::clone(&self.shared.hub);
+        let write = async move {
+            let stored = async {
+                store.put_snapshots(std::slice::from_ref(&row)).await?;
+                store.flush().await
+            };
+            stored.await.map_err(|error| error.to_string())?;
+            hub.flush().await.map_err(|error| error.to_string())
+        };
+        ctx.wait(write.into_actor(self).map(move |result, actor, _ctx| {
+            if let Err(error) = result {
+                tracing::error!(meter = %actor.state.meter(), %error, what, "state change applied but its snapshot was not stored; the next checkpoint stores it");
+            }
+        }));
     }
 
     /// Loads the meter's snapshot before any message is handled (`ctx.wait` holds the
@@ -137,6 +193,7 @@ impl MeterActor {
                 Err(error) => tracing::error!(%meter, %error, "cannot read the meter configuration; using default thresholds"),
             }
             actor.apply_snapshot(meter, result);
+            actor.report_alert_timer(false);
         }));
     }
 
@@ -205,6 +262,7 @@ impl Supervised for MeterActor {
         self.state = MeterState::new(self.state.meter());
         self.applied_offset = None;
         self.owner = None;
+        self.reported_timer = Some(None);
         // `started` runs again after this and restores the snapshot.
     }
 }
@@ -217,6 +275,9 @@ pub struct ApplyReading {
     pub reading: Reading,
     /// Its offset in the partition.
     pub offset: u64,
+    /// Wall-clock time the partition routed it, Unix ms (ends an outage; starts the
+    /// reminder schedule of an alert it raises).
+    pub arrival_ms: i64,
 }
 
 impl Handler<ApplyReading> for MeterActor {
@@ -232,11 +293,20 @@ impl Handler<ApplyReading> for MeterActor {
             self.shared.n_stale.set(self.shared.n_stale.get() + 1);
             return;
         }
+        let inhibited_before = self.state.n_inhibited();
         let stale = self.guarded(ctx, |state, thresholds, changes| {
-            state.apply(&message.reading, thresholds, changes) == Applied::Stale
+            state.apply_arrived(&message.reading, message.arrival_ms, thresholds, changes)
+                == Applied::Stale
         });
         if stale.is_some() {
             self.applied_offset = Some(message.offset);
+            metrics::record_alerts_inhibited(self.state.n_inhibited() - inhibited_before);
+            self.report_alert_timer(false);
+            // The end of an outage decides which later readings are inhibited: durable
+            // before the next reading, so a replay never judges them otherwise.
+            if self.state.take_reconnected() {
+                self.make_durable(ctx, "reconnect");
+            }
         }
         // A reading that opens a new minute closes the previous one: the owner's share.
         if let Some(closed) = self.state.take_closed_minute()
@@ -311,6 +381,34 @@ impl Handler<CheckNoData> for MeterActor {
             &mut changes,
         );
         self.publish(changes);
+        self.report_alert_timer(false);
+    }
+}
+
+/// Run the alert timers due at `now_ms` (reminders, snoozes that ran out); sent by the
+/// partition sweep when the time the meter reported in [`AlertTimer`] has come.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CheckAlertTimers {
+    /// Wall clock now, Unix ms.
+    pub now_ms: i64,
+}
+
+impl Handler<CheckAlertTimers> for MeterActor {
+    type Result = ();
+
+    fn handle(&mut self, message: CheckAlertTimers, ctx: &mut Self::Context) {
+        let mut changes = AlertChanges::new();
+        self.state
+            .check_alert_timers(message.now_ms, self.shared.reminder_after_ms, &mut changes);
+        let changed = !changes.is_empty();
+        self.publish(changes);
+        self.report_alert_timer(true);
+        // A reminder is not in the log: stored before anything else, so a restart
+        // finds it sent and does not send it again.
+        if changed {
+            self.make_durable(ctx, "alert timers");
+        }
     }
 }
 
@@ -328,15 +426,32 @@ impl Handler<Observe> for MeterActor {
 }
 
 /// What to do to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlertAction {
     /// Acknowledge it.
     Acknowledge,
     /// Resolve it.
     Resolve,
+    /// Assign it to a user or person (`None`: unassign it).
+    Assign {
+        /// A user id or a name, 1 to 100 characters.
+        to: Option<String>,
+    },
+    /// Comment on it.
+    Comment {
+        /// 1 to 2000 characters.
+        text: String,
+    },
+    /// Hold its reminders back until a wall-clock time.
+    Snooze {
+        /// Unix ms, after now and at most 30 days ahead.
+        until_ms: i64,
+    },
+    /// Lift its snooze.
+    Unsnooze,
 }
 
-/// Acknowledge or resolve one of the meter's open alerts.
+/// Act on one of the meter's open alerts.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<AlertRecord, AlertActionError>")]
 pub struct AlertCommand {
@@ -353,7 +468,9 @@ pub struct AlertCommand {
 }
 
 impl Handler<AlertCommand> for MeterActor {
-    type Result = actix::ResponseFuture<Result<AlertRecord, AlertActionError>>;
+    /// Holds the mailbox until the change is durable (no snapshot taken after it can be
+    /// stored before it).
+    type Result = actix::AtomicResponse<Self, Result<AlertRecord, AlertActionError>>;
 
     fn handle(&mut self, command: AlertCommand, _ctx: &mut Self::Context) -> Self::Result {
         let AlertCommand {
@@ -373,9 +490,26 @@ impl Handler<AlertCommand> for MeterActor {
                 self.state
                     .resolve(kind, first_seen_ms, &by, at_ms, &mut changes)
             }
+            AlertAction::Assign { to } => {
+                self.state
+                    .assign(kind, first_seen_ms, to.as_deref(), &by, at_ms, &mut changes)
+            }
+            AlertAction::Comment { text } => {
+                self.state
+                    .comment(kind, first_seen_ms, &text, &by, at_ms, &mut changes)
+            }
+            AlertAction::Snooze { until_ms } => {
+                self.state
+                    .snooze(kind, first_seen_ms, until_ms, &by, at_ms, &mut changes)
+            }
+            AlertAction::Unsnooze => {
+                self.state
+                    .unsnooze(kind, first_seen_ms, &by, at_ms, &mut changes)
+            }
         };
         let changed = !changes.is_empty();
         self.publish(changes);
+        self.report_alert_timer(false);
         // A human action is not in the log, so it cannot be replayed: make the meter's
         // state durable before answering.
         let durable = match (&self.shared.store, changed) {
@@ -383,7 +517,7 @@ impl Handler<AlertCommand> for MeterActor {
             _ => None,
         };
         let hub = Arc::clone(&self.shared.hub);
-        Box::pin(async move {
+        let work = async move {
             if let Some((store, row)) = durable {
                 let written = async {
                     store.put_snapshots(std::slice::from_ref(&row)).await?;
@@ -400,7 +534,8 @@ impl Handler<AlertCommand> for MeterActor {
                 return Err(AlertActionError::NotDurable(error.to_string()));
             }
             result
-        })
+        };
+        actix::AtomicResponse::new(Box::pin(work.into_actor(self)))
     }
 }
 
@@ -454,6 +589,7 @@ mod tests {
         ApplyReading {
             reading: reading(meter, ts_ms),
             offset,
+            arrival_ms: ts_ms,
         }
     }
 
@@ -485,6 +621,7 @@ mod tests {
             store: None,
             partition_actor: None,
             usage: None,
+            reminder_after_ms: None,
         });
         let thresholds = Arc::new(Thresholds::default());
         let start = |id: &str| {

@@ -5,11 +5,25 @@
 //! the alert lifecycle — are tested here with explicit times, no runtime and no sleeps.
 //!
 //! Time: live state follows *event* time (the readings' timestamps), so a replay of the
-//! same readings rebuilds the same state and the same alert ids. Only "no data" looks at
-//! the wall clock, passed in by the caller.
+//! same readings rebuilds the same state and the same alert ids. Only "no data", the
+//! alert workflow (reminders, snoozes) and the offline window look at the wall clock,
+//! always passed in by the caller.
+//!
+//! Offline and inhibition: a meter is *offline* while its `no_data` alert is open (it
+//! was silent longer than its timeout, by the wall clock). The first reading that
+//! arrives while it is offline resolves `no_data` before anything else and closes the
+//! outage: the *offline window* is `[first_seen of no_data, arrival of that reading)`
+//! — the event time from which the meter counted as silent to the wall-clock time it
+//! was heard from again. Every reading is still applied (energy, usage, baseline,
+//! clearing of open alerts), but a reading whose timestamp lies inside the window was
+//! measured while the meter was offline (backfilled from its buffer, or sent in the
+//! reconnecting batch), so it raises no threshold alert (over/under voltage, over
+//! current, power spike): `no_data` already stands for that time. A register decrease
+//! is still raised (it is about the register, not the supply). The window is kept in
+//! the state until a reading at or after its end arrives, so a replay decides the same.
 
 use gridpulse_domain::{
-    AlertEventKind, AlertKind, AlertRecord, AlertState, ClosedMinute, MeterId, Reading,
+    AlertEventKind, AlertKind, AlertNote, AlertRecord, AlertState, ClosedMinute, MeterId, Reading,
     RegisterStep, UsageAccumulator, alert_id, register_step,
 };
 use serde::{Deserialize, Serialize};
@@ -26,9 +40,37 @@ const UPDATE_EVENT_EVERY_MS: i64 = 10_000;
 pub const SYSTEM_ACTOR: &str = "system";
 
 /// One change to one alert, to be published.
-pub type AlertChange = (AlertEventKind, AlertRecord);
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertChange {
+    /// What happened.
+    pub event: AlertEventKind,
+    /// The alert after the change.
+    pub alert: AlertRecord,
+    /// Who, when and what, for workflow events (assign, comment, snooze, reminder).
+    pub note: Option<AlertNote>,
+}
+
+impl AlertChange {
+    /// A lifecycle change (raise, update, acknowledge, resolve): no note.
+    pub fn lifecycle(event: AlertEventKind, alert: AlertRecord) -> AlertChange {
+        AlertChange {
+            event,
+            alert,
+            note: None,
+        }
+    }
+}
+
 /// The changes one reading or command causes (almost always none or one).
 pub type AlertChanges = SmallVec<[AlertChange; 2]>;
+
+/// Threshold alerts: the kinds an offline window inhibits.
+const THRESHOLD_KINDS: [AlertKind; 4] = [
+    AlertKind::OverVoltage,
+    AlertKind::UnderVoltage,
+    AlertKind::OverCurrent,
+    AlertKind::PowerSpike,
+];
 
 /// The last accepted reading, trimmed to what the rules need.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -66,7 +108,24 @@ pub enum AlertActionError {
     NotDurable(String),
 }
 
-/// The in-memory state of one meter. Serialisable: it is what a snapshot stores.
+/// The last outage of a meter, as far as inhibition needs it (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfflineWindow {
+    /// Event time from which the meter counted as silent (`first_seen` of its
+    /// `no_data` alert), Unix ms.
+    pub from_ms: i64,
+    /// Wall-clock time the first reading after the outage arrived, Unix ms.
+    pub until_ms: i64,
+}
+
+impl OfflineWindow {
+    fn contains(&self, ts_ms: i64) -> bool {
+        ts_ms >= self.from_ms && ts_ms < self.until_ms
+    }
+}
+
+/// The in-memory state of one meter. Serialisable: it is what a snapshot stores
+/// ([`MeterState::encode`] adds a format version).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeterState {
     meter: MeterId,
@@ -86,15 +145,73 @@ pub struct MeterState {
     latched: u8,
     /// The open usage minute (sent to the meter's owner when it closes).
     usage: UsageAccumulator,
+    /// The last outage, until a reading at or after its end is applied.
+    offline: Option<OfflineWindow>,
+    /// Threshold raises not made because the reading lay in an offline window.
+    n_inhibited: u64,
     /// The minute the last applied reading closed, until the actor takes it.
     #[serde(skip)]
     closed_minute: Option<ClosedMinute>,
+    /// The last applied reading ended an outage (the actor makes that durable at once).
+    #[serde(skip)]
+    reconnected: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct OpenAlert {
-    record: AlertRecord,
-    last_event_ms: i64,
+pub(crate) struct OpenAlert {
+    pub(crate) record: AlertRecord,
+    pub(crate) last_event_ms: i64,
+    /// Wall-clock time the reminder schedule counts from: when the alert was raised,
+    /// its latest reminder, or the end of its latest snooze, Unix ms.
+    pub(crate) reminder_from_ms: i64,
+    /// Workflow events so far (the latest one's `action_seq`).
+    pub(crate) n_workflow: u32,
+}
+
+impl OpenAlert {
+    /// Records one workflow event on this alert and pushes it.
+    fn workflow(
+        &mut self,
+        event: AlertEventKind,
+        by: &str,
+        at_ms: i64,
+        text: Option<String>,
+        changes: &mut AlertChanges,
+    ) {
+        self.n_workflow = self.n_workflow.saturating_add(1);
+        changes.push(AlertChange {
+            event,
+            alert: self.record.clone(),
+            note: Some(AlertNote {
+                by: by.to_owned(),
+                at_ms,
+                action_seq: self.n_workflow,
+                text,
+            }),
+        });
+    }
+}
+
+/// The first byte of a versioned snapshot. A snapshot of the first format has none: it
+/// starts with the meter id's length (1 to 47), never 0.
+const SNAPSHOT_MARKER: u8 = 0;
+/// The current snapshot format (1 is the unversioned one of `meter_state_v1.rs`).
+const SNAPSHOT_VERSION: u8 = 2;
+
+/// Why a stored snapshot cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes do not decode exactly (corrupt, cut short, trailing bytes).
+    #[error("snapshot format {version}: {message}")]
+    Corrupt {
+        /// The format the bytes claim.
+        version: u8,
+        /// What failed.
+        message: String,
+    },
+    /// Written by a newer gridpulse.
+    #[error("snapshot format {0} is newer than this gridpulse understands")]
+    UnknownVersion(u8),
 }
 
 impl MeterState {
@@ -114,8 +231,60 @@ impl MeterState {
             open: Default::default(),
             latched: 0,
             usage: UsageAccumulator::default(),
+            offline: None,
+            n_inhibited: 0,
             closed_minute: None,
+            reconnected: false,
         }
+    }
+
+    /// Rebuilds a state from the fields of an older snapshot format.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_parts(
+        meter: MeterId,
+        last: Option<LastReading>,
+        windows: PowerWindows,
+        profile: HourProfile,
+        (baseline_w, day_start_ms, energy_today_wh, energy_yesterday_wh): (f64, i64, f64, f64),
+        (n_readings, n_stale): (u64, u64),
+        open: [Option<Box<OpenAlert>>; 6],
+        latched: u8,
+        usage: UsageAccumulator,
+    ) -> MeterState {
+        MeterState {
+            meter,
+            last,
+            windows,
+            profile,
+            baseline_w,
+            day_start_ms,
+            energy_today_wh,
+            energy_yesterday_wh,
+            n_readings,
+            n_stale,
+            open,
+            latched,
+            usage,
+            offline: None,
+            n_inhibited: 0,
+            closed_minute: None,
+            reconnected: false,
+        }
+    }
+
+    /// Whether the last applied reading ended an outage (taken once).
+    pub fn take_reconnected(&mut self) -> bool {
+        std::mem::take(&mut self.reconnected)
+    }
+
+    /// Threshold raises inhibited by offline windows so far.
+    pub fn n_inhibited(&self) -> u64 {
+        self.n_inhibited
+    }
+
+    /// The last outage, while readings inside it may still arrive.
+    pub fn offline_window(&self) -> Option<OfflineWindow> {
+        self.offline
     }
 
     /// The usage minute closed by the last applied reading, if any (taken once).
@@ -123,14 +292,50 @@ impl MeterState {
         self.closed_minute.take()
     }
 
-    /// Encodes the state for a snapshot (compact binary, versioned by the store format).
+    /// Encodes the state for a snapshot: a marker byte, the format version, then the
+    /// state in postcard (compact, but not self-describing: a new field needs a new
+    /// version, and the old one stays decodable).
     pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
-        postcard::to_stdvec(self)
+        postcard::to_extend(self, vec![SNAPSHOT_MARKER, SNAPSHOT_VERSION])
     }
 
-    /// Decodes a snapshot written by [`MeterState::encode`].
-    pub fn decode(bytes: &[u8]) -> Result<MeterState, postcard::Error> {
-        postcard::from_bytes(bytes)
+    /// Decodes a snapshot written by [`MeterState::encode`] of this or an earlier
+    /// version; refuses anything that does not decode exactly.
+    pub fn decode(bytes: &[u8]) -> Result<MeterState, SnapshotError> {
+        let corrupt = |version: u8| {
+            move |error: postcard::Error| SnapshotError::Corrupt {
+                version,
+                message: error.to_string(),
+            }
+        };
+        let exact = |version: u8, rest: &[u8]| {
+            if rest.is_empty() {
+                Ok(())
+            } else {
+                Err(SnapshotError::Corrupt {
+                    version,
+                    message: format!("{} trailing bytes", rest.len()),
+                })
+            }
+        };
+        match bytes {
+            [SNAPSHOT_MARKER, SNAPSHOT_VERSION, state @ ..] => {
+                let (state, rest) = postcard::take_from_bytes::<MeterState>(state)
+                    .map_err(corrupt(SNAPSHOT_VERSION))?;
+                exact(SNAPSHOT_VERSION, rest)?;
+                Ok(state)
+            }
+            [SNAPSHOT_MARKER, version, ..] => Err(SnapshotError::UnknownVersion(*version)),
+            [SNAPSHOT_MARKER] => Err(SnapshotError::Corrupt {
+                version: 0,
+                message: "no version byte".into(),
+            }),
+            legacy => {
+                let (state, rest) = crate::meter_state_v1::decode(legacy).map_err(corrupt(1))?;
+                exact(1, rest)?;
+                Ok(state)
+            }
+        }
     }
 
     /// The meter's id.
@@ -143,10 +348,25 @@ impl MeterState {
         self.last.as_ref()
     }
 
-    /// Applies one validated reading, pushing the alert changes it causes onto `changes`.
+    /// Applies one validated reading as if it arrived at its own timestamp (no offline
+    /// window can hold it), pushing the alert changes it causes onto `changes`.
     pub fn apply(
         &mut self,
         reading: &Reading,
+        thresholds: &Thresholds,
+        changes: &mut AlertChanges,
+    ) -> Applied {
+        self.apply_arrived(reading, reading.ts_ms, thresholds, changes)
+    }
+
+    /// Applies one validated reading that arrived at wall-clock `arrival_ms`, pushing
+    /// the alert changes it causes onto `changes`. The arrival time matters only if the
+    /// meter is offline (it ends the offline window) and as the start of the reminder
+    /// schedule of an alert the reading raises.
+    pub fn apply_arrived(
+        &mut self,
+        reading: &Reading,
+        arrival_ms: i64,
         thresholds: &Thresholds,
         changes: &mut AlertChanges,
     ) -> Applied {
@@ -190,7 +410,7 @@ impl MeterState {
                     AlertKind::RegisterDecrease,
                     current_wh,
                     previous_wh,
-                    ts_ms,
+                    (ts_ms, arrival_ms),
                     changes,
                 );
             }
@@ -198,8 +418,25 @@ impl MeterState {
 
         self.closed_minute = self.usage.add(ts_ms, counted_wh, reading.power_w);
 
-        // The reading proves the meter is alive.
+        // The reading proves the meter is alive: an open `no_data` ends the outage here,
+        // before any threshold is looked at.
+        if let Some(no_data) = &self.open[AlertKind::NoData.index()] {
+            self.offline = Some(OfflineWindow {
+                from_ms: no_data.record.first_seen_ms,
+                until_ms: arrival_ms,
+            });
+            self.reconnected = true;
+        }
         self.clear(AlertKind::NoData, ts_ms, changes);
+        let inhibited = self.offline.is_some_and(|window| window.contains(ts_ms));
+        if self
+            .offline
+            .is_some_and(|window| !inhibited && ts_ms >= window.until_ms)
+        {
+            // Later readings are later still: nothing can fall inside it any more.
+            self.offline = None;
+        }
+        let at = (ts_ms, arrival_ms);
 
         // Spike detection uses the baseline *before* this reading moves it.
         let power_w = reading.power_w;
@@ -209,7 +446,14 @@ impl MeterState {
             let is_spike =
                 power_w > spike_level && power_w - self.baseline_w >= thresholds.spike_min_delta_w;
             if is_spike {
-                self.raise(AlertKind::PowerSpike, power_w, spike_level, ts_ms, changes);
+                self.raise_threshold(
+                    AlertKind::PowerSpike,
+                    power_w,
+                    spike_level,
+                    at,
+                    inhibited,
+                    changes,
+                );
             } else if power_w < self.baseline_w * thresholds.spike_clear_factor {
                 self.clear(AlertKind::PowerSpike, ts_ms, changes);
             }
@@ -219,30 +463,33 @@ impl MeterState {
         let voltage = reading.voltage;
         self.evaluate(
             AlertKind::OverVoltage,
-            voltage > thresholds.over_voltage_v,
-            voltage < thresholds.over_voltage_clear_v,
-            voltage,
-            thresholds.over_voltage_v,
-            ts_ms,
+            (
+                voltage > thresholds.over_voltage_v,
+                voltage < thresholds.over_voltage_clear_v,
+            ),
+            (voltage, thresholds.over_voltage_v),
+            (at, inhibited),
             changes,
         );
         self.evaluate(
             AlertKind::UnderVoltage,
-            voltage < thresholds.under_voltage_v,
-            voltage > thresholds.under_voltage_clear_v,
-            voltage,
-            thresholds.under_voltage_v,
-            ts_ms,
+            (
+                voltage < thresholds.under_voltage_v,
+                voltage > thresholds.under_voltage_clear_v,
+            ),
+            (voltage, thresholds.under_voltage_v),
+            (at, inhibited),
             changes,
         );
         let current = reading.current;
         self.evaluate(
             AlertKind::OverCurrent,
-            current > thresholds.over_current_a,
-            current < thresholds.over_current_clear_a,
-            current,
-            thresholds.over_current_a,
-            ts_ms,
+            (
+                current > thresholds.over_current_a,
+                current < thresholds.over_current_clear_a,
+            ),
+            (current, thresholds.over_current_a),
+            (at, inhibited),
             changes,
         );
 
@@ -300,35 +547,53 @@ impl MeterState {
             AlertKind::NoData,
             silent_ms as f64 / 1000.0,
             f64::from(thresholds.no_data_timeout_s),
-            since_ms,
+            (since_ms, now_ms),
             changes,
         );
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Raises or clears a threshold alert: `(raise, clear)` conditions, `(value,
+    /// threshold)`, `((event time, arrival), inhibited)`.
     fn evaluate(
         &mut self,
         kind: AlertKind,
-        raise: bool,
-        clear: bool,
-        value: f64,
-        threshold: f64,
-        ts_ms: i64,
+        (raise, clear): (bool, bool),
+        (value, threshold): (f64, f64),
+        (at, inhibited): ((i64, i64), bool),
         changes: &mut AlertChanges,
     ) {
         if raise {
-            self.raise(kind, value, threshold, ts_ms, changes);
+            self.raise_threshold(kind, value, threshold, at, inhibited, changes);
         } else if clear {
-            self.clear(kind, ts_ms, changes);
+            self.clear(kind, at.0, changes);
         }
     }
 
+    /// Raises a threshold alert unless the reading lies in an offline window.
+    fn raise_threshold(
+        &mut self,
+        kind: AlertKind,
+        value: f64,
+        threshold: f64,
+        at: (i64, i64),
+        inhibited: bool,
+        changes: &mut AlertChanges,
+    ) {
+        debug_assert!(THRESHOLD_KINDS.contains(&kind));
+        if inhibited {
+            self.n_inhibited += 1;
+        } else {
+            self.raise(kind, value, threshold, at, changes);
+        }
+    }
+
+    /// Raises `kind` at `(event time, wall-clock time)`.
     fn raise(
         &mut self,
         kind: AlertKind,
         value: f64,
         threshold: f64,
-        ts_ms: i64,
+        (ts_ms, now_ms): (i64, i64),
         changes: &mut AlertChanges,
     ) {
         let bit = 1u8 << kind.index();
@@ -342,7 +607,10 @@ impl MeterState {
                 open.record.value = value;
                 if ts_ms - open.last_event_ms >= UPDATE_EVENT_EVERY_MS {
                     open.last_event_ms = ts_ms;
-                    changes.push((AlertEventKind::Updated, open.record.clone()));
+                    changes.push(AlertChange::lifecycle(
+                        AlertEventKind::Updated,
+                        open.record.clone(),
+                    ));
                 }
             }
             slot @ None => {
@@ -361,11 +629,21 @@ impl MeterState {
                     acknowledged_at_ms: None,
                     resolved_by: None,
                     resolved_at_ms: None,
+                    assignee: None,
+                    snoozed_until_ms: None,
+                    comments: 0,
+                    reminders: 0,
+                    last_reminder_ms: None,
                 };
-                changes.push((AlertEventKind::Raised, record.clone()));
+                changes.push(AlertChange::lifecycle(
+                    AlertEventKind::Raised,
+                    record.clone(),
+                ));
                 *slot = Some(Box::new(OpenAlert {
                     record,
                     last_event_ms: ts_ms,
+                    reminder_from_ms: now_ms,
+                    n_workflow: 0,
                 }));
             }
         }
@@ -378,7 +656,7 @@ impl MeterState {
             record.state = AlertState::Resolved;
             record.resolved_by = Some(SYSTEM_ACTOR.to_owned());
             record.resolved_at_ms = Some(ts_ms.max(record.last_seen_ms));
-            changes.push((AlertEventKind::Resolved, record));
+            changes.push(AlertChange::lifecycle(AlertEventKind::Resolved, record));
         }
     }
 
@@ -407,7 +685,10 @@ impl MeterState {
             open.record.state = AlertState::Acknowledged;
             open.record.acknowledged_by = Some(by.to_owned());
             open.record.acknowledged_at_ms = Some(at_ms);
-            changes.push((AlertEventKind::Acknowledged, open.record.clone()));
+            changes.push(AlertChange::lifecycle(
+                AlertEventKind::Acknowledged,
+                open.record.clone(),
+            ));
         }
         Ok(open.record.clone())
     }
@@ -434,8 +715,165 @@ impl MeterState {
         record.state = AlertState::Resolved;
         record.resolved_by = Some(by.to_owned());
         record.resolved_at_ms = Some(at_ms);
-        changes.push((AlertEventKind::Resolved, record.clone()));
+        changes.push(AlertChange::lifecycle(
+            AlertEventKind::Resolved,
+            record.clone(),
+        ));
         Ok(record)
+    }
+
+    /// Assigns the open alert to `to` (`None`: unassigns it). Idempotent: assigning it
+    /// to whom it is assigned to changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn assign(
+        &mut self,
+        kind: AlertKind,
+        first_seen_ms: i64,
+        to: Option<&str>,
+        by: &str,
+        at_ms: i64,
+        changes: &mut AlertChanges,
+    ) -> Result<AlertRecord, AlertActionError> {
+        let open = self.open_mut(kind, first_seen_ms)?;
+        if open.record.assignee.as_deref() != to {
+            open.record.assignee = to.map(str::to_owned);
+            open.workflow(AlertEventKind::Assigned, by, at_ms, None, changes);
+        }
+        Ok(open.record.clone())
+    }
+
+    /// Adds a comment to the open alert (every call is a new comment).
+    #[allow(clippy::too_many_arguments)]
+    pub fn comment(
+        &mut self,
+        kind: AlertKind,
+        first_seen_ms: i64,
+        text: &str,
+        by: &str,
+        at_ms: i64,
+        changes: &mut AlertChanges,
+    ) -> Result<AlertRecord, AlertActionError> {
+        let open = self.open_mut(kind, first_seen_ms)?;
+        open.record.comments = open.record.comments.saturating_add(1);
+        open.workflow(
+            AlertEventKind::Commented,
+            by,
+            at_ms,
+            Some(text.to_owned()),
+            changes,
+        );
+        Ok(open.record.clone())
+    }
+
+    /// Snoozes the open alert's reminders until `until_ms` (wall clock; the caller
+    /// checks that it lies ahead). Idempotent for the same time; another time replaces
+    /// it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn snooze(
+        &mut self,
+        kind: AlertKind,
+        first_seen_ms: i64,
+        until_ms: i64,
+        by: &str,
+        at_ms: i64,
+        changes: &mut AlertChanges,
+    ) -> Result<AlertRecord, AlertActionError> {
+        let open = self.open_mut(kind, first_seen_ms)?;
+        if open.record.snoozed_until_ms != Some(until_ms) {
+            open.record.snoozed_until_ms = Some(until_ms);
+            open.workflow(AlertEventKind::Snoozed, by, at_ms, None, changes);
+        }
+        Ok(open.record.clone())
+    }
+
+    /// Lifts the open alert's snooze; reminders count from now. Idempotent: an alert
+    /// that is not snoozed stays as it is.
+    pub fn unsnooze(
+        &mut self,
+        kind: AlertKind,
+        first_seen_ms: i64,
+        by: &str,
+        at_ms: i64,
+        changes: &mut AlertChanges,
+    ) -> Result<AlertRecord, AlertActionError> {
+        let open = self.open_mut(kind, first_seen_ms)?;
+        if open.record.snoozed_until_ms.take().is_some() {
+            open.reminder_from_ms = at_ms;
+            open.workflow(AlertEventKind::Unsnoozed, by, at_ms, None, changes);
+        }
+        Ok(open.record.clone())
+    }
+
+    /// The alert timers due at wall-clock `now_ms`: a snooze that has run out ends
+    /// (`unsnoozed` by `system`, at its end), and a firing alert nobody acknowledged
+    /// gets a reminder every `reminder_after_ms` (`None` or ≤ 0: never), counted from
+    /// when it was raised, its latest reminder or the end of its latest snooze, never
+    /// while snoozed. A reminder is dated when it was due, and reminders missed while
+    /// nothing checked (the process was down) collapse into the latest one, so a check
+    /// that runs again after a restart at the same schedule repeats nothing.
+    pub fn check_alert_timers(
+        &mut self,
+        now_ms: i64,
+        reminder_after_ms: Option<i64>,
+        changes: &mut AlertChanges,
+    ) {
+        let every = reminder_after_ms.filter(|every| *every > 0);
+        for open in self.open.iter_mut().flatten() {
+            if let Some(until_ms) = open.record.snoozed_until_ms {
+                if now_ms < until_ms {
+                    continue;
+                }
+                open.record.snoozed_until_ms = None;
+                open.reminder_from_ms = until_ms;
+                open.workflow(
+                    AlertEventKind::Unsnoozed,
+                    SYSTEM_ACTOR,
+                    until_ms,
+                    None,
+                    changes,
+                );
+            }
+            let Some(every) = every else {
+                continue;
+            };
+            if open.record.state != AlertState::Firing {
+                continue;
+            }
+            let elapsed_ms = now_ms.saturating_sub(open.reminder_from_ms);
+            if elapsed_ms < every {
+                continue;
+            }
+            let due_ms = open
+                .reminder_from_ms
+                .saturating_add(elapsed_ms / every * every);
+            open.reminder_from_ms = due_ms;
+            open.record.reminders = open.record.reminders.saturating_add(1);
+            open.record.last_reminder_ms = Some(due_ms);
+            open.workflow(
+                AlertEventKind::Reminder,
+                SYSTEM_ACTOR,
+                due_ms,
+                None,
+                changes,
+            );
+        }
+    }
+
+    /// The earliest wall-clock time at which [`MeterState::check_alert_timers`] has
+    /// something to do: a snooze's end, or a firing alert's next reminder.
+    pub fn next_alert_timer_ms(&self, reminder_after_ms: Option<i64>) -> Option<i64> {
+        let every = reminder_after_ms.filter(|every| *every > 0);
+        self.open
+            .iter()
+            .flatten()
+            .filter_map(|open| match (open.record.snoozed_until_ms, every) {
+                (Some(until_ms), _) => Some(until_ms),
+                (None, Some(every)) if open.record.state == AlertState::Firing => {
+                    Some(open.reminder_from_ms.saturating_add(every))
+                }
+                (None, _) => None,
+            })
+            .min()
     }
 
     /// The open alerts of this meter.
@@ -479,6 +917,8 @@ impl MeterState {
             },
             n_readings: self.n_readings,
             n_stale_readings: self.n_stale,
+            n_inhibited_alerts: self.n_inhibited,
+            offline_window: self.offline,
             open_alerts: self.open_alerts().cloned().collect(),
             thresholds: thresholds.clone(),
         }
@@ -529,6 +969,10 @@ pub struct MeterSnapshot {
     pub n_readings: u64,
     /// Duplicate or late readings ignored.
     pub n_stale_readings: u64,
+    /// Threshold alerts not raised because their reading lay in an offline window.
+    pub n_inhibited_alerts: u64,
+    /// The last outage, while readings inside it may still arrive.
+    pub offline_window: Option<OfflineWindow>,
     /// Open alerts.
     pub open_alerts: Vec<AlertRecord>,
     /// Thresholds in force.

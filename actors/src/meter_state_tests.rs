@@ -27,7 +27,7 @@ fn reading(ts_ms: i64, voltage: f64, current: f64, power_w: f64, energy_wh: f64)
 }
 
 /// Feeds voltages (one reading every 5 s, normal current/power) and returns the events.
-fn feed_voltages(state: &mut MeterState, voltages: &[f64]) -> Vec<(AlertEventKind, AlertRecord)> {
+fn feed_voltages(state: &mut MeterState, voltages: &[f64]) -> Vec<AlertChange> {
     let thresholds = Thresholds::default();
     let mut events = Vec::new();
     for (idx, voltage) in voltages.iter().enumerate() {
@@ -43,10 +43,10 @@ fn feed_voltages(state: &mut MeterState, voltages: &[f64]) -> Vec<(AlertEventKin
     events
 }
 
-fn kinds(events: &[(AlertEventKind, AlertRecord)]) -> Vec<(AlertEventKind, AlertKind)> {
+fn kinds(events: &[AlertChange]) -> Vec<(AlertEventKind, AlertKind)> {
     events
         .iter()
-        .map(|(event, alert)| (*event, alert.kind))
+        .map(|change| (change.event, change.alert.kind))
         .collect()
 }
 
@@ -67,7 +67,7 @@ fn over_voltage_raises_once_counts_repeats_and_clears_with_hysteresis() {
             (AlertEventKind::Resolved, AlertKind::OverVoltage)
         ]
     );
-    let resolved = &events[2].1;
+    let resolved = &events[2].alert;
     assert_eq!(resolved.count, 3, "254, 255 and 256 are one alert");
     assert_eq!(resolved.id, format!("m-1.over_voltage.{}", T0 + STEP_MS));
     assert_eq!(resolved.first_seen_ms, T0 + STEP_MS);
@@ -103,9 +103,9 @@ fn repeat_raises_emit_throttled_updates() {
     let events = feed_voltages(&mut state, &[260.0; 30]);
     let n_updates = events
         .iter()
-        .filter(|(event, _)| *event == AlertEventKind::Updated)
+        .filter(|change| change.event == AlertEventKind::Updated)
         .count();
-    assert_eq!(events[0].0, AlertEventKind::Raised);
+    assert_eq!(events[0].event, AlertEventKind::Raised);
     assert_eq!(n_updates, 14);
     assert_eq!(state.open_alerts().next().unwrap().count, 30);
 }
@@ -208,7 +208,7 @@ fn manual_resolve_while_condition_holds_waits_for_a_clear() {
         kinds(&changes),
         vec![(AlertEventKind::Raised, AlertKind::OverVoltage)]
     );
-    assert_eq!(changes[0].1.first_seen_ms, T0 + 6 * STEP_MS);
+    assert_eq!(changes[0].alert.first_seen_ms, T0 + 6 * STEP_MS);
 }
 
 #[test]
@@ -289,8 +289,8 @@ fn energy_today_handles_rollover_reset_and_midnight() {
         kinds(&changes),
         vec![(AlertEventKind::Raised, AlertKind::RegisterDecrease)]
     );
-    assert_eq!(changes[0].1.value, 0.0);
-    assert_eq!(changes[0].1.threshold, 15.0);
+    assert_eq!(changes[0].alert.value, 0.0);
+    assert_eq!(changes[0].alert.threshold, 15.0);
     // An event alert does not clear by itself.
     assert_eq!(state.open_alerts().count(), 1);
 }
@@ -338,7 +338,7 @@ fn power_spike_needs_a_warm_baseline_and_clears() {
         &mut changes,
     );
     assert_eq!(
-        changes.last().map(|(event, _)| *event),
+        changes.last().map(|change| change.event),
         Some(AlertEventKind::Resolved)
     );
 }
@@ -365,7 +365,7 @@ fn no_data_raises_after_timeout_and_clears_on_the_next_reading() {
         kinds(&changes),
         vec![(AlertEventKind::Raised, AlertKind::NoData)]
     );
-    assert_eq!(changes[0].1.id, format!("m-1.no_data.{}", T0 + 60_000));
+    assert_eq!(changes[0].alert.id, format!("m-1.no_data.{}", T0 + 60_000));
     state.apply(
         &reading(T0 + 90_000, 230.0, 1.0, 200.0, 0.0),
         &thresholds,
@@ -419,7 +419,7 @@ proptest! {
         for (idx, voltage) in voltages.iter().enumerate() {
             let mut changes = AlertChanges::new();
             state.apply(&reading(T0 + idx as i64 * STEP_MS, *voltage, 1.0, 200.0, 0.0), &thresholds, &mut changes);
-            for (event, alert) in changes.iter().filter(|(_, a)| a.kind == AlertKind::OverVoltage) {
+            for AlertChange { event, alert, .. } in changes.iter().filter(|change| change.alert.kind == AlertKind::OverVoltage) {
                 match event {
                     AlertEventKind::Raised => {
                         prop_assert!(open.is_none());
@@ -432,7 +432,7 @@ proptest! {
                         prop_assert_eq!(was_open.as_ref(), Some(&alert.id));
                         prop_assert!(*voltage < thresholds.over_voltage_clear_v);
                     }
-                    AlertEventKind::Acknowledged => prop_assert!(false, "nobody acknowledged"),
+                    other => prop_assert!(false, "nobody acted on it, yet {other}"),
                 }
             }
             prop_assert!(state.open_alerts().filter(|a| a.kind == AlertKind::OverVoltage).count() <= 1);
@@ -454,7 +454,7 @@ proptest! {
                 state.apply(&r, &thresholds, &mut changes);
                 // Duplicates interleaved (at-least-once delivery) change nothing.
                 state.apply(&r, &thresholds, &mut changes);
-                all.extend(changes.into_iter().map(|(e, a)| (e, a.id)));
+                all.extend(changes.into_iter().map(|change| (change.event, change.alert.id)));
             }
             (all, state.snapshot(&thresholds).energy_today_wh)
         };
@@ -495,4 +495,436 @@ fn state_survives_a_snapshot_round_trip() {
     assert_eq!(changes_a, changes_b);
     assert_eq!(a.encode().unwrap(), b.encode().unwrap());
     assert!(MeterState::decode(&[1, 2, 3]).is_err());
+}
+
+/// A snapshot written by the first format (before the alert workflow), as stored:
+/// readings 230 V, 262 V (over-voltage raised), 252 V, 252 V + 80 A (over-current
+/// raised), then over-voltage acknowledged by `ops-1` at T0 + 20 s and over-current
+/// resolved by `ops-2` while it still held (so it is latched).
+const SNAPSHOT_V1_HEX: &str = include_str!("fixtures/meter_state_v1.hex");
+
+fn from_hex(hex: &str) -> Vec<u8> {
+    let hex = hex.trim();
+    (0..hex.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn snapshots_of_the_first_format_restore_exactly() {
+    let thresholds = Thresholds::default();
+    let bytes = from_hex(SNAPSHOT_V1_HEX);
+    let mut state = MeterState::decode(&bytes).unwrap();
+    let snapshot = state.snapshot(&thresholds);
+    assert_eq!(snapshot.meter, meter());
+    assert_eq!(snapshot.n_readings, 4);
+    assert_eq!(snapshot.last_reading.unwrap().ts_ms, T0 + 3 * STEP_MS);
+    assert!((snapshot.energy_today_wh - 3.0).abs() < 1e-9);
+    assert_eq!(snapshot.open_alerts.len(), 1);
+    let open = &snapshot.open_alerts[0];
+    assert_eq!(open.id, format!("m-1.over_voltage.{}", T0 + STEP_MS));
+    assert_eq!(open.state, AlertState::Acknowledged);
+    assert_eq!(open.acknowledged_by.as_deref(), Some("ops-1"));
+    assert_eq!(open.acknowledged_at_ms, Some(T0 + 20_000));
+    assert_eq!((open.assignee.as_ref(), open.comments), (None, 0));
+    // Over-current was resolved by hand while it held: still latched.
+    let mut changes = AlertChanges::new();
+    state.apply(
+        &reading(T0 + 4 * STEP_MS, 252.0, 80.0, 200.0, 14.0),
+        &thresholds,
+        &mut changes,
+    );
+    assert!(kinds(&changes).is_empty(), "{changes:?}");
+    // Re-encoded in the current format, it decodes to the same state.
+    let encoded = state.encode().unwrap();
+    assert_eq!(&encoded[..2], &[0, 2]);
+    assert_eq!(
+        MeterState::decode(&encoded).unwrap().encode().unwrap(),
+        encoded
+    );
+    // Cut short or with trailing bytes, either format is refused, not misread.
+    assert!(MeterState::decode(&bytes[..bytes.len() - 1]).is_err());
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(MeterState::decode(&trailing).is_err());
+    let mut trailing = encoded.clone();
+    trailing.push(0);
+    assert!(MeterState::decode(&trailing).is_err());
+    assert_eq!(
+        MeterState::decode(&[0, 9, 1]).unwrap_err(),
+        SnapshotError::UnknownVersion(9)
+    );
+}
+
+/// A state with one firing over-voltage alert raised by a reading at T0 that arrived
+/// at wall clock `arrival_ms`.
+fn firing_at(arrival_ms: i64) -> MeterState {
+    let mut state = MeterState::new(meter());
+    let mut changes = AlertChanges::new();
+    state.apply_arrived(
+        &reading(T0, 262.0, 1.0, 200.0, 0.0),
+        arrival_ms,
+        &Thresholds::default(),
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::OverVoltage)]
+    );
+    state
+}
+
+fn notes(changes: &[AlertChange]) -> Vec<(AlertEventKind, String, i64, u32)> {
+    changes
+        .iter()
+        .map(|change| {
+            let note = change.note.as_ref().expect("workflow events carry a note");
+            (change.event, note.by.clone(), note.at_ms, note.action_seq)
+        })
+        .collect()
+}
+
+#[test]
+fn assign_comment_snooze_and_unsnooze_are_workflow_events() {
+    let mut state = firing_at(T0);
+    let kind = AlertKind::OverVoltage;
+    let mut changes = AlertChanges::new();
+    let assigned = state
+        .assign(kind, T0, Some("dana"), "ops-1", T0 + 1, &mut changes)
+        .unwrap();
+    assert_eq!(assigned.assignee.as_deref(), Some("dana"));
+    // Assigning to the same person again changes nothing.
+    state
+        .assign(kind, T0, Some("dana"), "ops-1", T0 + 2, &mut changes)
+        .unwrap();
+    // Two comments in one millisecond are two events, told apart by their sequence.
+    state
+        .comment(kind, T0, "on my way", "dana", T0 + 3, &mut changes)
+        .unwrap();
+    let commented = state
+        .comment(kind, T0, "fuse replaced", "dana", T0 + 3, &mut changes)
+        .unwrap();
+    assert_eq!(commented.comments, 2);
+    let snoozed = state
+        .snooze(kind, T0, T0 + 3_600_000, "dana", T0 + 4, &mut changes)
+        .unwrap();
+    assert_eq!(snoozed.snoozed_until_ms, Some(T0 + 3_600_000));
+    state
+        .snooze(kind, T0, T0 + 3_600_000, "dana", T0 + 5, &mut changes)
+        .unwrap();
+    let unsnoozed = state
+        .unsnooze(kind, T0, "ops-1", T0 + 6, &mut changes)
+        .unwrap();
+    assert_eq!(unsnoozed.snoozed_until_ms, None);
+    state
+        .unsnooze(kind, T0, "ops-1", T0 + 7, &mut changes)
+        .unwrap();
+    let unassigned = state
+        .assign(kind, T0, None, "ops-1", T0 + 8, &mut changes)
+        .unwrap();
+    assert_eq!(unassigned.assignee, None);
+    assert_eq!(
+        notes(&changes),
+        vec![
+            (AlertEventKind::Assigned, "ops-1".into(), T0 + 1, 1),
+            (AlertEventKind::Commented, "dana".into(), T0 + 3, 2),
+            (AlertEventKind::Commented, "dana".into(), T0 + 3, 3),
+            (AlertEventKind::Snoozed, "dana".into(), T0 + 4, 4),
+            (AlertEventKind::Unsnoozed, "ops-1".into(), T0 + 6, 5),
+            (AlertEventKind::Assigned, "ops-1".into(), T0 + 8, 6),
+        ]
+    );
+    assert_eq!(
+        changes[1].note.as_ref().unwrap().text.as_deref(),
+        Some("on my way")
+    );
+    assert_eq!(changes[2].alert.comments, 2);
+    // The lifecycle state is untouched; the alert is still open and firing.
+    assert_eq!(
+        state.open_alerts().next().unwrap().state,
+        AlertState::Firing
+    );
+    // Workflow commands on an alert that is not open fail.
+    for result in [
+        state.comment(kind, T0 + 1, "x", "a", T0, &mut changes),
+        state.assign(AlertKind::NoData, T0, Some("x"), "a", T0, &mut changes),
+        state.snooze(kind, T0 - 1, T0 + 9, "a", T0, &mut changes),
+        state.unsnooze(AlertKind::UnderVoltage, T0, "a", T0, &mut changes),
+    ] {
+        assert_eq!(result.unwrap_err(), AlertActionError::NotOpen);
+    }
+}
+
+const MINUTE: i64 = 60_000;
+
+fn timers(state: &mut MeterState, now_ms: i64, every: Option<i64>) -> Vec<AlertChange> {
+    let mut changes = AlertChanges::new();
+    state.check_alert_timers(now_ms, every, &mut changes);
+    changes.into_vec()
+}
+
+#[test]
+fn reminders_come_every_interval_while_firing_and_unacknowledged() {
+    let every = Some(15 * MINUTE);
+    // Raised by a reading that arrived 2 s after its timestamp: the schedule counts from
+    // the arrival (wall clock), not from the event time.
+    let arrival = T0 + 2_000;
+    let mut state = firing_at(arrival);
+    assert_eq!(
+        state.next_alert_timer_ms(every),
+        Some(arrival + 15 * MINUTE)
+    );
+    assert_eq!(state.next_alert_timer_ms(None), None);
+    assert!(timers(&mut state, arrival + 15 * MINUTE - 1, every).is_empty());
+    let first = timers(&mut state, arrival + 15 * MINUTE + 700, every);
+    assert_eq!(
+        notes(&first),
+        vec![(
+            AlertEventKind::Reminder,
+            SYSTEM_ACTOR.into(),
+            arrival + 15 * MINUTE,
+            1
+        )]
+    );
+    assert_eq!(first[0].alert.reminders, 1);
+    assert_eq!(first[0].alert.last_reminder_ms, Some(arrival + 15 * MINUTE));
+    // Checking again at the same time repeats nothing.
+    assert!(timers(&mut state, arrival + 15 * MINUTE + 900, every).is_empty());
+    // Missed reminders (nothing checked for 50 min) collapse into the latest one.
+    let late = timers(&mut state, arrival + 65 * MINUTE, every);
+    assert_eq!(
+        notes(&late),
+        vec![(
+            AlertEventKind::Reminder,
+            SYSTEM_ACTOR.into(),
+            arrival + 60 * MINUTE,
+            2
+        )]
+    );
+    assert_eq!(
+        state.next_alert_timer_ms(every),
+        Some(arrival + 75 * MINUTE)
+    );
+    // Off: no reminders.
+    assert!(timers(&mut state, arrival + 200 * MINUTE, None).is_empty());
+    assert!(timers(&mut state, arrival + 200 * MINUTE, Some(0)).is_empty());
+    // Acknowledged: no more reminders.
+    let mut changes = AlertChanges::new();
+    state
+        .acknowledge(
+            AlertKind::OverVoltage,
+            T0,
+            "ops",
+            arrival + 66 * MINUTE,
+            &mut changes,
+        )
+        .unwrap();
+    assert_eq!(state.next_alert_timer_ms(every), None);
+    assert!(timers(&mut state, arrival + 300 * MINUTE, every).is_empty());
+}
+
+#[test]
+fn a_snooze_holds_reminders_back_and_they_resume_from_its_end() {
+    let every = Some(15 * MINUTE);
+    let mut state = firing_at(T0);
+    let mut changes = AlertChanges::new();
+    let until = T0 + 40 * MINUTE;
+    state
+        .snooze(
+            AlertKind::OverVoltage,
+            T0,
+            until,
+            "dana",
+            T0 + MINUTE,
+            &mut changes,
+        )
+        .unwrap();
+    assert_eq!(state.next_alert_timer_ms(every), Some(until));
+    // Due at +15 and +30, but snoozed: nothing.
+    assert!(timers(&mut state, T0 + 16 * MINUTE, every).is_empty());
+    assert!(timers(&mut state, until - 1, every).is_empty());
+    // The snooze runs out: unsnoozed by the system at its end; the next reminder is due
+    // an interval after that.
+    let ended = timers(&mut state, until + 500, every);
+    assert_eq!(
+        notes(&ended),
+        vec![(AlertEventKind::Unsnoozed, SYSTEM_ACTOR.into(), until, 2)]
+    );
+    assert_eq!(ended[0].alert.snoozed_until_ms, None);
+    assert_eq!(state.next_alert_timer_ms(every), Some(until + 15 * MINUTE));
+    let resumed = timers(&mut state, until + 15 * MINUTE, every);
+    assert_eq!(
+        notes(&resumed),
+        vec![(
+            AlertEventKind::Reminder,
+            SYSTEM_ACTOR.into(),
+            until + 15 * MINUTE,
+            3
+        )]
+    );
+    // With reminders off, a snooze still runs out.
+    let mut quiet = firing_at(T0);
+    quiet
+        .snooze(AlertKind::OverVoltage, T0, until, "dana", T0, &mut changes)
+        .unwrap();
+    assert_eq!(quiet.next_alert_timer_ms(None), Some(until));
+    assert_eq!(
+        kinds(&timers(&mut quiet, until, None)),
+        vec![(AlertEventKind::Unsnoozed, AlertKind::OverVoltage)]
+    );
+    assert_eq!(quiet.next_alert_timer_ms(None), None);
+}
+
+#[test]
+fn a_reminder_schedule_survives_a_snapshot_round_trip() {
+    let every = Some(15 * MINUTE);
+    let mut state = firing_at(T0);
+    assert_eq!(timers(&mut state, T0 + 16 * MINUTE, every).len(), 1);
+    // A restart restores the snapshot: the same check repeats nothing, the next comes on
+    // time with the next sequence number.
+    let mut restored = MeterState::decode(&state.encode().unwrap()).unwrap();
+    assert!(timers(&mut restored, T0 + 16 * MINUTE, every).is_empty());
+    assert_eq!(
+        notes(&timers(&mut restored, T0 + 30 * MINUTE, every)),
+        vec![(
+            AlertEventKind::Reminder,
+            SYSTEM_ACTOR.into(),
+            T0 + 30 * MINUTE,
+            2
+        )]
+    );
+}
+
+/// A meter that reported at T0, then went silent: no data raised by the sweep.
+fn offline_meter(thresholds: &Thresholds) -> MeterState {
+    let mut state = MeterState::new(meter());
+    let mut changes = AlertChanges::new();
+    state.apply(
+        &reading(T0, 230.0, 1.0, 200.0, 0.0),
+        thresholds,
+        &mut changes,
+    );
+    state.check_no_data(T0 + 5 * MINUTE, T0, thresholds, &mut changes);
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::NoData)]
+    );
+    state
+}
+
+#[test]
+fn readings_measured_while_offline_raise_no_threshold_alerts() {
+    let thresholds = Thresholds::default();
+    let mut state = offline_meter(&thresholds);
+    let offline_from = T0 + 60_000; // last reading + the 60 s timeout
+    let reconnect = T0 + 10 * MINUTE; // wall clock: when the backlog arrives
+    // The backlog arrives at once: over-voltage at +2 min and +5 min, under-voltage and
+    // over-current at +8 min. The first reading resolves no_data, nothing else fires.
+    let mut changes = AlertChanges::new();
+    for (ts, voltage, current) in [
+        (T0 + 2 * MINUTE, 262.0, 1.0),
+        (T0 + 5 * MINUTE, 264.0, 1.0),
+        (T0 + 8 * MINUTE, 190.0, 80.0),
+    ] {
+        state.apply_arrived(
+            &reading(ts, voltage, current, 200.0, 1.0),
+            reconnect,
+            &thresholds,
+            &mut changes,
+        );
+    }
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Resolved, AlertKind::NoData)]
+    );
+    assert!(state.take_reconnected());
+    assert!(!state.take_reconnected(), "taken once");
+    assert_eq!(state.n_inhibited(), 4);
+    assert_eq!(
+        state.offline_window(),
+        Some(OfflineWindow {
+            from_ms: offline_from,
+            until_ms: reconnect
+        })
+    );
+    // The window survives a snapshot: a replay decides the same.
+    let mut restored = MeterState::decode(&state.encode().unwrap()).unwrap();
+    let mut replayed = AlertChanges::new();
+    restored.apply_arrived(
+        &reading(T0 + 9 * MINUTE, 262.0, 1.0, 200.0, 1.0),
+        reconnect + 5_000,
+        &thresholds,
+        &mut replayed,
+    );
+    assert!(replayed.is_empty(), "{replayed:?}");
+    // A reading measured after the reconnect is live: it raises, and the window is gone.
+    changes.clear();
+    state.apply_arrived(
+        &reading(reconnect + 1_000, 262.0, 1.0, 200.0, 1.0),
+        reconnect + 1_500,
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::OverVoltage)]
+    );
+    assert_eq!(state.offline_window(), None);
+}
+
+#[test]
+fn readings_from_before_the_outage_and_register_decreases_are_not_inhibited() {
+    let thresholds = Thresholds::default();
+    let mut state = offline_meter(&thresholds);
+    // Measured 30 s after the last reading: before the meter counted as silent.
+    let mut changes = AlertChanges::new();
+    state.apply_arrived(
+        &reading(T0 + 30_000, 262.0, 1.0, 200.0, 5.0),
+        T0 + 10 * MINUTE,
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes),
+        vec![
+            (AlertEventKind::Resolved, AlertKind::NoData),
+            (AlertEventKind::Raised, AlertKind::OverVoltage)
+        ]
+    );
+    // Inside the window: the register went backwards (a reset) — still raised.
+    changes.clear();
+    state.apply_arrived(
+        &reading(T0 + 3 * MINUTE, 230.0, 1.0, 200.0, 1.0),
+        T0 + 10 * MINUTE,
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes),
+        vec![
+            (AlertEventKind::Raised, AlertKind::RegisterDecrease),
+            (AlertEventKind::Resolved, AlertKind::OverVoltage)
+        ],
+        "a reading in the window still clears what it clears"
+    );
+    // Without an open no_data there is no window: a plain late reading is not offline.
+    let mut online = MeterState::new(meter());
+    changes.clear();
+    online.apply(
+        &reading(T0, 230.0, 1.0, 200.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
+    online.apply_arrived(
+        &reading(T0 + 5 * MINUTE, 262.0, 1.0, 200.0, 0.0),
+        T0 + 60 * MINUTE,
+        &thresholds,
+        &mut changes,
+    );
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::OverVoltage)]
+    );
+    assert!(!online.take_reconnected());
 }

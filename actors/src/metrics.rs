@@ -50,6 +50,14 @@ static RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 #[allow(clippy::expect_used)]
+static ALERTS_INHIBITED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gridpulse_actors_alerts_inhibited_total",
+        "Threshold alert raises skipped because their reading lay in the meter's offline window"
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
 static ALERT_EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gridpulse_actors_alert_events_total",
@@ -184,6 +192,13 @@ pub fn restarts_total() -> u64 {
     RESTARTS.get()
 }
 
+/// Threshold alert raises skipped by offline windows.
+pub fn record_alerts_inhibited(n: u64) {
+    if n > 0 {
+        ALERTS_INHIBITED.inc_by(n);
+    }
+}
+
 /// An alert event was published; `open_delta` moves the open-alert gauge.
 pub fn record_alert_event(
     kind: AlertKind,
@@ -191,12 +206,7 @@ pub fn record_alert_event(
     state_before: Option<&'static str>,
     state_after: Option<&'static str>,
 ) {
-    let event_name = match event {
-        AlertEventKind::Raised => "raised",
-        AlertEventKind::Updated => "updated",
-        AlertEventKind::Acknowledged => "acknowledged",
-        AlertEventKind::Resolved => "resolved",
-    };
+    let event_name = event.as_str();
     ALERT_EVENTS
         .with_label_values(&[kind.as_str(), event_name])
         .inc();

@@ -4,7 +4,9 @@
 //! to this actor, which routes readings to meter actors (creating them on first sight)
 //! in log order. The pump stops reading while the meters' in-flight readings exceed the
 //! high-water mark (backpressure to the log, never an unbounded buffer). A sweep every
-//! second raises "no data" for meters silent past their timeout.
+//! second raises "no data" for meters silent past their timeout and runs the alert
+//! timers (reminders, snoozes that ran out) of meters whose next one is due — each meter
+//! reports that time ([`AlertTimer`]), so no alert has a timer of its own.
 //!
 //! With a store, the pump hands each batch's readings to the partition's
 //! [`BatchWriter`] (raw readings history) before routing it, and a periodic
@@ -27,7 +29,8 @@ use gridpulse_domain::Reading;
 use crate::clock::Clock;
 use crate::log::{LogError, LogRecord, PartitionReader, ReadingSource};
 use crate::meter_actor::{
-    ApplyReading, CheckNoData, MeterActor, PartitionShared, SetThresholds, TakeSnapshot,
+    ApplyReading, CheckAlertTimers, CheckNoData, MeterActor, PartitionShared, SetThresholds,
+    TakeSnapshot,
 };
 use crate::metrics;
 use crate::thresholds::Thresholds;
@@ -56,7 +59,9 @@ struct MeterEntry {
     last_arrival_ms: i64,
     no_data_timeout_ms: i64,
     no_data_checked: bool,
-    /// Received readings since the last checkpoint.
+    /// When the meter's next alert timer is due (wall clock, Unix ms), as it reported.
+    alert_timer_ms: Option<i64>,
+    /// Changed since the last checkpoint (readings, or a sweep's check).
     dirty: bool,
 }
 
@@ -128,20 +133,37 @@ impl PartitionActor {
                 last_arrival_ms: now_ms,
                 no_data_timeout_ms,
                 no_data_checked: false,
+                alert_timer_ms: None,
                 dirty: false,
             }
         })
     }
 
-    fn sweep_no_data(&mut self) {
+    /// The periodic sweep: "no data" for silent meters, alert timers that are due. A
+    /// meter it sends a check to is part of the next checkpoint (what the check raises
+    /// or ends is in its snapshot).
+    fn sweep(&mut self) {
         let now_ms = self.config.clock.now_ms();
-        for entry in self.meters.values_mut() {
+        let track_changes = self.shared.store.is_some();
+        for (meter, entry) in self.meters.iter_mut() {
+            let mut checked = false;
             if !entry.no_data_checked && now_ms - entry.last_arrival_ms > entry.no_data_timeout_ms {
                 entry.no_data_checked = true;
+                checked = true;
                 entry.addr.do_send(CheckNoData {
                     now_ms,
                     last_arrival_ms: entry.last_arrival_ms,
                 });
+            }
+            if entry.alert_timer_ms.is_some_and(|due_ms| due_ms <= now_ms) {
+                // The meter reports its next one after the check.
+                entry.alert_timer_ms = None;
+                checked = true;
+                entry.addr.do_send(CheckAlertTimers { now_ms });
+            }
+            if checked && track_changes && !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(*meter);
             }
         }
         metrics::record_mailbox_depth(self.partition, self.shared.in_flight.get());
@@ -153,9 +175,7 @@ impl Actor for PartitionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(4);
-        ctx.run_interval(self.config.no_data_sweep, |actor, _ctx| {
-            actor.sweep_no_data()
-        });
+        ctx.run_interval(self.config.no_data_sweep, |actor, _ctx| actor.sweep());
         if self.shared.store.is_some() {
             ctx.run_interval(self.config.checkpoint_interval, |actor, ctx| {
                 if !actor.checkpoint_running {
@@ -263,6 +283,7 @@ impl Handler<RouteBatch> for PartitionActor {
             entry.addr.do_send(ApplyReading {
                 reading: record.reading,
                 offset: record.offset,
+                arrival_ms: now_ms,
             });
             // Only checkpoints need to know who changed.
             if track_changes && !entry.dirty {
@@ -464,6 +485,26 @@ impl Handler<EnsureMeter> for PartitionActor {
     fn handle(&mut self, message: EnsureMeter, _ctx: &mut Self::Context) -> Self::Result {
         let now_ms = self.config.clock.now_ms();
         actix::MessageResult(self.meter_entry(message.0, now_ms).addr.clone())
+    }
+}
+
+/// When a meter's next alert timer is due (sent by the meter whenever it changes).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AlertTimer {
+    /// The meter.
+    pub meter: MeterId,
+    /// Wall clock, Unix ms; `None`: nothing to check.
+    pub due_ms: Option<i64>,
+}
+
+impl Handler<AlertTimer> for PartitionActor {
+    type Result = ();
+
+    fn handle(&mut self, message: AlertTimer, _ctx: &mut Self::Context) {
+        if let Some(entry) = self.meters.get_mut(&message.meter) {
+            entry.alert_timer_ms = message.due_ms;
+        }
     }
 }
 

@@ -46,7 +46,19 @@ pub struct SystemConfig {
     pub checkpoint_interval: Duration,
     /// Where meters send closed usage minutes (`None`: no user actors).
     pub usage: Option<Arc<dyn UsageSink>>,
+    /// Remind of a firing alert nobody acknowledged this long after it was raised,
+    /// then again as often, while not snoozed (`None` or zero: no reminders).
+    pub reminder_after: Option<Duration>,
 }
+
+/// The default [`SystemConfig::reminder_after`]: 15 minutes.
+pub const DEFAULT_REMINDER_AFTER: Duration = Duration::from_secs(15 * 60);
+/// The furthest ahead an alert can be snoozed: 30 days.
+pub const MAX_SNOOZE_MS: i64 = 30 * 86_400_000;
+/// The longest comment, characters.
+pub const MAX_COMMENT_CHARS: usize = 2000;
+/// The longest name (of who acts, or of an assignee), characters.
+pub const MAX_NAME_CHARS: usize = 100;
 
 impl Default for SystemConfig {
     fn default() -> Self {
@@ -59,6 +71,7 @@ impl Default for SystemConfig {
             store: None,
             checkpoint_interval: Duration::from_secs(5),
             usage: None,
+            reminder_after: Some(DEFAULT_REMINDER_AFTER),
         }
     }
 }
@@ -78,6 +91,14 @@ pub enum SystemError {
     /// The alert id is malformed or names no open alert.
     #[error("alert not found or not open")]
     AlertNotOpen,
+    /// One input of a command is unusable.
+    #[error("`{field}` {reason}")]
+    BadInput {
+        /// The input (body field) to blame.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// Rejected thresholds.
     #[error(transparent)]
     Thresholds(#[from] ThresholdsError),
@@ -154,6 +175,10 @@ impl MeterSystem {
             source: Arc::clone(&source),
         };
         let max_in_flight = config.max_in_flight;
+        let reminder_after_ms = config
+            .reminder_after
+            .map(|every| i64::try_from(every.as_millis()).unwrap_or(i64::MAX))
+            .filter(|every| *every > 0);
         let n_applied: Vec<Arc<AtomicU64>> =
             (0..source.n_partitions()).map(|_| Arc::default()).collect();
         let partitions = (0..source.n_partitions())
@@ -180,6 +205,7 @@ impl MeterSystem {
                         store,
                         partition_actor: Some(ctx.address()),
                         usage,
+                        reminder_after_ms,
                     });
                     PartitionActor::new(
                         partition,
@@ -288,13 +314,20 @@ impl MeterSystem {
         Ok(total)
     }
 
-    /// Acknowledges or resolves the open alert `alert_id` on behalf of `by`.
+    /// Applies `action` to the open alert `alert_id` on behalf of `by` (who, from the
+    /// caller: a name or an authenticated user), at the system clock's now. The change
+    /// is durable (the meter's snapshot and the alert's history stored and flushed)
+    /// before this returns. Inputs are checked first ([`SystemError::BadInput`] names
+    /// the field): `by` and an assignee have 1 to 100 characters, a comment 1 to 2000
+    /// (not only spaces), a snooze ends after now and at most 30 days ahead.
     pub async fn alert_command(
         &self,
         alert_id: &str,
         action: AlertAction,
         by: &str,
     ) -> Result<AlertRecord, SystemError> {
+        let now_ms = self.clock.now_ms();
+        check_action(&action, by, now_ms)?;
         let (meter, kind, first_seen_ms) =
             parse_alert_id(alert_id).ok_or(SystemError::AlertNotOpen)?;
         let actor = self.find(meter).await.map_err(|error| match error {
@@ -306,9 +339,26 @@ impl MeterSystem {
             kind,
             first_seen_ms,
             by: by.to_owned(),
-            at_ms: self.clock.now_ms(),
+            at_ms: now_ms,
         };
         Ok(actor.send(command).await??)
+    }
+
+    /// Starts (restoring from their snapshots) the actors of the meters that have an
+    /// open alert in the hub, so their reminders and snoozes run after a restart
+    /// without waiting for their next reading; answers how many. For a process that
+    /// owns every partition (embedded mode): a Kafka processor would start meters of
+    /// partitions it does not own.
+    pub async fn start_meters_with_open_alerts(&self) -> Result<usize, SystemError> {
+        let mut started = 0;
+        for meter in self.hub.meters_with_open_alerts() {
+            match self.find(meter).await {
+                Ok(_) => started += 1,
+                Err(SystemError::MeterNotFound) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(started)
     }
 
     /// Replaces one meter's thresholds after validating them; with a store they are
@@ -397,6 +447,41 @@ impl MeterSystem {
             .await
             .map_err(|error| SystemError::Store(error.to_string()))?;
         Ok(())
+    }
+}
+
+/// Checks the inputs of an alert command at wall-clock `now_ms`.
+fn check_action(action: &AlertAction, by: &str, now_ms: i64) -> Result<(), SystemError> {
+    let bad = |field: &'static str, reason: String| Err(SystemError::BadInput { field, reason });
+    let is_name = |text: &str| !text.trim().is_empty() && text.chars().count() <= MAX_NAME_CHARS;
+    if !is_name(by) {
+        return bad("by", format!("must be 1 to {MAX_NAME_CHARS} characters"));
+    }
+    match action {
+        AlertAction::Assign { to: Some(to) } if !is_name(to) => bad(
+            "to",
+            format!("must be a user id or name of 1 to {MAX_NAME_CHARS} characters, or null"),
+        ),
+        AlertAction::Comment { text }
+            if text.trim().is_empty() || text.chars().count() > MAX_COMMENT_CHARS =>
+        {
+            bad(
+                "text",
+                format!("must be 1 to {MAX_COMMENT_CHARS} characters, not only spaces"),
+            )
+        }
+        AlertAction::Snooze { until_ms } if *until_ms <= now_ms => bad(
+            "until",
+            format!("must be in the future: it is {until_ms}, now is {now_ms} (Unix ms)"),
+        ),
+        AlertAction::Snooze { until_ms } if *until_ms - now_ms > MAX_SNOOZE_MS => bad(
+            "until",
+            format!(
+                "must be at most 30 days ahead: it is {until_ms}, the latest is {} (Unix ms)",
+                now_ms.saturating_add(MAX_SNOOZE_MS)
+            ),
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -312,7 +312,7 @@ pub async fn guard(
     let status = response.status().as_u16();
     crate::metrics::record_request(&route, method.as_str(), status, started.elapsed());
     if let Some(principal) = audited {
-        let _ = (&state, &principal, &path); // AUDIT-MERGE
+        crate::audit::record(&state, &principal, &method, &path, status).await;
     }
     Ok(response)
 }
@@ -396,6 +396,7 @@ mod tests {
     fn declared_routes() -> Vec<(Method, String)> {
         let sources = [
             include_str!("routes/alerts.rs"),
+            include_str!("routes/audit.rs"),
             include_str!("routes/credit.rs"),
             include_str!("routes/meters.rs"),
             include_str!("routes/money.rs"),

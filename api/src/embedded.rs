@@ -78,8 +78,12 @@ pub struct EmbeddedConfig {
     pub max_resolved_alerts: usize,
     /// Run the simulator with this configuration.
     pub simulate: Option<SimulatorConfig>,
-    /// How often partitions look for silent meters ("no data").
+    /// How often partitions look for silent meters ("no data") and run due alert timers
+    /// (reminders, snoozes that ran out).
     pub no_data_sweep: Duration,
+    /// Remind of a firing alert nobody acknowledged this long after it was raised, then
+    /// again as often, while not snoozed (`None` or zero: no reminders).
+    pub alert_reminder_after: Option<Duration>,
     /// Persistence: `None` keeps everything in memory (lost on exit).
     pub persistence: Option<Persistence>,
     /// Use Kafka as the reading log (produce and consume) instead of the in-process log.
@@ -140,6 +144,7 @@ impl Default for EmbeddedConfig {
             max_resolved_alerts: 100_000,
             simulate: None,
             no_data_sweep: Duration::from_secs(1),
+            alert_reminder_after: Some(gridpulse_actors::system::DEFAULT_REMINDER_AFTER),
             persistence: None,
             kafka: None,
             api_only: false,
@@ -367,6 +372,7 @@ impl EmbeddedSystem {
                 store: store.clone(),
                 checkpoint_interval,
                 usage: usage_sink,
+                reminder_after: config.alert_reminder_after,
                 ..SystemConfig::default()
             },
             source,
@@ -374,6 +380,12 @@ impl EmbeddedSystem {
             Arc::clone(&clock),
         )
         .await?;
+        if store.is_some() && config.kafka.is_none() {
+            // Meters restore lazily on their next reading; those with open alerts start
+            // now, so their reminders and snoozes keep time across a restart.
+            let started = meters.start_meters_with_open_alerts().await?;
+            tracing::debug!(started, "meters with open alerts started");
+        }
         if let (Some(users), Some(kafka)) = (&users, &config.kafka) {
             // Every user event also goes to `user-events` for API replicas.
             users.events().set_forwarder(

@@ -177,6 +177,7 @@ impl From<SystemError> for ApiError {
             SystemError::MeterNotFound => ApiError::NotFound("meter"),
             SystemError::UserNotFound => ApiError::NotFound("user"),
             SystemError::AlertNotOpen => ApiError::NotFound("open alert"),
+            SystemError::BadInput { field, reason } => ApiError::bad_field(field, reason),
             SystemError::Thresholds(error) => ApiError::bad_field(error.field, error.reason),
             SystemError::Unavailable(error) => ApiError::Unavailable(error.to_string()),
             SystemError::Store(error) => ApiError::Unavailable(format!("store: {error}")),

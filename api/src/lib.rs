@@ -9,6 +9,7 @@
 //! Architecture invariant: errors map to HTTP statuses in one place (`error.rs`).
 
 pub mod access;
+pub mod audit;
 pub mod auth;
 pub mod embedded;
 pub mod error;

@@ -456,6 +456,18 @@ struct RunArgs {
     checkpoint_interval: f64,
     #[command(flatten)]
     auth: AuthArgs,
+    /// Seconds after which a firing alert nobody acknowledged gets a reminder event, and
+    /// again every as many seconds while unacknowledged and not snoozed (0: no
+    /// reminders).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 900,
+        env = "GRIDPULSE_ALERT_REMINDER_AFTER",
+        // At most a year: plenty, and far from overflowing any schedule.
+        value_parser = clap::value_parser!(u64).range(0..=366 * 86_400)
+    )]
+    alert_reminder_after: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -661,6 +673,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if !(args.checkpoint_interval.is_finite() && args.checkpoint_interval >= 0.05) {
         anyhow::bail!("--checkpoint-interval must be at least 0.05 seconds");
     }
+    let alert_reminder_after = (args.alert_reminder_after > 0)
+        .then(|| std::time::Duration::from_secs(args.alert_reminder_after));
     let persistence = (!args.in_memory).then(|| {
         let mut persistence = Persistence::new(&args.data_dir);
         persistence.checkpoint_interval =
@@ -698,6 +712,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         persistence,
         kafka: args.kafka.config()?,
         rollup_workers: args.rollup_workers,
+        alert_reminder_after,
         ..EmbeddedConfig::default()
     };
     let use_scylla = args.scylla;
@@ -824,6 +839,20 @@ mod tests {
             panic!("expected run");
         };
         assert_eq!(args.partitions, 4);
+        assert_eq!(args.alert_reminder_after, 900, "15 minutes by default");
+        let reminders = |value: &str| {
+            let flag = format!("--alert-reminder-after={value}");
+            Cli::try_parse_from(["gridpulse", "run", flag.as_str()]).map(|cli| match cli.command {
+                Command::Run(args) => args.alert_reminder_after,
+                _ => panic!("expected run"),
+            })
+        };
+        assert_eq!(reminders("0").unwrap(), 0, "0 turns reminders off");
+        assert_eq!(reminders("60").unwrap(), 60);
+        for bad in ["-1", "1.5", "31622401", "soon"] {
+            let error = reminders(bad).unwrap_err().to_string();
+            assert!(error.contains("--alert-reminder-after"), "{bad}: {error}");
+        }
         let cli = Cli::try_parse_from(["gridpulse", "processor", "--kafka-brokers", "b:9092"]);
         assert!(matches!(cli.unwrap().command, Command::Processor(_)));
         let cli = Cli::try_parse_from([

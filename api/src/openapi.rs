@@ -10,7 +10,7 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    alerts, credit, meters, money, readings, sessions, system, tariffs, usage, users,
+    alerts, audit, credit, meters, money, readings, sessions, system, tariffs, usage, users,
 };
 
 /// A JSON document (its shape is described by the operation).
@@ -89,10 +89,15 @@ impl Modify for BearerAuth {
         sessions::opt_in,
         sessions::get_session,
         usage::get_meter_usage,
+        audit::get_audit,
         alerts::list_alerts,
         alerts::get_alert,
         alerts::ack_alert,
         alerts::resolve_alert,
+        alerts::assign_alert,
+        alerts::comment_alert,
+        alerts::snooze_alert,
+        alerts::unsnooze_alert,
         crate::ws::ws_alerts,
         system::healthz,
         system::readyz,

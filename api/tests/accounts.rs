@@ -140,6 +140,20 @@ fn flat_tiered_and_time_of_use_tariffs_are_created_listed_and_read_back() {
             .map(|tariff| tariff["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["flat-gbp", "tiered-eur", "tou-gbp"]);
+        assert!(list.get("next").is_none(), "one page: {list}");
+        // Cursor pages of two: the same tariffs, once each.
+        let (_, first) = get(addr, "/api/tariffs?limit=2").await;
+        assert_eq!(first["tariffs"].as_array().unwrap().len(), 2, "{first}");
+        assert_eq!(first["next"], "tiered-eur", "{first}");
+        let (_, second) = get(addr, "/api/tariffs?limit=2&after=tiered-eur").await;
+        assert_eq!(second["tariffs"][0]["id"], "tou-gbp", "{second}");
+        assert_eq!(second["tariffs"].as_array().unwrap().len(), 1, "{second}");
+        assert!(second.get("next").is_none(), "{second}");
+        assert_field_error(
+            &get(addr, "/api/tariffs?limit=0").await,
+            "limit",
+            "invalid_field",
+        );
         assert_eq!(
             list["tariffs"][0]["definition"]["energy"]["rate_per_kwh"],
             "0.245"

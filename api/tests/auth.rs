@@ -291,6 +291,121 @@ fn roles_gate_routes_and_consumers_see_only_their_own_data() {
             )
             .await;
             assert_eq!(status, 200, "{body}");
+            // Who acted comes from the token, not from the body.
+            assert_eq!(body["acknowledged_by"], "olivia", "{body}");
+            let (status, body) = http_as(
+                addr,
+                &ops,
+                "POST",
+                &format!("/api/alerts/{bob_alert}/assign"),
+                &json!({"to": "u-bob", "by": "mallory"}).to_string(),
+            )
+            .await;
+            assert_eq!((status, body["error"]["field"].as_str()), (400, Some("by")));
+
+            // Cursor pages of alerts: every alert once, newest first.
+            let (_, everything) = http_as(addr, &ops, "GET", "/api/alerts", "").await;
+            let mut paged = Vec::new();
+            let mut path = "/api/alerts?limit=1".to_owned();
+            loop {
+                let (status, page) = http_as(addr, &ops, "GET", &path, "").await;
+                assert_eq!(status, 200, "{page}");
+                assert!(page["alerts"].as_array().unwrap().len() <= 1, "{page}");
+                paged.extend(
+                    page["alerts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a["id"].clone()),
+                );
+                match page["next"].as_str() {
+                    Some(next) => path = format!("/api/alerts?limit=1&before={next}"),
+                    None => break,
+                }
+                assert!(paged.len() < 100, "pages never end");
+            }
+            let all: Vec<Value> = everything["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].clone())
+                .collect();
+            assert_eq!(paged, all, "pages of one");
+            assert!(paged.len() >= 2, "{everything}");
+            let (status, body) =
+                http_as(addr, &ops, "GET", "/api/alerts?before=yesterday", "").await;
+            assert_eq!(
+                (status, body["error"]["field"].as_str()),
+                (400, Some("before"))
+            );
+
+            // The audit log: ops only; every write with who did it, newest first.
+            for (token, role) in [
+                (&utility, "utility"),
+                (&alice, "consumer"),
+                (&service, "service"),
+            ] {
+                let (status, body) = http_as(addr, token, "GET", "/api/audit", "").await;
+                assert_eq!((status, code(&body)), (403, "forbidden"), "{role}: {body}");
+            }
+            let (status, log) = http_as(addr, &ops, "GET", "/api/audit", "").await;
+            assert_eq!(status, 200, "{log}");
+            let entries: Vec<(String, String, String, u64)> = log["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["subject"].as_str().unwrap().to_owned(),
+                        e["method"].as_str().unwrap().to_owned(),
+                        e["path"].as_str().unwrap().to_owned(),
+                        e["status"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            let entry = |subject: &str, method: &str, path: &str, status: u64| {
+                (
+                    subject.to_owned(),
+                    method.to_owned(),
+                    path.to_owned(),
+                    status,
+                )
+            };
+            let ack = format!("/api/alerts/{bob_alert}/ack");
+            let assign = format!("/api/alerts/{bob_alert}/assign");
+            assert_eq!(
+                entries,
+                vec![
+                    entry("olivia", "POST", &assign, 400),
+                    entry("olivia", "POST", &ack, 200),
+                    entry("uma", "POST", "/api/meters", 201),
+                    entry("uma", "POST", "/api/meters", 201),
+                    entry("uma", "POST", "/api/users", 201),
+                    entry("uma", "POST", "/api/users", 201),
+                ],
+                "writes newest first; refused roles and reading ingest are not in it: {log}"
+            );
+            assert_eq!(log["entries"][1]["role"], "ops");
+            // Pages of two, and one subject's entries.
+            let mut paged = 0;
+            let mut path = "/api/audit?limit=2".to_owned();
+            loop {
+                let (_, page) = http_as(addr, &ops, "GET", &path, "").await;
+                paged += page["entries"].as_array().unwrap().len();
+                match page["next"].as_str() {
+                    Some(next) => path = format!("/api/audit?limit=2&before={next}"),
+                    None => break,
+                }
+                assert!(paged < 100, "pages never end");
+            }
+            assert_eq!(paged, entries.len());
+            let (_, uma) = http_as(addr, &ops, "GET", "/api/audit?subject=uma", "").await;
+            assert_eq!(uma["entries"].as_array().unwrap().len(), 4, "{uma}");
+            let (status, body) = http_as(addr, &ops, "GET", "/api/audit?before=7", "").await;
+            assert_eq!(
+                (status, body["error"]["field"].as_str()),
+                (400, Some("before"))
+            );
         },
     );
 }

@@ -164,7 +164,10 @@ async fn readings_in_alerts_out_lifecycle_and_bad_input() {
     let (status, _) = http(addr, "POST", &format!("/api/alerts/{alert_id}/resolve"), "").await;
     assert_eq!(status, 409, "resolving twice conflicts");
     let (status, detail) = http(addr, "GET", &format!("/api/alerts/{alert_id}"), "").await;
-    assert_eq!((status, &detail["resolved_by"]), (200, &json!("anonymous")));
+    assert_eq!(
+        (status, &detail["resolved_by"]),
+        (200, &json!("insecure-dev"))
+    );
 
     // A batch with bad readings: per-reading errors, good ones still processed.
     let batch = json!([

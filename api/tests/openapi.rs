@@ -36,6 +36,7 @@ fn token(role: &str, user: Option<&str>) -> String {
 fn declared_routes() -> BTreeSet<(String, String)> {
     let sources = [
         include_str!("../src/routes/alerts.rs"),
+        include_str!("../src/routes/audit.rs"),
         include_str!("../src/routes/credit.rs"),
         include_str!("../src/routes/meters.rs"),
         include_str!("../src/routes/money.rs"),

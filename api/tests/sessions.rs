@@ -299,6 +299,16 @@ fn baselines_progress_results_and_leaderboard() {
             (200, &json!(2)),
             "{list}"
         );
+        let (status, page) = http(addr, "GET", "/api/sessions?limit=1", "").await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["sessions"].as_array().unwrap().len(), 1, "{page}");
+        let more = list["sessions"].as_array().unwrap().len() > 1;
+        assert_eq!(page.get("next").is_some(), more, "{list} {page}");
+        let (status, bad) = http(addr, "GET", "/api/sessions?after=soon", "").await;
+        assert_eq!(
+            (status, bad["error"]["field"].as_str()),
+            (400, Some("after"))
+        );
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

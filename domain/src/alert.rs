@@ -165,6 +165,21 @@ pub struct AlertRecord {
     pub resolved_by: Option<String>,
     /// When it was resolved, Unix ms.
     pub resolved_at_ms: Option<i64>,
+    /// Who the alert is assigned to (a user id or a person's name), if anyone.
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// No reminders before this time, Unix ms (wall clock), while set.
+    #[serde(default)]
+    pub snoozed_until_ms: Option<i64>,
+    /// How many comments it has.
+    #[serde(default)]
+    pub comments: u32,
+    /// How many reminders it has had.
+    #[serde(default)]
+    pub reminders: u32,
+    /// When the latest reminder was due, Unix ms (wall clock).
+    #[serde(default)]
+    pub last_reminder_ms: Option<i64>,
 }
 
 /// Builds the stable id of an alert.
@@ -182,6 +197,9 @@ pub fn parse_alert_id(id: &str) -> Option<(MeterId, AlertKind, i64)> {
 }
 
 /// What happened to an alert.
+///
+/// `Raised`, `Updated`, `Acknowledged` and `Resolved` are its lifecycle; the others are
+/// workflow events ([`AlertEventKind::is_workflow`]), each carrying an [`AlertNote`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertEventKind {
@@ -193,6 +211,87 @@ pub enum AlertEventKind {
     Acknowledged,
     /// It closed.
     Resolved,
+    /// Someone assigned it to someone (or unassigned it: `assignee` is then `None`).
+    Assigned,
+    /// Someone commented on it (the text is in the note).
+    Commented,
+    /// Someone snoozed its reminders until `snoozed_until_ms`.
+    Snoozed,
+    /// Its snooze ended: lifted by someone, or run out (`system`).
+    Unsnoozed,
+    /// It is still firing and nobody acknowledged it (`system`).
+    Reminder,
+}
+
+impl AlertEventKind {
+    /// Every kind, in a fixed order.
+    pub const ALL: [AlertEventKind; 9] = [
+        AlertEventKind::Raised,
+        AlertEventKind::Updated,
+        AlertEventKind::Acknowledged,
+        AlertEventKind::Resolved,
+        AlertEventKind::Assigned,
+        AlertEventKind::Commented,
+        AlertEventKind::Snoozed,
+        AlertEventKind::Unsnoozed,
+        AlertEventKind::Reminder,
+    ];
+
+    /// The wire name, e.g. `acknowledged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertEventKind::Raised => "raised",
+            AlertEventKind::Updated => "updated",
+            AlertEventKind::Acknowledged => "acknowledged",
+            AlertEventKind::Resolved => "resolved",
+            AlertEventKind::Assigned => "assigned",
+            AlertEventKind::Commented => "commented",
+            AlertEventKind::Snoozed => "snoozed",
+            AlertEventKind::Unsnoozed => "unsnoozed",
+            AlertEventKind::Reminder => "reminder",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(text: &str) -> Option<AlertEventKind> {
+        AlertEventKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == text)
+    }
+
+    /// Whether this is a workflow event (assign, comment, snooze, unsnooze, reminder):
+    /// it carries an [`AlertNote`] and leaves the lifecycle state alone.
+    pub fn is_workflow(self) -> bool {
+        !matches!(
+            self,
+            AlertEventKind::Raised
+                | AlertEventKind::Updated
+                | AlertEventKind::Acknowledged
+                | AlertEventKind::Resolved
+        )
+    }
+}
+
+impl fmt::Display for AlertEventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who made a workflow change, when, and what it said.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AlertNote {
+    /// Who (`system` for reminders and snoozes that ran out).
+    pub by: String,
+    /// When, Unix ms (wall clock; for a reminder the time it was due, for a snooze that
+    /// ran out its end).
+    pub at_ms: i64,
+    /// Position among the alert's workflow events (1, 2, ...): tells apart two events
+    /// of one kind in the same millisecond, and makes re-storing one harmless.
+    pub action_seq: u32,
+    /// A comment's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// One change to one alert, as pushed to subscribers.
@@ -204,6 +303,9 @@ pub struct AlertEvent {
     pub event: AlertEventKind,
     /// The alert after the change.
     pub alert: AlertRecord,
+    /// Who, when and what, for workflow events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<AlertNote>,
 }
 
 #[cfg(test)]
@@ -238,5 +340,27 @@ mod tests {
             assert_eq!(AlertState::parse(state.as_str()), Some(state));
         }
         assert_eq!(AlertKind::parse("over-voltage"), None);
+        for event in AlertEventKind::ALL {
+            assert_eq!(AlertEventKind::parse(event.as_str()), Some(event));
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(json, alloc::format!("\"{}\"", event.as_str()));
+        }
+        assert!(!AlertEventKind::Resolved.is_workflow());
+        assert!(AlertEventKind::Reminder.is_workflow());
+    }
+
+    #[test]
+    fn records_stored_before_the_workflow_fields_still_decode() {
+        let old = r#"{"id":"m.no_data.5","meter":"m","kind":"no_data","severity":"warning",
+            "state":"firing","first_seen_ms":5,"last_seen_ms":5,"count":1,"value":61.0,
+            "threshold":60.0,"acknowledged_by":null,"acknowledged_at_ms":null,
+            "resolved_by":null,"resolved_at_ms":null}"#;
+        let record: AlertRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.assignee, None);
+        assert_eq!(record.snoozed_until_ms, None);
+        assert_eq!((record.comments, record.reminders), (0, 0));
+        let old_event = alloc::format!(r#"{{"seq":3,"event":"raised","alert":{old}}}"#);
+        let event: AlertEvent = serde_json::from_str(&old_event).unwrap();
+        assert_eq!(event.note, None);
     }
 }

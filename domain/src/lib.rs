@@ -30,7 +30,7 @@ pub mod validation;
 pub mod wire;
 
 pub use alert::{
-    AlertEvent, AlertEventKind, AlertKind, AlertRecord, AlertState, Severity, alert_id,
+    AlertEvent, AlertEventKind, AlertKind, AlertNote, AlertRecord, AlertState, Severity, alert_id,
     parse_alert_id,
 };
 pub use bill::{

@@ -10,11 +10,13 @@
 //! | `alerts` | alert id | JSON `AlertRecord` |
 //! | `alerts_by_meter` | meter, first_seen desc, id | — |
 //! | `alerts_by_time` | first_seen desc, id | — |
-//! | `alert_history` | alert id, at, event | JSON [`AlertHistoryEntry`] |
+//! | `alert_history` | alert id, at, event (workflow: mark, action seq) | JSON [`AlertHistoryEntry`] |
 //! | `config` | kind, id | JSON document |
 //! | `meter_rollups` | meter, granularity, window start | fixed 84-byte rollup |
 //! | `user_rollups` | user, granularity, window start | 33 bytes, then cost, currency |
 //! | `stream_offsets` | job, log partition (u32 BE) | next offset (u64 BE) |
+//! | `audit` | at desc, seq desc | JSON [`AuditEntry`] |
+//! | `audit_by_subject` | subject, at desc, seq desc | JSON [`AuditEntry`] (a copy) |
 //! | `meta` | `format` | format version |
 //!
 //! Raw readings get a partition per day so retention drops whole days at once, like
@@ -25,24 +27,28 @@
 //! JSON). fjall's own journal makes writes crash-safe and recovers a prefix of them (a
 //! stream job's offsets are never back without the rollups written before them);
 //! [`Store::flush`] fsyncs it. The engine is blocking, so every operation runs on tokio's
-//! blocking pool. The rollup and offset partitions were added without a format change:
-//! a directory of an older build simply gets them, and an older build ignores them.
+//! blocking pool. The rollup, offset and audit partitions were added without a format
+//! change: a directory of an older build simply gets them, and an older build ignores
+//! them.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 use gridpulse_domain::{
-    AlertRecord, Amount, Granularity, MeterId, MeterRollup, Reading, UserId, UserRollup,
+    AlertEventKind, AlertRecord, Amount, Granularity, MeterId, MeterRollup, Reading, UserId,
+    UserRollup,
 };
 use parking_lot::RwLock;
 
 use crate::error::StoreError;
 use crate::model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, DAY_MS, MeterRollupQuery, ReadingPage, ReadingQuery,
-    Retention, RollupPage, SnapshotRow, StoredAlert, UserRollupQuery, check_job_name,
-    check_user_rollup, day_bucket, reading_cursor, rollup_cursor,
+    AlertHistoryEntry, AlertQuery, AuditEntry, AuditQuery, ConfigKind, DAY_MS, MeterRollupQuery,
+    ReadingPage, ReadingQuery, Retention, RollupPage, SnapshotRow, StoredAlert, UserRollupQuery,
+    check_audit_entry, check_history_entry, check_job_name, check_user_rollup, day_bucket,
+    reading_cursor, rollup_cursor,
 };
 use crate::{Store, StoreFuture};
 
@@ -69,6 +75,8 @@ struct Inner {
     meter_rollups: PartitionHandle,
     user_rollups: PartitionHandle,
     stream_offsets: PartitionHandle,
+    audit: PartitionHandle,
+    audit_by_subject: PartitionHandle,
     reading_days: RwLock<BTreeMap<i32, PartitionHandle>>,
     retention: Retention,
     /// Held while the store is open (declared last: released after the engine closes),
@@ -148,6 +156,8 @@ impl EmbeddedStore {
             meter_rollups: open("meter_rollups")?,
             user_rollups: open("user_rollups")?,
             stream_offsets: open("stream_offsets")?,
+            audit: open("audit")?,
+            audit_by_subject: open("audit_by_subject")?,
             reading_days: RwLock::new(reading_days),
             retention,
             keyspace,
@@ -318,11 +328,39 @@ fn history_prefix(id: &str) -> Vec<u8> {
     key
 }
 
+/// (id, at, event) for lifecycle changes, as ever; (id, at, [`WORKFLOW_MARK`],
+/// `action_seq` big-endian) for workflow events: several in one millisecond are kept
+/// apart and come in the order they happened, after that millisecond's lifecycle
+/// changes.
 fn history_key(entry: &AlertHistoryEntry) -> Vec<u8> {
     let mut key = history_prefix(&entry.alert.id);
     key.extend_from_slice(&ts_key(entry.at_ms));
-    key.push(entry.event as u8);
+    if entry.event.is_workflow() {
+        key.push(WORKFLOW_MARK);
+        key.extend_from_slice(&entry.action_seq.to_be_bytes());
+    } else {
+        key.push(lifecycle_code(entry.event));
+    }
     key
+}
+
+/// Follows the time in the key of a workflow event (above every lifecycle code).
+const WORKFLOW_MARK: u8 = 0x80;
+
+/// The stored byte of a lifecycle event (explicit, so reordering the domain enum never
+/// changes the format); sorts the changes of one millisecond in lifecycle order.
+fn lifecycle_code(event: AlertEventKind) -> u8 {
+    match event {
+        AlertEventKind::Raised => 0,
+        AlertEventKind::Updated => 1,
+        AlertEventKind::Acknowledged => 2,
+        AlertEventKind::Resolved => 3,
+        AlertEventKind::Assigned
+        | AlertEventKind::Commented
+        | AlertEventKind::Snoozed
+        | AlertEventKind::Unsnoozed
+        | AlertEventKind::Reminder => WORKFLOW_MARK,
+    }
 }
 
 fn config_key(kind: ConfigKind, id: &str) -> Vec<u8> {
@@ -511,6 +549,18 @@ fn decode_user_rollup(
         revision,
     })
 }
+
+/// The key of an audit entry after its subject prefix (if any): newest first, by time
+/// then seq, so a forward scan reads the log backwards in time.
+fn audit_key(at_ms: i64, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&ts_key_desc(at_ms));
+    key[8..].copy_from_slice(&(!seq).to_be_bytes());
+    key
+}
+
+// Audit subjects are length-prefixed with one byte.
+const _: () = assert!(crate::model::MAX_AUDIT_SUBJECT_BYTES <= u8::MAX as usize);
 
 // Job names are length-prefixed with one byte.
 const _: () = assert!(crate::model::MAX_JOB_NAME_LEN <= u8::MAX as usize);
@@ -729,8 +779,10 @@ impl Store for EmbeddedStore {
     }
 
     fn write_alert_events<'a>(&'a self, events: &'a [AlertHistoryEntry]) -> StoreFuture<'a, ()> {
+        let checked = events.iter().try_for_each(check_history_entry);
         let events = events.to_vec();
         self.blocking(move |inner| {
+            checked?;
             let mut batch = inner.keyspace.batch();
             for entry in &events {
                 let record = serde_json::to_vec(&entry.alert)
@@ -997,6 +1049,71 @@ impl Store for EmbeddedStore {
                 offsets.push((u32::from_be_bytes(partition), u64::from_be_bytes(offset)));
             }
             Ok(offsets)
+        })
+    }
+
+    fn append_audit<'a>(&'a self, entries: &'a [AuditEntry]) -> StoreFuture<'a, ()> {
+        // (key in `audit`, key in `audit_by_subject`, value) per entry.
+        type AuditRow = (Vec<u8>, Vec<u8>, Vec<u8>);
+        let rows: Result<Vec<AuditRow>, StoreError> = entries
+            .iter()
+            .map(|entry| {
+                check_audit_entry(entry)?;
+                let value = serde_json::to_vec(entry)
+                    .map_err(|error| corrupt("audit entry", entry.subject.clone(), error))?;
+                let key = audit_key(entry.at_ms, entry.seq);
+                let mut by_subject = id_prefix(&entry.subject);
+                by_subject.extend_from_slice(&key);
+                Ok((key.to_vec(), by_subject, value))
+            })
+            .collect();
+        self.blocking(move |inner| {
+            let mut batch = inner.keyspace.batch();
+            for (key, by_subject, value) in rows? {
+                batch.insert(&inner.audit, key, value.clone());
+                batch.insert(&inner.audit_by_subject, by_subject, value);
+            }
+            batch.commit().map_err(|error| inner.engine(error))
+        })
+    }
+
+    fn read_audit<'a>(&'a self, query: &'a AuditQuery) -> StoreFuture<'a, Vec<AuditEntry>> {
+        let query = query.clone();
+        self.blocking(move |inner| {
+            let limit = query.limit.max(1);
+            let (partition, prefix, table) = match &query.subject {
+                Some(subject) => (
+                    &inner.audit_by_subject,
+                    id_prefix(subject),
+                    "audit_by_subject",
+                ),
+                None => (&inner.audit, Vec::new(), "audit"),
+            };
+            let start = match query.before {
+                // Strictly older: every key after the cursor's own.
+                Some((at_ms, seq)) => {
+                    let mut key = prefix.clone();
+                    key.extend_from_slice(&audit_key(at_ms, seq));
+                    Bound::Excluded(key)
+                }
+                None => Bound::Included(prefix.clone()),
+            };
+            let mut found = Vec::with_capacity(limit.min(1000));
+            for item in partition.range((start, Bound::Unbounded)) {
+                let (key, value) = item.map_err(|error| inner.engine(error))?;
+                if !key.starts_with(&prefix) || found.len() == limit {
+                    break;
+                }
+                let entry: AuditEntry = serde_json::from_slice(&value).map_err(|error| {
+                    corrupt(
+                        "audit entry",
+                        format!("{}/{table}", inner.path.display()),
+                        error,
+                    )
+                })?;
+                found.push(entry);
+            }
+            Ok(found)
         })
     }
 

@@ -12,8 +12,9 @@
 //! Architecture invariant: only this crate knows CQL, fjall or file formats; everything
 //! above it sees [`Store`] and plain domain types.
 //! Architecture invariant: every write is idempotent — keys are (meter, day, timestamp),
-//! (alert id), (alert id, time, event), (subject, granularity, window start) or (stream
-//! job, partition) — so replaying after a crash writes the same rows.
+//! (alert id), (alert id, time, event or workflow action seq), (subject, granularity,
+//! window start), (stream job, partition) or (audit time, seq) — so replaying after a
+//! crash writes the same rows.
 
 pub mod embedded;
 pub mod error;
@@ -28,9 +29,9 @@ use gridpulse_domain::{MeterId, MeterRollup, Reading, UserRollup};
 
 pub use error::StoreError;
 pub use model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, MAX_JOB_NAME_LEN, MeterRollupQuery, ReadingPage,
-    ReadingQuery, Retention, RollupPage, RollupQuery, SnapshotRow, StoredAlert, UserRollupQuery,
-    day_bucket,
+    AlertHistoryEntry, AlertQuery, AuditEntry, AuditQuery, ConfigKind, MAX_AUDIT_SUBJECT_BYTES,
+    MAX_JOB_NAME_LEN, MeterRollupQuery, ReadingPage, ReadingQuery, Retention, RollupPage,
+    RollupQuery, SnapshotRow, StoredAlert, UserRollupQuery, day_bucket,
 };
 
 /// A boxed, `Send` future returned by store operations (object-safe async).
@@ -57,9 +58,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The checkpoint of `partition`, if any.
     fn get_checkpoint(&self, partition: u32) -> StoreFuture<'_, Option<u64>>;
 
-    /// Upserts alerts and appends their lifecycle history.
+    /// Upserts alerts and appends their history (lifecycle changes keyed by (id, at,
+    /// event), workflow events by (id, at, action seq)). Refuses (writing nothing) an
+    /// entry with an empty comment.
     fn write_alert_events<'a>(&'a self, events: &'a [AlertHistoryEntry]) -> StoreFuture<'a, ()>;
-    /// One alert with its history, oldest entry first.
+    /// One alert with its history, oldest entry first (a millisecond's lifecycle
+    /// changes before its workflow events, those in the order they happened).
     fn get_alert<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<StoredAlert>>;
     /// Alerts matching `query`, newest first.
     fn query_alerts<'a>(
@@ -115,6 +119,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Every stored `(partition, next_offset)` of `job`, by partition (empty for a job
     /// that never stored any).
     fn get_stream_offsets<'a>(&'a self, job: &'a str) -> StoreFuture<'a, Vec<(u32, u64)>>;
+
+    /// Appends entries to the audit log (one write to the API each), keyed by
+    /// `(at_ms, seq)`: appending an entry again rewrites the same row. Refuses (writing
+    /// nothing) an entry [`AuditEntry`] rules out, naming the field. Kept forever.
+    fn append_audit<'a>(&'a self, entries: &'a [AuditEntry]) -> StoreFuture<'a, ()>;
+    /// Audit entries newest first, strictly older than `query.before` (the cursor: the
+    /// `(at_ms, seq)` of the last entry of the previous page), of `query.subject` or
+    /// everyone, at most `query.limit`.
+    fn read_audit<'a>(&'a self, query: &'a AuditQuery) -> StoreFuture<'a, Vec<AuditEntry>>;
 
     /// Makes everything written so far durable.
     fn flush(&self) -> StoreFuture<'_, ()>;

@@ -1,8 +1,8 @@
 //! What is stored: rows, queries and their keys, shared by both backends.
 
 use gridpulse_domain::{
-    AlertEventKind, AlertKind, AlertRecord, AlertState, Granularity, MeterId, Reading, UserId,
-    UserRollup,
+    AlertEventKind, AlertKind, AlertNote, AlertRecord, AlertState, Granularity, MeterId, Reading,
+    UserId, UserRollup,
 };
 use serde::{Deserialize, Serialize};
 
@@ -189,25 +189,60 @@ pub struct SnapshotRow {
     pub written_at_ms: i64,
 }
 
-/// One lifecycle change of one alert.
+/// One change of one alert: a lifecycle change or a workflow event.
+///
+/// Key: (alert id, `at_ms`, event) for lifecycle changes; workflow events add their
+/// `action_seq`, so two comments (or assignments, snoozes) in one millisecond are two
+/// entries, and storing one entry again rewrites the same row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertHistoryEntry {
     /// What happened.
     pub event: AlertEventKind,
-    /// When: event time for raise/update/system resolve, wall clock for human actions.
+    /// When: event time for raise/update/system resolve, wall clock for human actions
+    /// and workflow events (a reminder: when it was due).
     pub at_ms: i64,
     /// Who did it (`system` for automatic changes).
     pub by: String,
-    /// The alert after the change.
+    /// The alert after the change (assignee, snooze end, counts).
     pub alert: AlertRecord,
+    /// The text of a comment (`commented`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// A workflow event's position among the alert's workflow events (1, 2, ...); 0 for
+    /// lifecycle changes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub action_seq: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 impl AlertHistoryEntry {
-    /// Builds the history entry for a published change.
+    /// Builds the history entry for a lifecycle change.
     pub fn from_change(event: AlertEventKind, alert: AlertRecord) -> AlertHistoryEntry {
+        AlertHistoryEntry::from_event(event, alert, None)
+    }
+
+    /// Builds the history entry for a published change; workflow events take who,
+    /// when and what from their note.
+    pub fn from_event(
+        event: AlertEventKind,
+        alert: AlertRecord,
+        note: Option<&AlertNote>,
+    ) -> AlertHistoryEntry {
+        if let Some(note) = note {
+            return AlertHistoryEntry {
+                event,
+                at_ms: note.at_ms,
+                by: note.by.clone(),
+                alert,
+                comment: note.text.clone(),
+                action_seq: note.action_seq,
+            };
+        }
         let (at_ms, by) = match event {
             AlertEventKind::Raised => (alert.first_seen_ms, "system".to_owned()),
-            AlertEventKind::Updated => (alert.last_seen_ms, "system".to_owned()),
             AlertEventKind::Acknowledged => (
                 alert.acknowledged_at_ms.unwrap_or(alert.last_seen_ms),
                 alert.acknowledged_by.clone().unwrap_or_default(),
@@ -216,14 +251,38 @@ impl AlertHistoryEntry {
                 alert.resolved_at_ms.unwrap_or(alert.last_seen_ms),
                 alert.resolved_by.clone().unwrap_or_default(),
             ),
+            // A workflow event always has a note; without one it is dated like an update.
+            AlertEventKind::Updated
+            | AlertEventKind::Assigned
+            | AlertEventKind::Commented
+            | AlertEventKind::Snoozed
+            | AlertEventKind::Unsnoozed
+            | AlertEventKind::Reminder => (alert.last_seen_ms, "system".to_owned()),
         };
         AlertHistoryEntry {
             event,
             at_ms,
             by,
             alert,
+            comment: None,
+            action_seq: 0,
         }
     }
+}
+
+/// Refuses what neither backend can store exactly: an empty comment (Scylla keeps "no
+/// comment" as the empty text, so no write ever leaves a tombstone).
+pub fn check_history_entry(entry: &AlertHistoryEntry) -> Result<(), StoreError> {
+    if entry.comment.as_deref() == Some("") {
+        return Err(StoreError::BadRequest {
+            field: "comment",
+            reason: format!(
+                "is empty in the history of alert {}: omit it instead",
+                entry.alert.id
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// An alert with its lifecycle history.
@@ -268,6 +327,75 @@ impl AlertQuery {
                     || (alert.first_seen_ms == *at_ms && alert.id.as_str() > id.as_str())
             })
     }
+}
+
+/// One write to the API: who did what (append-only).
+///
+/// `(at_ms, seq)` identifies an entry: the writer keeps it unique (`at_ms * 1000 + a
+/// counter` is fine); appending the same entry again rewrites the same row, which is
+/// what makes a retried append harmless. Entries are never updated or deleted through
+/// the store's interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When, Unix ms (wall clock).
+    pub at_ms: i64,
+    /// Tells apart the entries of one millisecond; assigned by the writer.
+    pub seq: u64,
+    /// Who: the authenticated subject (1 to [`MAX_AUDIT_SUBJECT_BYTES`] bytes).
+    pub subject: String,
+    /// Their role, e.g. `ops` (at most 64 bytes).
+    pub role: String,
+    /// HTTP method (1 to 16 bytes).
+    pub method: String,
+    /// Request path (1 to 4096 bytes).
+    pub path: String,
+    /// HTTP status answered.
+    pub status: u16,
+    /// Anything else worth keeping (at most 16 KiB; `Some("")` is refused: omit it).
+    pub detail: Option<String>,
+}
+
+/// Longest audit subject, bytes (the embedded store's keys carry its length in a byte).
+pub const MAX_AUDIT_SUBJECT_BYTES: usize = 255;
+
+/// Refuses an audit entry neither backend can store exactly, naming the field.
+pub fn check_audit_entry(entry: &AuditEntry) -> Result<(), StoreError> {
+    let bad = |field: &'static str, reason: String| Err(StoreError::BadRequest { field, reason });
+    let within = |text: &str, min: usize, max: usize| (min..=max).contains(&text.len());
+    if !within(&entry.subject, 1, MAX_AUDIT_SUBJECT_BYTES) {
+        return bad(
+            "subject",
+            format!("must have 1 to {MAX_AUDIT_SUBJECT_BYTES} bytes"),
+        );
+    }
+    if !within(&entry.role, 0, 64) {
+        return bad("role", "must have at most 64 bytes".into());
+    }
+    if !within(&entry.method, 1, 16) {
+        return bad("method", "must have 1 to 16 bytes".into());
+    }
+    if !within(&entry.path, 1, 4096) {
+        return bad("path", "must have 1 to 4096 bytes".into());
+    }
+    match entry.detail.as_deref() {
+        Some("") => bad("detail", "is empty: omit it instead".into()),
+        Some(detail) if detail.len() > 16 * 1024 => {
+            bad("detail", "must have at most 16384 bytes".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A page of the audit log: entries newest first (by `at_ms`, then `seq`), strictly
+/// older than `before`, of one subject or all, at most `limit` (0 reads as 1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// The `(at_ms, seq)` of the last entry of the previous page; `None`: the newest.
+    pub before: Option<(i64, u64)>,
+    /// Only this subject's entries.
+    pub subject: Option<String>,
+    /// Page size.
+    pub limit: usize,
 }
 
 /// Kinds of configuration documents.

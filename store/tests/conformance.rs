@@ -9,13 +9,13 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use gridpulse_domain::{
-    AlertEventKind, AlertKind, AlertRecord, AlertState, Amount, Granularity, MeterId, MeterRollup,
-    Reading, Severity, UserId, UserRollup, alert_id,
+    AlertEventKind, AlertKind, AlertNote, AlertRecord, AlertState, Amount, Granularity, MeterId,
+    MeterRollup, Reading, Severity, UserId, UserRollup, alert_id,
 };
 use gridpulse_store::embedded::EmbeddedStore;
 use gridpulse_store::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, ReadingQuery, Retention, RollupPage, RollupQuery,
-    SnapshotRow, Store, StoreError,
+    AlertHistoryEntry, AlertQuery, AuditEntry, AuditQuery, ConfigKind, ReadingQuery, Retention,
+    RollupPage, RollupQuery, SnapshotRow, Store, StoreError,
 };
 
 const DAY_MS: i64 = 86_400_000;
@@ -65,6 +65,11 @@ fn alert(meter: MeterId, kind: AlertKind, first_seen_ms: i64, state: AlertState)
         acknowledged_at_ms: None,
         resolved_by: None,
         resolved_at_ms: None,
+        assignee: None,
+        snoozed_until_ms: None,
+        comments: 0,
+        reminders: 0,
+        last_reminder_ms: None,
     }
 }
 
@@ -313,6 +318,130 @@ async fn alert_cursor_pages(store: &dyn Store) {
         }
         assert_eq!(got, want, "by meter {by_meter}, pages of {limit}");
     }
+}
+
+/// Workflow events (assign, comment, snooze, reminder) in an alert's history: several of
+/// one kind in one millisecond are kept, in the order they happened, after that
+/// millisecond's lifecycle changes; storing one again changes nothing; an empty comment
+/// is refused.
+async fn alert_workflow_history(store: &dyn Store) {
+    let meter = MeterId::new(&unique("conf-w")).unwrap();
+    let firing = alert(meter, AlertKind::OverVoltage, T0, AlertState::Firing);
+    let workflow = |event, alert: &AlertRecord, at_ms, action_seq, by: &str, text: Option<&str>| {
+        let note = AlertNote {
+            by: by.into(),
+            at_ms,
+            action_seq,
+            text: text.map(str::to_owned),
+        };
+        AlertHistoryEntry::from_event(event, alert.clone(), Some(&note))
+    };
+    let mut assigned = firing.clone();
+    assigned.assignee = Some("dana".into());
+    let mut commented = assigned.clone();
+    commented.comments = 1;
+    let mut commented_twice = assigned.clone();
+    commented_twice.comments = 2;
+    let mut acked = commented_twice.clone();
+    acked.state = AlertState::Acknowledged;
+    acked.acknowledged_by = Some("alice".into());
+    acked.acknowledged_at_ms = Some(T0 + 2000);
+    let mut snoozed = acked.clone();
+    snoozed.snoozed_until_ms = Some(T0 + 3_600_000);
+    let mut reminded = firing.clone();
+    reminded.reminders = 1;
+    reminded.last_reminder_ms = Some(T0 + 900_000);
+    let entries = vec![
+        AlertHistoryEntry::from_change(AlertEventKind::Raised, firing.clone()),
+        workflow(
+            AlertEventKind::Assigned,
+            &assigned,
+            T0 + 1000,
+            1,
+            "ops",
+            None,
+        ),
+        workflow(
+            AlertEventKind::Commented,
+            &commented,
+            T0 + 2000,
+            2,
+            "dana",
+            Some("on my way"),
+        ),
+        workflow(
+            AlertEventKind::Commented,
+            &commented_twice,
+            T0 + 2000,
+            3,
+            "dana",
+            Some("fuse replaced"),
+        ),
+        AlertHistoryEntry::from_change(AlertEventKind::Acknowledged, acked.clone()),
+        workflow(
+            AlertEventKind::Snoozed,
+            &snoozed,
+            T0 + 2000,
+            4,
+            "dana",
+            None,
+        ),
+        workflow(
+            AlertEventKind::Reminder,
+            &reminded,
+            T0 + 900_000,
+            5,
+            "system",
+            None,
+        ),
+    ];
+    store.write_alert_events(&entries).await.unwrap();
+    // Stored again from the middle on (a retried write): nothing duplicates.
+    store.write_alert_events(&entries[2..]).await.unwrap();
+    let stored = store.get_alert(&firing.id).await.unwrap().unwrap();
+    let order: Vec<(AlertEventKind, u32)> = stored
+        .history
+        .iter()
+        .map(|entry| (entry.event, entry.action_seq))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (AlertEventKind::Raised, 0),
+            (AlertEventKind::Assigned, 1),
+            (AlertEventKind::Acknowledged, 0),
+            (AlertEventKind::Commented, 2),
+            (AlertEventKind::Commented, 3),
+            (AlertEventKind::Snoozed, 4),
+            (AlertEventKind::Reminder, 5),
+        ]
+    );
+    let expected: Vec<AlertHistoryEntry> = [0, 1, 4, 2, 3, 5, 6]
+        .iter()
+        .map(|&index| entries[index].clone())
+        .collect();
+    assert_eq!(stored.history, expected, "who, when, text and record kept");
+    assert_eq!(stored.history[3].comment.as_deref(), Some("on my way"));
+    assert_eq!(stored.history[1].alert.assignee.as_deref(), Some("dana"));
+    assert_eq!(stored.alert, reminded, "the alert row is the last written");
+
+    let mut empty = workflow(AlertEventKind::Commented, &firing, T0 + 5, 6, "x", None);
+    empty.comment = Some(String::new());
+    match store.write_alert_events(&[empty]).await {
+        Err(StoreError::BadRequest { field, .. }) => assert_eq!(field, "comment"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store
+            .get_alert(&firing.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .history
+            .len(),
+        7,
+        "nothing written"
+    );
 }
 
 /// Configuration documents: upsert, list, delete.
@@ -697,14 +826,138 @@ async fn stream_offsets(store: &dyn Store) {
     store.flush().await.unwrap();
 }
 
+fn audit_entry(subject: &str, at_ms: i64, seq: u64, detail: Option<&str>) -> AuditEntry {
+    AuditEntry {
+        at_ms,
+        seq,
+        subject: subject.to_string(),
+        role: "ops".into(),
+        method: "POST".into(),
+        path: format!("/api/alerts/{seq}/ack"),
+        status: 200,
+        detail: detail.map(str::to_string),
+    }
+}
+
+/// Reads every page of `query` (page size `limit`), stopping once an entry is older
+/// than `oldest_ms` (the global log of a shared keyspace holds other runs' entries).
+async fn audit_pages(
+    store: &dyn Store,
+    subject: Option<&str>,
+    limit: usize,
+    oldest_ms: i64,
+) -> Vec<AuditEntry> {
+    let mut found = Vec::new();
+    let mut before = None;
+    for _ in 0..1000 {
+        let page = store
+            .read_audit(&AuditQuery {
+                before,
+                subject: subject.map(str::to_string),
+                limit,
+            })
+            .await
+            .unwrap();
+        assert!(page.len() <= limit, "a page holds at most `limit` entries");
+        let Some(last) = page.last() else {
+            return found;
+        };
+        before = Some((last.at_ms, last.seq));
+        let done = last.at_ms < oldest_ms;
+        found.extend(page);
+        if done {
+            return found;
+        }
+    }
+    panic!("audit pages never ended");
+}
+
+/// Audit log: newest first by (at, seq), per subject or everyone, cursor pages with no
+/// gap or repeat across days, appends idempotent, bad entries refused whole.
+async fn audit_log(store: &dyn Store) {
+    let alice = unique("conf-audit-alice");
+    let bob = unique("conf-audit-bob");
+    // A base no other test uses, so the global log can be filtered by time and subject.
+    let base = T0 + 40 * DAY_MS + (std::process::id() as i64 % 1000) * 1000;
+    let entries = [
+        audit_entry(&alice, base, 1, Some("ack")),
+        audit_entry(&bob, base, 2, None),
+        // Same millisecond, later seq: newer.
+        audit_entry(&alice, base, 3, None),
+        audit_entry(&alice, base + 10, 4, Some("assign to u-7")),
+        // The next UTC day.
+        audit_entry(&bob, base + DAY_MS, 5, None),
+        audit_entry(&alice, base + DAY_MS + 1, 6, None),
+        audit_entry(&alice, base + 2 * DAY_MS, 7, None),
+    ];
+    store.append_audit(&entries[..4]).await.unwrap();
+    store.append_audit(&entries[4..]).await.unwrap();
+    // A retried append rewrites the same rows.
+    store.append_audit(&entries[2..5]).await.unwrap();
+    let newest_first = |subject: Option<&str>| {
+        let mut want: Vec<AuditEntry> = entries
+            .iter()
+            .filter(|e| subject.is_none_or(|s| e.subject == s))
+            .cloned()
+            .collect();
+        want.sort_by_key(|e| std::cmp::Reverse((e.at_ms, e.seq)));
+        want
+    };
+    for limit in [1, 2, 3, 100] {
+        let got = audit_pages(store, Some(&alice), limit, base).await;
+        assert_eq!(got, newest_first(Some(&alice)), "alice, pages of {limit}");
+        let got = audit_pages(store, Some(&bob), limit, base).await;
+        assert_eq!(got, newest_first(Some(&bob)), "bob, pages of {limit}");
+        let ours: Vec<AuditEntry> = audit_pages(store, None, limit.max(2), base)
+            .await
+            .into_iter()
+            .filter(|e| e.subject == alice || e.subject == bob)
+            .collect();
+        assert_eq!(ours, newest_first(None), "everyone, pages of {limit}");
+    }
+    // A cursor between two entries of one millisecond.
+    let page = store
+        .read_audit(&AuditQuery {
+            before: Some((base, 3)),
+            subject: Some(alice.clone()),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page, vec![entries[0].clone()]);
+    // Bad entries are refused, naming the field, and the batch writes nothing.
+    let carol = unique("conf-audit-carol");
+    for (bad, field) in [
+        (audit_entry("", base, 8, None), "subject"),
+        (audit_entry(&carol, base, 9, Some("")), "detail"),
+        (
+            AuditEntry {
+                method: String::new(),
+                ..audit_entry(&carol, base, 10, None)
+            },
+            "method",
+        ),
+    ] {
+        let good = audit_entry(&carol, base + 5, 11, None);
+        match store.append_audit(&[good, bad]).await {
+            Err(StoreError::BadRequest { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    assert_eq!(audit_pages(store, Some(&carol), 10, base).await, vec![]);
+    store.flush().await.unwrap();
+}
+
 async fn check_all(store: &dyn Store) {
     readings_across_buckets(store).await;
     snapshots_and_checkpoints(store).await;
     alert_history(store).await;
+    alert_workflow_history(store).await;
     configuration(store).await;
     meter_rollups(store).await;
     user_rollups(store).await;
     stream_offsets(store).await;
+    audit_log(store).await;
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {

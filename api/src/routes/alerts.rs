@@ -1,15 +1,19 @@
-//! Alerts: query, detail, acknowledge, resolve.
+//! Alerts: query, detail (with history), and the workflow — acknowledge, resolve,
+//! assign, comment, snooze, unsnooze. Every action answers the alert after it, once it
+//! is durable; each one that changes something is an event in the alert's history and
+//! on the websocket.
 
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use gridpulse_actors::AlertAction;
 use std::collections::HashSet;
 
 use gridpulse_domain::{AlertKind, AlertRecord, AlertState};
 use gridpulse_store::{AlertHistoryEntry, AlertQuery as StoreAlertQuery};
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::meters::parse_limit;
-use super::{parse_meter, read_body};
+use super::{decode_json, parse_meter, read_body};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -220,34 +224,95 @@ struct AlertDetail {
     history: Vec<AlertHistoryEntry>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The body of `ack`, `resolve` and `DELETE .../snooze` (optional as a whole).
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
     by: Option<String>,
 }
 
-async fn alert_action(
-    state: web::Data<AppState>,
-    id: &str,
+/// `POST /api/alerts/{id}/assign`: `to` is required, `null` unassigns.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignBody {
+    #[serde(default, deserialize_with = "present")]
+    to: Option<Option<String>>,
+    by: Option<String>,
+}
+
+/// `POST /api/alerts/{id}/comments`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommentBody {
+    text: String,
+    by: Option<String>,
+}
+
+/// `POST /api/alerts/{id}/snooze`: `until` in Unix ms.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnoozeBody {
+    until: i64,
+    by: Option<String>,
+}
+
+/// Tells a key given as `null` (`Some(None)`) from a missing one (`None`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The largest body of an alert action: a comment of 2000 characters, each escaped
+/// as `\uXXXX`, with room to spare.
+const MAX_ACTION_BODY_BYTES: usize = 16 * 1024;
+
+/// Who is acting on an alert: the caller's token subject. The body's optional `by`
+/// (1 to 100 characters) may only repeat it — except on a server started with
+/// `--insecure-dev`, where there is no token and `by` names the person (default
+/// `insecure-dev`).
+fn actor_name(request: &HttpRequest, by: Option<String>) -> Result<String, ApiError> {
+    if let Some(by) = &by
+        && (by.trim().is_empty() || by.chars().count() > 100)
+    {
+        return Err(ApiError::bad_field("by", "must be 1 to 100 characters"));
+    }
+    let caller = crate::access::caller(request);
+    let insecure = request
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| state.auth.is_insecure());
+    match by {
+        Some(by) if insecure => Ok(by),
+        Some(by) if by != *caller.subject => Err(ApiError::bad_field(
+            "by",
+            "is the caller's token subject: leave it out or repeat it",
+        )),
+        _ => Ok(caller.subject.to_string()),
+    }
+}
+
+/// Reads and decodes an action body; an empty one reads as `{}` (so a required field
+/// is named as missing).
+async fn action_body<T: DeserializeOwned>(
     payload: web::Payload,
+    what: &str,
+) -> Result<T, ApiError> {
+    let body = read_body(payload, MAX_ACTION_BODY_BYTES).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return decode_json(what, b"{}");
+    }
+    decode_json(what, &body)
+}
+
+/// Runs `action` on alert `id` on behalf of `by`: 404 for an alert that is unknown or
+/// not open, 409 for one already resolved.
+async fn alert_action(
+    state: &AppState,
+    id: &str,
     action: AlertAction,
+    by: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, 4096).await?;
-    let by = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let body: ActionBody = serde_json::from_slice(&body)
-            .map_err(|error| ApiError::BadBody(format!("body: {error}")))?;
-        body.by
-    };
-    let by = match by {
-        Some(by) if by.trim().is_empty() || by.len() > 100 => {
-            return Err(ApiError::bad_field("by", "must be 1 to 100 characters"));
-        }
-        Some(by) => by,
-        None => "anonymous".to_owned(),
-    };
-    match state.meters.alert_command(id, action, &by).await {
+    match state.meters.alert_command(id, action, by).await {
         Ok(alert) => Ok(HttpResponse::Ok().json(alert)),
         Err(gridpulse_actors::SystemError::AlertNotOpen) => match state.meters.hub().get(id) {
             Some(alert) if !alert.state.is_open() => Err(ApiError::Conflict(format!(
@@ -259,7 +324,7 @@ async fn alert_action(
     }
 }
 
-/// Acknowledges an open alert. Body (optional): `{"by": "name"}`.
+/// Acknowledges an open alert. Body (optional): `{"by": "name"}` (see `actor_name`).
 #[utoipa::path(
     post,
     path = "/api/alerts/{id}/ack",
@@ -283,13 +348,16 @@ async fn alert_action(
 #[post("/api/alerts/{id}/ack")]
 pub async fn ack_alert(
     state: web::Data<AppState>,
+    request: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    alert_action(state, &id, payload, AlertAction::Acknowledge).await
+    let body: ActionBody = action_body(payload, "acknowledge").await?;
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Acknowledge, &by).await
 }
 
-/// Resolves an open alert. Body (optional): `{"by": "name"}`.
+/// Resolves an open alert. Body (optional): `{"by": "name"}` (see `actor_name`).
 #[utoipa::path(
     post,
     path = "/api/alerts/{id}/resolve",
@@ -313,8 +381,158 @@ pub async fn ack_alert(
 #[post("/api/alerts/{id}/resolve")]
 pub async fn resolve_alert(
     state: web::Data<AppState>,
+    request: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    alert_action(state, &id, payload, AlertAction::Resolve).await
+    let body: ActionBody = action_body(payload, "resolve").await?;
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Resolve, &by).await
+}
+
+/// Assigns an open alert. Body: `{"to": "user-id or name"}` (1 to 100 characters;
+/// `{"to": null}` unassigns), optionally `"by"`. Assigning it to whom it is assigned to
+/// changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/alerts/{id}/assign",
+    tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "JSON body: `to` (required)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
+#[post("/api/alerts/{id}/assign")]
+pub async fn assign_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: AssignBody = action_body(payload, "assign").await?;
+    let Some(to) = body.to else {
+        return Err(ApiError::bad_field(
+            "to",
+            "is required: a user id or name, or null to unassign",
+        ));
+    };
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Assign { to }, &by).await
+}
+
+/// Comments on an open alert. Body: `{"text": "..."}` (1 to 2000 characters, not only
+/// spaces), optionally `"by"`.
+#[utoipa::path(
+    post,
+    path = "/api/alerts/{id}/comments",
+    tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "JSON body: `text` (required)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
+#[post("/api/alerts/{id}/comments")]
+pub async fn comment_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: CommentBody = action_body(payload, "comment").await?;
+    let by = actor_name(&request, body.by)?;
+    let action = AlertAction::Comment { text: body.text };
+    alert_action(&state, &id, action, &by).await
+}
+
+/// Snoozes an open alert's reminders. Body: `{"until": <Unix ms>}` (after now by the
+/// system clock, at most 30 days ahead), optionally `"by"`.
+#[utoipa::path(
+    post,
+    path = "/api/alerts/{id}/snooze",
+    tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "JSON body: `until` (required)", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
+#[post("/api/alerts/{id}/snooze")]
+pub async fn snooze_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: SnoozeBody = action_body(payload, "snooze").await?;
+    let by = actor_name(&request, body.by)?;
+    let action = AlertAction::Snooze {
+        until_ms: body.until,
+    };
+    alert_action(&state, &id, action, &by).await
+}
+
+/// Lifts an open alert's snooze (nothing changes if it is not snoozed). Body
+/// (optional): `{"by": "name"}`.
+#[utoipa::path(
+    delete,
+    path = "/api/alerts/{id}/snooze",
+    tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+    ),
+    request_body(content = crate::openapi::Json, description = "Optional JSON body", content_type = "application/json"),
+    responses(
+        (status = 200, description = "OK", body = crate::openapi::Json),
+        (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
+        (status = 401, description = "No valid token (`error.code` says why)", body = crate::openapi::ErrorResponse),
+        (status = 403, description = "The caller's role may not do this", body = crate::openapi::ErrorResponse),
+        (status = 404, description = "Not found (or not the consumer's own)", body = crate::openapi::ErrorResponse),
+        (status = 409, description = "Conflicts with the current state", body = crate::openapi::ErrorResponse),
+        (status = 413, description = "Body larger than the limit", body = crate::openapi::ErrorResponse),
+        (status = 429, description = "Rate limit exceeded (see `Retry-After`)", body = crate::openapi::ErrorResponse),
+        (status = 503, description = "Unavailable: no store (`--in-memory`), shutting down or overloaded", body = crate::openapi::ErrorResponse),
+    ),
+)]
+#[delete("/api/alerts/{id}/snooze")]
+pub async fn unsnooze_alert(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body: ActionBody = action_body(payload, "unsnooze").await?;
+    let by = actor_name(&request, body.by)?;
+    alert_action(&state, &id, AlertAction::Unsnooze, &by).await
 }

@@ -1,6 +1,7 @@
 //! HTTP routes, one file per resource.
 
 pub mod alerts;
+pub mod audit;
 pub mod credit;
 pub mod meters;
 pub mod money;
@@ -55,10 +56,15 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(sessions::get_session)
         .service(meters::get_readings)
         .service(usage::get_meter_usage)
+        .service(audit::get_audit)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)
         .service(alerts::ack_alert)
         .service(alerts::resolve_alert)
+        .service(alerts::assign_alert)
+        .service(alerts::comment_alert)
+        .service(alerts::snooze_alert)
+        .service(alerts::unsnooze_alert)
         .service(crate::ws::ws_alerts)
         .service(system::healthz)
         .service(system::readyz)

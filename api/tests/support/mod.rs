@@ -163,7 +163,39 @@ pub fn with_system_clock<Phase, PhaseFuture>(
     Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
     PhaseFuture: std::future::Future<Output = ()>,
 {
-    with_system_state(data_dir, clock, |_| {}, |addr, _state| phase(addr));
+    with_system_ending(
+        data_dir,
+        clock,
+        |_| {},
+        Shutdown::Clean,
+        |addr, _state| phase(addr),
+    );
+}
+
+/// How a phase of [`with_system_config`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// The final checkpoint of every partition, then the system stops.
+    Clean,
+    /// The system stops without it (like a crash, as far as the data directory can
+    /// tell: what was not stored before is not there).
+    NoCheckpoint,
+}
+
+/// [`with_system_clock`] with the test's changes to the configuration, ending as told.
+pub fn with_system_config<Phase, PhaseFuture>(
+    data_dir: Option<std::path::PathBuf>,
+    clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
+    configure: impl FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
+    shutdown: Shutdown,
+    phase: Phase,
+) where
+    Phase: FnOnce(std::net::SocketAddr) -> PhaseFuture + Send + 'static,
+    PhaseFuture: std::future::Future<Output = ()>,
+{
+    with_system_ending(data_dir, clock, configure, shutdown, |addr, _state| {
+        phase(addr)
+    });
 }
 
 /// [`with_system_clock`] with the test's changes to the configuration, handing the
@@ -172,6 +204,24 @@ pub fn with_system_state<Configure, Phase, PhaseFuture>(
     data_dir: Option<std::path::PathBuf>,
     clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
     configure: Configure,
+    phase: Phase,
+) where
+    Configure: FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
+    Phase: FnOnce(std::net::SocketAddr, gridpulse_api::state::AppState) -> PhaseFuture
+        + Send
+        + 'static,
+    PhaseFuture: std::future::Future<Output = ()>,
+{
+    with_system_ending(data_dir, clock, configure, Shutdown::Clean, phase);
+}
+
+/// The system of every helper above: configured, its phase handed the address and the
+/// shared state, ended as told.
+pub fn with_system_ending<Configure, Phase, PhaseFuture>(
+    data_dir: Option<std::path::PathBuf>,
+    clock: std::sync::Arc<dyn gridpulse_actors::Clock>,
+    configure: Configure,
+    shutdown: Shutdown,
     phase: Phase,
 ) where
     Configure: FnOnce(&mut gridpulse_api::EmbeddedConfig) + Send + 'static,
@@ -212,9 +262,18 @@ pub fn with_system_state<Configure, Phase, PhaseFuture>(
             actix_rt::spawn(system.server);
             phase(system.local_addr, system.state.clone()).await;
             server.stop(true).await;
-            gridpulse_api::EmbeddedSystem::shutdown(&system.state)
-                .await
-                .unwrap();
+            match shutdown {
+                Shutdown::Clean => gridpulse_api::EmbeddedSystem::shutdown(&system.state)
+                    .await
+                    .unwrap(),
+                // The rollup job's threads would keep the store open; the meters get no
+                // final checkpoint.
+                Shutdown::NoCheckpoint => {
+                    if let Some(rollups) = &system.state.rollups {
+                        rollups.shutdown().await;
+                    }
+                }
+            }
             actix_rt::System::current().stop();
         });
         runner.run().unwrap();

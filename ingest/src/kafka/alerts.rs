@@ -64,7 +64,11 @@ pub async fn consume_alerts(
         &config.alerts_topic,
         "alerts_topic",
         |event: AlertEvent| {
-            hub.publish([(event.event, event.alert)]);
+            hub.publish([gridpulse_actors::meter_state::AlertChange {
+                event: event.event,
+                alert: event.alert,
+                note: event.note,
+            }]);
         },
     )
     .await

@@ -63,6 +63,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "rollups",
         cql: include_str!("../../cql/V002__rollups.cql"),
     },
+    Migration {
+        version: 3,
+        name: "alert_workflow",
+        cql: include_str!("../../cql/V003__alert_workflow.cql"),
+    },
+    Migration {
+        version: 4,
+        name: "audit_log",
+        cql: include_str!("../../cql/V004__audit_log.cql"),
+    },
 ];
 
 /// A migration applied by one [`migrate`] run.

@@ -64,21 +64,24 @@ pub use self::config::{
 };
 pub use self::migrate::{AppliedMigration, MIGRATIONS, Migration, migrate, split_statements};
 use self::rows::{
-    HistoryRow, HistorySelect, MeterRollupSelect, ReadingRow, ReadingSelect, SnapshotSelect,
-    UserRollupSelect, alert_day_values, alert_days_key, alert_from_body, checkpoint_key,
-    checkpoint_values, config_key, config_values, corrupt, day_key, day_ranges,
-    history_from_select, last_per_key, meter_rollup_from_select, meter_rollup_values,
-    partition_batches, plan_alert_writes, reading_batches, reading_from_select,
-    reading_range_values, rollup_range_values, since_values, snapshot_from_select, snapshot_values,
+    AUDIT_DAYS_SCOPE, AuditSelect, HistoryRow, HistorySelect, MeterRollupSelect, ReadingRow,
+    ReadingSelect, SnapshotSelect, UserRollupSelect, WorkflowSelect, alert_day_values,
+    alert_days_key, alert_from_body, audit_before_values, audit_by_subject_values,
+    audit_from_select, audit_same_at_values, audit_values, checkpoint_key, checkpoint_values,
+    config_key, config_values, corrupt, day_key, day_ranges, history_from_select, last_per_key,
+    merge_history, meter_rollup_from_select, meter_rollup_values, partition_batches,
+    plan_alert_writes, reading_batches, reading_from_select, reading_range_values,
+    rollup_range_values, since_values, snapshot_from_select, snapshot_values,
     stream_offset_from_select, stream_offset_values, text_key, user_rollup_from_select,
-    user_rollup_values,
+    user_rollup_values, workflow_from_select,
 };
 use self::statements::StatementTexts;
 use crate::error::StoreError;
 use crate::model::{
-    AlertHistoryEntry, AlertQuery, ConfigKind, MeterRollupQuery, ReadingPage, ReadingQuery,
-    RollupPage, RollupQuery, SnapshotRow, StoredAlert, UserRollupQuery, check_job_name,
-    check_user_rollup, day_bucket, reading_cursor, rollup_cursor,
+    AlertHistoryEntry, AlertQuery, AuditEntry, AuditQuery, ConfigKind, MeterRollupQuery,
+    ReadingPage, ReadingQuery, RollupPage, RollupQuery, SnapshotRow, StoredAlert, UserRollupQuery,
+    check_audit_entry, check_job_name, check_user_rollup, day_bucket, reading_cursor,
+    rollup_cursor,
 };
 use crate::{Store, StoreFuture};
 
@@ -105,7 +108,13 @@ struct Inner {
     /// Days already recorded in `alert_days` by this process (skips re-writing the one
     /// hot row on every alert).
     known_alert_days: Mutex<BTreeSet<i32>>,
+    /// Days already recorded in `audit_days`, and (subject, day) in
+    /// `audit_subject_days`, by this process.
+    known_audit_days: Mutex<KnownAuditDays>,
 }
+
+/// Days (of everyone, of one subject) with audit entries this process recorded.
+type KnownAuditDays = (BTreeSet<i32>, BTreeSet<(String, i32)>);
 
 /// Every prepared statement (see [`StatementTexts`] for the text of each).
 #[derive(Debug)]
@@ -121,8 +130,10 @@ struct Prepared {
     insert_alert_by_day: PreparedStatement,
     insert_alert_day: PreparedStatement,
     insert_alert_history: PreparedStatement,
+    insert_alert_workflow: PreparedStatement,
     select_alert: PreparedStatement,
     select_alert_history: PreparedStatement,
+    select_alert_workflow: PreparedStatement,
     select_alerts_by_meter: PreparedStatement,
     select_alerts_by_meter_since: PreparedStatement,
     select_alert_days: PreparedStatement,
@@ -139,6 +150,16 @@ struct Prepared {
     select_user_rollups: PreparedStatement,
     insert_stream_offset: PreparedStatement,
     select_stream_offsets: PreparedStatement,
+    insert_audit: PreparedStatement,
+    insert_audit_day: PreparedStatement,
+    insert_audit_by_subject: PreparedStatement,
+    insert_audit_subject_day: PreparedStatement,
+    select_audit_days: PreparedStatement,
+    select_audit_subject_days: PreparedStatement,
+    select_audit_before: PreparedStatement,
+    select_audit_same_at: PreparedStatement,
+    select_audit_by_subject_before: PreparedStatement,
+    select_audit_by_subject_same_at: PreparedStatement,
 }
 
 /// Maps a driver error to [`StoreError::Scylla`] with what was being done.
@@ -329,8 +350,10 @@ impl ScyllaStore {
             insert_alert_by_day: prepare(t.insert_alert_by_day, writes).await?,
             insert_alert_day: prepare(t.insert_alert_day, writes).await?,
             insert_alert_history: prepare(t.insert_alert_history, writes).await?,
+            insert_alert_workflow: prepare(t.insert_alert_workflow, writes).await?,
             select_alert: prepare(t.select_alert, reads).await?,
             select_alert_history: prepare(t.select_alert_history, reads).await?,
+            select_alert_workflow: prepare(t.select_alert_workflow, reads).await?,
             select_alerts_by_meter: prepare(t.select_alerts_by_meter, reads).await?,
             select_alerts_by_meter_since: prepare(t.select_alerts_by_meter_since, reads).await?,
             select_alert_days: prepare(t.select_alert_days, reads).await?,
@@ -347,6 +370,18 @@ impl ScyllaStore {
             select_user_rollups: prepare(t.select_user_rollups, reads).await?,
             insert_stream_offset: prepare(t.insert_stream_offset, writes).await?,
             select_stream_offsets: prepare(t.select_stream_offsets, reads).await?,
+            insert_audit: prepare(t.insert_audit, writes).await?,
+            insert_audit_day: prepare(t.insert_audit_day, writes).await?,
+            insert_audit_by_subject: prepare(t.insert_audit_by_subject, writes).await?,
+            insert_audit_subject_day: prepare(t.insert_audit_subject_day, writes).await?,
+            select_audit_days: prepare(t.select_audit_days, reads).await?,
+            select_audit_subject_days: prepare(t.select_audit_subject_days, reads).await?,
+            select_audit_before: prepare(t.select_audit_before, reads).await?,
+            select_audit_same_at: prepare(t.select_audit_same_at, reads).await?,
+            select_audit_by_subject_before: prepare(t.select_audit_by_subject_before, reads)
+                .await?,
+            select_audit_by_subject_same_at: prepare(t.select_audit_by_subject_same_at, reads)
+                .await?,
         };
         tracing::info!(keyspace, nodes = ?config.nodes, consistency = %config.consistency, "connected to scylla");
         Ok(ScyllaStore {
@@ -357,6 +392,7 @@ impl ScyllaStore {
                 write_consistency: writes,
                 alerts_ttl_seconds: config.alerts_ttl_seconds(),
                 known_alert_days: Mutex::new(BTreeSet::new()),
+                known_audit_days: Mutex::new((BTreeSet::new(), BTreeSet::new())),
             }),
         })
     }
@@ -633,6 +669,17 @@ impl Inner {
             let values: Vec<_> = rows.iter().map(|(row, ttl)| row.values(*ttl)).collect();
             tasks.push(self.batch_task(&self.statements.insert_alert_history, values, context));
         }
+        for rows in &plan.workflow {
+            let context = match rows.first() {
+                Some((first, _)) => format!("writing the workflow events of alert {}", first.id),
+                None => "writing alert workflow events".to_owned(),
+            };
+            let values: Vec<_> = rows
+                .iter()
+                .map(|(row, ttl)| row.workflow_values(*ttl))
+                .collect();
+            tasks.push(self.batch_task(&self.statements.insert_alert_workflow, values, context));
+        }
         for (row, ttl) in &plan.alerts {
             let s = &self.statements;
             tasks.push(self.execute_task(
@@ -659,19 +706,35 @@ impl Inner {
             let history = self.history(id).await?;
             let rows = history
                 .iter()
-                .map(|entry| HistoryRow::from_entry(entry).map(|row| row.values(*ttl)))
+                .map(HistoryRow::from_entry)
                 .collect::<Result<Vec<_>, _>>()?;
-            for chunk in rows.chunks(BATCH_ROWS) {
+            let (workflow, lifecycle): (Vec<HistoryRow>, Vec<HistoryRow>) =
+                rows.into_iter().partition(|row| row.workflow);
+            let lifecycle: Vec<_> = lifecycle.iter().map(|row| row.values(*ttl)).collect();
+            for chunk in lifecycle.chunks(BATCH_ROWS) {
                 tasks.push(self.batch_task(
                     &self.statements.insert_alert_history,
                     chunk.to_vec(),
                     format!("setting the TTL of the history of alert {id}"),
                 ));
             }
+            let workflow: Vec<_> = workflow
+                .iter()
+                .map(|row| row.workflow_values(*ttl))
+                .collect();
+            for chunk in workflow.chunks(BATCH_ROWS) {
+                tasks.push(self.batch_task(
+                    &self.statements.insert_alert_workflow,
+                    chunk.to_vec(),
+                    format!("setting the TTL of the workflow events of alert {id}"),
+                ));
+            }
         }
         run_bounded(tasks, MAX_IN_FLIGHT).await
     }
 
+    /// One alert's history: its lifecycle changes and its workflow events merged by
+    /// time (a millisecond's lifecycle changes first).
     async fn history(&self, id: &str) -> Result<Vec<AlertHistoryEntry>, StoreError> {
         let rows: Vec<HistorySelect> = self
             .all_rows(
@@ -680,9 +743,20 @@ impl Inner {
                 "alert_history",
             )
             .await?;
-        rows.into_iter()
-            .map(|row| history_from_select(id, row))
-            .collect()
+        let workflow: Vec<WorkflowSelect> = self
+            .all_rows(
+                &self.statements.select_alert_workflow,
+                &text_key(id),
+                "alert_workflow",
+            )
+            .await?;
+        let lifecycle = rows.into_iter().map(|row| history_from_select(id, row));
+        let workflow = workflow
+            .into_iter()
+            .map(|row| workflow_from_select(id, row));
+        Ok(merge_history(
+            lifecycle.chain(workflow).collect::<Result<Vec<_>, _>>()?,
+        ))
     }
 
     async fn get_alert(&self, id: &str) -> Result<Option<StoredAlert>, StoreError> {
@@ -926,6 +1000,178 @@ impl Inner {
             .collect()
     }
 
+    async fn append_audit(self: &Arc<Self>, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        for entry in entries {
+            check_audit_entry(entry)?;
+        }
+        // 1. The days, first: a read never misses a day whose entries are written.
+        let (new_days, new_subject_days) = {
+            let known = self
+                .known_audit_days
+                .lock()
+                .map_err(|_| StoreError::Scylla("audit day cache poisoned".into()))?;
+            let days: BTreeSet<i32> = entries
+                .iter()
+                .map(|entry| day_bucket(entry.at_ms))
+                .filter(|day| !known.0.contains(day))
+                .collect();
+            let subject_days: BTreeSet<(String, i32)> = entries
+                .iter()
+                .map(|entry| (entry.subject.clone(), day_bucket(entry.at_ms)))
+                .filter(|key| !known.1.contains(key))
+                .collect();
+            (days, subject_days)
+        };
+        let mut tasks: Vec<Task> = Vec::new();
+        if !new_days.is_empty() {
+            let values: Vec<(i32, i32)> = new_days
+                .iter()
+                .map(|day| (AUDIT_DAYS_SCOPE, *day))
+                .collect();
+            tasks.push(self.batch_task(
+                &self.statements.insert_audit_day,
+                values,
+                "writing audit_days".into(),
+            ));
+        }
+        for (subject, day) in &new_subject_days {
+            tasks.push(self.execute_task(
+                &self.statements.insert_audit_subject_day,
+                (subject.clone(), *day),
+                format!("writing audit_subject_days for {subject}"),
+            ));
+        }
+        run_bounded(tasks, MAX_IN_FLIGHT).await?;
+        if let Ok(mut known) = self.known_audit_days.lock() {
+            known.0.extend(new_days);
+            known.1.extend(new_subject_days);
+        }
+        // 2. The entries: one batch per day, and per (subject, day).
+        let mut tasks: Vec<Task> = Vec::new();
+        let by_time = |entry: &AuditEntry| (entry.at_ms, entry.seq);
+        for rows in partition_batches(
+            entries,
+            |entry| day_bucket(entry.at_ms),
+            by_time,
+            BATCH_ROWS,
+        ) {
+            let values: Vec<_> = rows.into_iter().map(audit_values).collect();
+            tasks.push(self.batch_task(
+                &self.statements.insert_audit,
+                values,
+                "writing audit_log".into(),
+            ));
+        }
+        for rows in partition_batches(
+            entries,
+            |entry| (entry.subject.clone(), day_bucket(entry.at_ms)),
+            by_time,
+            BATCH_ROWS,
+        ) {
+            let context = match rows.first() {
+                Some(first) => format!("writing audit_by_subject for {}", first.subject),
+                None => "writing audit_by_subject".to_owned(),
+            };
+            let values: Vec<_> = rows.into_iter().map(audit_by_subject_values).collect();
+            tasks.push(self.batch_task(&self.statements.insert_audit_by_subject, values, context));
+        }
+        run_bounded(tasks, MAX_IN_FLIGHT).await
+    }
+
+    /// The days that may hold entries older than the cursor, newest first; per day, the
+    /// cursor's own millisecond (smaller seqs) first, then what is older.
+    async fn read_audit(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, StoreError> {
+        let limit = query.limit.max(1);
+        let s = &self.statements;
+        let subject = query.subject.as_deref();
+        let last_day = query
+            .before
+            .map_or(i32::MAX, |(at_ms, _)| day_bucket(at_ms));
+        let days: Vec<(i32,)> = match subject {
+            Some(subject) => {
+                self.all_rows(
+                    &s.select_audit_subject_days,
+                    &(subject, last_day),
+                    "audit_subject_days",
+                )
+                .await?
+            }
+            None => {
+                self.all_rows(
+                    &s.select_audit_days,
+                    &(AUDIT_DAYS_SCOPE, last_day),
+                    "audit_days",
+                )
+                .await?
+            }
+        };
+        let mut found: Vec<AuditEntry> = Vec::with_capacity(limit.min(1000));
+        for (day,) in days {
+            let cursor = query.before.filter(|(at_ms, _)| day_bucket(*at_ms) == day);
+            if let Some(before) = cursor {
+                let (day, at, seq, page) = audit_same_at_values(day, before, limit - found.len());
+                match subject {
+                    Some(subject) => {
+                        let values = (subject, day, at, seq, page);
+                        let statement = &s.select_audit_by_subject_same_at;
+                        self.audit_rows(statement, &values, "audit_by_subject", &mut found, limit)
+                            .await?;
+                    }
+                    None => {
+                        let values = (day, at, seq, page);
+                        let statement = &s.select_audit_same_at;
+                        self.audit_rows(statement, &values, "audit_log", &mut found, limit)
+                            .await?;
+                    }
+                }
+            }
+            if found.len() >= limit {
+                break;
+            }
+            let older_than = cursor.map_or(i64::MAX, |(at_ms, _)| at_ms);
+            let (day, at, page) = audit_before_values(day, older_than, limit - found.len());
+            match subject {
+                Some(subject) => {
+                    let values = (subject, day, at, page);
+                    let statement = &s.select_audit_by_subject_before;
+                    self.audit_rows(statement, &values, "audit_by_subject", &mut found, limit)
+                        .await?;
+                }
+                None => {
+                    let values = (day, at, page);
+                    let statement = &s.select_audit_before;
+                    self.audit_rows(statement, &values, "audit_log", &mut found, limit)
+                        .await?;
+                }
+            }
+            if found.len() >= limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// Reads one audit slice into `found`, up to `limit` entries in all.
+    async fn audit_rows<V: SerializeRow + Sync>(
+        &self,
+        statement: &PreparedStatement,
+        values: &V,
+        table: &str,
+        found: &mut Vec<AuditEntry>,
+        limit: usize,
+    ) -> Result<(), StoreError> {
+        self.for_each_page(statement, values, table, |rows: Vec<AuditSelect>| {
+            for row in rows {
+                if found.len() >= limit {
+                    return Ok(ControlFlow::Break(()));
+                }
+                found.push(audit_from_select(row, table)?);
+            }
+            Ok(ControlFlow::Continue(()))
+        })
+        .await
+    }
+
     async fn put_config(&self, kind: ConfigKind, id: &str, json: &[u8]) -> Result<(), StoreError> {
         let body = std::str::from_utf8(json).map_err(|error| StoreError::BadRequest {
             field: "json",
@@ -1101,6 +1347,18 @@ impl Store for ScyllaStore {
 
     fn get_stream_offsets<'a>(&'a self, job: &'a str) -> StoreFuture<'a, Vec<(u32, u64)>> {
         Box::pin(async move { self.inner.get_stream_offsets(job).await })
+    }
+
+    /// Days first (`audit_days`, `audit_subject_days`), then one unlogged batch per
+    /// day partition of `audit_log` and per (subject, day) of `audit_by_subject`.
+    fn append_audit<'a>(&'a self, entries: &'a [AuditEntry]) -> StoreFuture<'a, ()> {
+        Box::pin(async move { self.inner.append_audit(entries).await })
+    }
+
+    /// Walks the days before the cursor newest first, each a `LIMIT`ed slice of one
+    /// partition, until the page is full.
+    fn read_audit<'a>(&'a self, query: &'a AuditQuery) -> StoreFuture<'a, Vec<AuditEntry>> {
+        Box::pin(async move { self.inner.read_audit(query).await })
     }
 
     /// A no-op: every write returned only once acknowledged at the configured

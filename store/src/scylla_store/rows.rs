@@ -22,7 +22,9 @@ use gridpulse_domain::{
 use scylla::value::{CqlTimestamp, MaybeUnset};
 
 use crate::error::StoreError;
-use crate::model::{AlertHistoryEntry, ConfigKind, DAY_MS, SnapshotRow, day_bucket};
+use crate::model::{
+    AlertHistoryEntry, AuditEntry, ConfigKind, DAY_MS, SnapshotRow, check_history_entry, day_bucket,
+};
 
 /// Shorthand for [`StoreError::corrupt`].
 pub(crate) fn corrupt(
@@ -244,12 +246,7 @@ pub(crate) fn checkpoint_values(partition: u32, offset: u64) -> (i64, i64) {
 
 /// The stored name of an alert event (its JSON name).
 pub(crate) fn event_name(event: AlertEventKind) -> &'static str {
-    match event {
-        AlertEventKind::Raised => "raised",
-        AlertEventKind::Updated => "updated",
-        AlertEventKind::Acknowledged => "acknowledged",
-        AlertEventKind::Resolved => "resolved",
-    }
+    event.as_str()
 }
 
 /// Orders events that share a millisecond in lifecycle order (the `event_rank`
@@ -260,19 +257,17 @@ pub(crate) fn event_rank(event: AlertEventKind) -> i8 {
         AlertEventKind::Updated => 1,
         AlertEventKind::Acknowledged => 2,
         AlertEventKind::Resolved => 3,
+        AlertEventKind::Assigned => 4,
+        AlertEventKind::Commented => 5,
+        AlertEventKind::Snoozed => 6,
+        AlertEventKind::Unsnoozed => 7,
+        AlertEventKind::Reminder => 8,
     }
 }
 
 /// Parses a stored event name.
 pub(crate) fn parse_event(name: &str) -> Option<AlertEventKind> {
-    [
-        AlertEventKind::Raised,
-        AlertEventKind::Updated,
-        AlertEventKind::Acknowledged,
-        AlertEventKind::Resolved,
-    ]
-    .into_iter()
-    .find(|event| event_name(*event) == name)
+    AlertEventKind::parse(name)
 }
 
 /// The TTL (seconds, 0 = none) of an alert's rows: open alerts never expire, resolved
@@ -399,7 +394,8 @@ pub(crate) fn alert_from_body(
     serde_json::from_str(body).map_err(|error| corrupt("alert", location, error))
 }
 
-/// One row of `alert_history`.
+/// One row of `alert_history` (a lifecycle change) or of `alert_workflow` (a workflow
+/// event: `workflow` is set, `action_seq` and `comment` are its own).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct HistoryRow {
     pub id: String,
@@ -409,16 +405,37 @@ pub(crate) struct HistoryRow {
     pub actor: String,
     /// The JSON `AlertRecord` after the change.
     pub body: String,
+    /// A row of `alert_workflow`.
+    pub workflow: bool,
+    /// Its position among the alert's workflow events (0 for lifecycle changes).
+    pub action_seq: u32,
+    /// A comment's text, else empty (never null).
+    pub comment: String,
 }
 
 /// A row of `select_alert_history`: at, event_rank, event, actor, body.
 pub(crate) type HistorySelect = (CqlTimestamp, i8, String, String, String);
+/// A row of `select_alert_workflow`: at, action_seq, event, actor, comment, body.
+pub(crate) type WorkflowSelect = (CqlTimestamp, i64, String, String, String, String);
+/// Bound values of `insert_alert_workflow` (with the TTL last).
+pub(crate) type WorkflowValues = (
+    String,
+    CqlTimestamp,
+    i64,
+    &'static str,
+    String,
+    String,
+    String,
+    i32,
+);
 
 impl HistoryRow {
     /// The row of `entry`.
     pub(crate) fn from_entry(entry: &AlertHistoryEntry) -> Result<HistoryRow, StoreError> {
         let body = serde_json::to_string(&entry.alert)
             .map_err(|error| corrupt("alert history", entry.alert.id.clone(), error))?;
+        let workflow = entry.event.is_workflow();
+        check_history_entry(entry)?;
         Ok(HistoryRow {
             id: entry.alert.id.clone(),
             at_ms: entry.at_ms,
@@ -426,7 +443,37 @@ impl HistoryRow {
             event: event_name(entry.event),
             actor: entry.by.clone(),
             body,
+            workflow,
+            action_seq: if workflow { entry.action_seq } else { 0 },
+            comment: entry.comment.clone().unwrap_or_default(),
         })
+    }
+
+    /// Bound values of `insert_alert_workflow` (with the TTL last).
+    pub(crate) fn workflow_values(&self, ttl: i32) -> WorkflowValues {
+        (
+            self.id.clone(),
+            CqlTimestamp(self.at_ms),
+            i64::from(self.action_seq),
+            self.event,
+            self.actor.clone(),
+            self.comment.clone(),
+            self.body.clone(),
+            ttl,
+        )
+    }
+
+    /// What `select_alert_workflow` returns for this row.
+    #[cfg(test)]
+    pub(crate) fn workflow_select_row(&self) -> WorkflowSelect {
+        (
+            CqlTimestamp(self.at_ms),
+            i64::from(self.action_seq),
+            self.event.to_owned(),
+            self.actor.clone(),
+            self.comment.clone(),
+            self.body.clone(),
+        )
     }
 
     /// Bound values of `insert_alert_history` (with the TTL last).
@@ -479,6 +526,13 @@ pub(crate) fn history_from_select(
             format!("event `{event_text}` stored with rank {rank}"),
         ));
     }
+    if event.is_workflow() {
+        return Err(corrupt(
+            "alert history",
+            location(),
+            format!("workflow event `{event_text}` in alert_history"),
+        ));
+    }
     let alert =
         serde_json::from_str(&body).map_err(|error| corrupt("alert history", location(), error))?;
     Ok(AlertHistoryEntry {
@@ -486,7 +540,63 @@ pub(crate) fn history_from_select(
         at_ms: at.0,
         by: actor,
         alert,
+        comment: None,
+        action_seq: 0,
     })
+}
+
+/// The history entry of an `alert_workflow` row of alert `id`.
+pub(crate) fn workflow_from_select(
+    id: &str,
+    row: WorkflowSelect,
+) -> Result<AlertHistoryEntry, StoreError> {
+    let (at, action_seq, event_text, actor, comment, body) = row;
+    let location = || format!("alert_workflow/{id}");
+    let event = parse_event(&event_text)
+        .filter(|event| event.is_workflow())
+        .ok_or_else(|| {
+            corrupt(
+                "alert workflow",
+                location(),
+                format!("not a workflow event: `{event_text}`"),
+            )
+        })?;
+    let action_seq = u32::try_from(action_seq).map_err(|_| {
+        corrupt(
+            "alert workflow",
+            location(),
+            format!("action_seq {action_seq} out of range"),
+        )
+    })?;
+    let alert = serde_json::from_str(&body)
+        .map_err(|error| corrupt("alert workflow", location(), error))?;
+    Ok(AlertHistoryEntry {
+        event,
+        at_ms: at.0,
+        by: actor,
+        alert,
+        comment: (!comment.is_empty()).then_some(comment),
+        action_seq,
+    })
+}
+
+/// Sorts one alert's entries of both history tables into one history: by time, a
+/// millisecond's lifecycle changes (in lifecycle order) before its workflow events (in
+/// the order they happened) — the order of the embedded store's keys.
+pub(crate) fn merge_history(mut entries: Vec<AlertHistoryEntry>) -> Vec<AlertHistoryEntry> {
+    entries.sort_by_key(history_order);
+    entries
+}
+
+/// Where an entry sorts in its alert's history (see [`merge_history`]).
+pub(crate) fn history_order(entry: &AlertHistoryEntry) -> (i64, bool, i64) {
+    let workflow = entry.event.is_workflow();
+    let within = if workflow {
+        i64::from(entry.action_seq)
+    } else {
+        i64::from(event_rank(entry.event))
+    };
+    (entry.at_ms, workflow, within)
 }
 
 /// Everything one `write_alert_events` call writes.
@@ -499,6 +609,8 @@ pub(crate) struct AlertWritePlan {
     /// History rows, grouped per alert (one partition per group, at most `max_rows`
     /// rows), each with its TTL.
     pub history: Vec<Vec<(HistoryRow, i32)>>,
+    /// Workflow rows (`alert_workflow`), grouped the same way.
+    pub workflow: Vec<Vec<(HistoryRow, i32)>>,
     /// Alerts resolved with a TTL: their earlier history (written while open, without
     /// TTL) must be rewritten with it.
     pub refresh: Vec<(String, i32)>,
@@ -512,14 +624,23 @@ pub(crate) fn plan_alert_writes(
     max_rows: usize,
 ) -> Result<AlertWritePlan, StoreError> {
     let mut last: BTreeMap<&str, &AlertRecord> = BTreeMap::new();
+    // Keyed like the tables: (at, event_rank) and (at, action_seq).
     let mut history: BTreeMap<&str, BTreeMap<(i64, i8), HistoryRow>> = BTreeMap::new();
+    let mut workflow: BTreeMap<&str, BTreeMap<(i64, u32), HistoryRow>> = BTreeMap::new();
     for entry in entries {
         last.insert(&entry.alert.id, &entry.alert);
         let row = HistoryRow::from_entry(entry)?;
-        history
-            .entry(&entry.alert.id)
-            .or_default()
-            .insert((row.at_ms, row.event_rank), row);
+        if row.workflow {
+            workflow
+                .entry(&entry.alert.id)
+                .or_default()
+                .insert((row.at_ms, row.action_seq), row);
+        } else {
+            history
+                .entry(&entry.alert.id)
+                .or_default()
+                .insert((row.at_ms, row.event_rank), row);
+        }
     }
     let mut plan = AlertWritePlan::default();
     for (id, alert) in &last {
@@ -532,6 +653,13 @@ pub(crate) fn plan_alert_writes(
         if let Some(rows) = history.remove(id) {
             let rows: Vec<(HistoryRow, i32)> = rows.into_values().map(|row| (row, ttl)).collect();
             plan.history.extend(
+                rows.chunks(max_rows.max(1))
+                    .map(<[(HistoryRow, i32)]>::to_vec),
+            );
+        }
+        if let Some(rows) = workflow.remove(id) {
+            let rows: Vec<(HistoryRow, i32)> = rows.into_values().map(|row| (row, ttl)).collect();
+            plan.workflow.extend(
                 rows.chunks(max_rows.max(1))
                     .map(<[(HistoryRow, i32)]>::to_vec),
             );
@@ -854,6 +982,126 @@ pub(crate) fn partition_batches<T, P: Ord, C: Ord>(
     batches
 }
 
+// ---- audit log -------------------------------------------------------------------------
+
+/// The one `audit_days` partition.
+pub(crate) const AUDIT_DAYS_SCOPE: i32 = 0;
+
+/// An audit seq in `bigint`, order kept: the top bit flipped, so signed order is u64
+/// order (entries of one millisecond sort by seq).
+pub(crate) fn audit_seq_to_bigint(seq: u64) -> i64 {
+    (seq ^ (1 << 63)) as i64
+}
+
+/// The inverse of [`audit_seq_to_bigint`].
+pub(crate) fn audit_seq_from_bigint(value: i64) -> u64 {
+    (value as u64) ^ (1 << 63)
+}
+
+/// Bound values of `insert_audit`: day, at, seq, subject, role, method, path, status,
+/// detail.
+pub(crate) type AuditValues = (
+    i32,
+    CqlTimestamp,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    String,
+);
+/// Bound values of `insert_audit_by_subject`: subject, day, at, seq, role, method, path,
+/// status, detail.
+pub(crate) type AuditBySubjectValues = (
+    String,
+    i32,
+    CqlTimestamp,
+    i64,
+    String,
+    String,
+    String,
+    i32,
+    String,
+);
+/// A row of the audit selects: at, seq, subject, role, method, path, status, detail.
+pub(crate) type AuditSelect = (
+    CqlTimestamp,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    i32,
+    String,
+);
+
+/// The `audit_log` row of `entry`.
+pub(crate) fn audit_values(entry: &AuditEntry) -> AuditValues {
+    (
+        day_bucket(entry.at_ms),
+        CqlTimestamp(entry.at_ms),
+        audit_seq_to_bigint(entry.seq),
+        entry.subject.clone(),
+        entry.role.clone(),
+        entry.method.clone(),
+        entry.path.clone(),
+        i32::from(entry.status),
+        entry.detail.clone().unwrap_or_default(),
+    )
+}
+
+/// The `audit_by_subject` row of `entry`.
+pub(crate) fn audit_by_subject_values(entry: &AuditEntry) -> AuditBySubjectValues {
+    let (day, at, seq, subject, role, method, path, status, detail) = audit_values(entry);
+    (subject, day, at, seq, role, method, path, status, detail)
+}
+
+/// The entry of an audit row read from `table`.
+pub(crate) fn audit_from_select(row: AuditSelect, table: &str) -> Result<AuditEntry, StoreError> {
+    let (at, seq, subject, role, method, path, status, detail) = row;
+    let status = u16::try_from(status).map_err(|_| {
+        corrupt(
+            "audit entry",
+            format!("{table} at {}", at.0),
+            format!("status {status} out of range"),
+        )
+    })?;
+    Ok(AuditEntry {
+        at_ms: at.0,
+        seq: audit_seq_from_bigint(seq),
+        subject,
+        role,
+        method,
+        path,
+        status,
+        detail: (!detail.is_empty()).then_some(detail),
+    })
+}
+
+/// `select_audit_before`: day, `at <` this, LIMIT.
+pub(crate) fn audit_before_values(day: i32, at_ms: i64, limit: usize) -> (i32, CqlTimestamp, i32) {
+    (
+        day,
+        CqlTimestamp(at_ms),
+        i32::try_from(limit).unwrap_or(i32::MAX),
+    )
+}
+
+/// `select_audit_same_at`: day, `at =` this, `seq <` this, LIMIT.
+pub(crate) fn audit_same_at_values(
+    day: i32,
+    (at_ms, seq): (i64, u64),
+    limit: usize,
+) -> (i32, CqlTimestamp, i64, i32) {
+    (
+        day,
+        CqlTimestamp(at_ms),
+        audit_seq_to_bigint(seq),
+        i32::try_from(limit).unwrap_or(i32::MAX),
+    )
+}
+
 /// `select_meter_rollups` and `select_user_rollups`: subject, granularity, from, to,
 /// LIMIT (clamped to CQL's `int`).
 pub(crate) fn rollup_range_values(
@@ -936,6 +1184,11 @@ mod tests {
             acknowledged_at_ms: None,
             resolved_by: None,
             resolved_at_ms: None,
+            assignee: None,
+            snoozed_until_ms: None,
+            comments: 0,
+            reminders: 0,
+            last_reminder_ms: None,
         }
     }
 
@@ -1110,6 +1363,11 @@ mod tests {
                 acknowledged_by,
                 resolved_by: None,
                 resolved_at_ms: None,
+                assignee: None,
+                snoozed_until_ms: None,
+                comments: 0,
+                reminders: 0,
+                last_reminder_ms: None,
             };
             let row = AlertRow::from_alert(&record).unwrap();
             prop_assert_eq!(row.day, day_bucket(first_seen_ms));
@@ -1118,7 +1376,7 @@ mod tests {
             prop_assert_eq!(alert_from_body(&row.body, "alerts").unwrap(), record.clone());
 
             let event = [AlertEventKind::Raised, AlertEventKind::Updated, AlertEventKind::Acknowledged, AlertEventKind::Resolved][event];
-            let entry = AlertHistoryEntry { event, at_ms: first_seen_ms + at_offset, by: "system".into(), alert: record };
+            let entry = AlertHistoryEntry { event, at_ms: first_seen_ms + at_offset, by: "system".into(), alert: record, comment: None, action_seq: 0 };
             let history = HistoryRow::from_entry(&entry).unwrap();
             prop_assert_eq!(history_from_select(&history.id, history.select_row()).unwrap(), entry);
         }
@@ -1498,6 +1756,149 @@ mod tests {
         let plan = plan_alert_writes(&entries, None, 100).unwrap();
         assert!(plan.refresh.is_empty());
         assert!(plan.alerts.iter().all(|(_, ttl)| *ttl == 0));
+    }
+
+    fn workflow_entry(
+        alert: &AlertRecord,
+        event: AlertEventKind,
+        at_ms: i64,
+        action_seq: u32,
+        comment: Option<&str>,
+    ) -> AlertHistoryEntry {
+        AlertHistoryEntry {
+            event,
+            at_ms,
+            by: "dana".into(),
+            alert: alert.clone(),
+            comment: comment.map(str::to_owned),
+            action_seq,
+        }
+    }
+
+    #[test]
+    fn workflow_events_go_to_their_own_table_and_merge_back_in_order() {
+        let m = meter("m");
+        let firing = alert(m, T0, AlertState::Firing);
+        let mut acked = firing.clone();
+        acked.state = AlertState::Acknowledged;
+        acked.acknowledged_by = Some("alice".into());
+        acked.acknowledged_at_ms = Some(T0 + 2000);
+        let entries = vec![
+            AlertHistoryEntry::from_change(AlertEventKind::Raised, firing.clone()),
+            workflow_entry(&firing, AlertEventKind::Assigned, T0 + 1000, 1, None),
+            // Two comments in one millisecond, and an acknowledgement in it too.
+            workflow_entry(&firing, AlertEventKind::Commented, T0 + 2000, 2, Some("a")),
+            workflow_entry(&firing, AlertEventKind::Commented, T0 + 2000, 3, Some("b")),
+            AlertHistoryEntry::from_change(AlertEventKind::Acknowledged, acked.clone()),
+            // Stored again (a retried write): the same row.
+            workflow_entry(&firing, AlertEventKind::Commented, T0 + 2000, 3, Some("b")),
+        ];
+        let plan = plan_alert_writes(&entries, None, 100).unwrap();
+        let lifecycle: Vec<&str> = plan.history[0].iter().map(|(row, _)| row.event).collect();
+        assert_eq!(lifecycle, ["raised", "acknowledged"]);
+        assert_eq!(plan.workflow.len(), 1);
+        let workflow: Vec<(&str, u32, &str)> = plan.workflow[0]
+            .iter()
+            .map(|(row, _)| (row.event, row.action_seq, row.comment.as_str()))
+            .collect();
+        assert_eq!(
+            workflow,
+            [
+                ("assigned", 1, ""),
+                ("commented", 2, "a"),
+                ("commented", 3, "b")
+            ]
+        );
+        // What the two tables return, merged: by time, the millisecond's lifecycle
+        // change first, then its workflow events in their order.
+        let mut read_back = Vec::new();
+        for (row, _) in plan.workflow[0].iter().rev() {
+            read_back.push(workflow_from_select("m", row.workflow_select_row()).unwrap());
+        }
+        for (row, _) in &plan.history[0] {
+            read_back.push(history_from_select("m", row.select_row()).unwrap());
+        }
+        let merged = merge_history(read_back);
+        let expected: Vec<AlertHistoryEntry> = [0, 1, 4, 2, 3]
+            .iter()
+            .map(|&index| entries[index].clone())
+            .collect();
+        assert_eq!(merged, expected);
+        assert_eq!(merged[3].comment.as_deref(), Some("a"));
+
+        // Rows that cannot be a workflow event, or an empty comment, are refused.
+        let bad = ("raised".to_owned(), CqlTimestamp(T0));
+        let body = serde_json::to_string(&firing).unwrap();
+        let row = (bad.1, 1, bad.0, "x".to_owned(), String::new(), body.clone());
+        assert!(workflow_from_select("m", row).is_err());
+        let row = (
+            CqlTimestamp(T0),
+            -1,
+            "commented".into(),
+            "x".into(),
+            "c".into(),
+            body,
+        );
+        assert!(workflow_from_select("m", row).is_err());
+        let empty = workflow_entry(&firing, AlertEventKind::Commented, T0, 9, Some(""));
+        assert!(matches!(
+            plan_alert_writes(&[empty], None, 100),
+            Err(StoreError::BadRequest {
+                field: "comment",
+                ..
+            })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn audit_entries_round_trip_and_seqs_keep_their_order(
+            at_ms in any::<i64>(),
+            seq in any::<u64>(),
+            other_seq in any::<u64>(),
+            status in any::<u16>(),
+            detail in proptest::option::of("[a-z ]{1,20}"),
+        ) {
+            let entry = AuditEntry {
+                at_ms,
+                seq,
+                subject: "ops-1".into(),
+                role: "ops".into(),
+                method: "POST".into(),
+                path: "/api/x".into(),
+                status,
+                detail,
+            };
+            let (day, at, stored_seq, subject, role, method, path, status, detail) =
+                audit_values(&entry);
+            prop_assert_eq!(day, day_bucket(at_ms));
+            let back = audit_from_select((at, stored_seq, subject, role, method, path, status, detail), "audit_log").unwrap();
+            prop_assert_eq!(back, entry);
+            prop_assert_eq!(
+                audit_seq_to_bigint(seq).cmp(&audit_seq_to_bigint(other_seq)),
+                seq.cmp(&other_seq)
+            );
+            let by_subject = audit_by_subject_values(&AuditEntry { at_ms, seq, subject: "s".into(), role: String::new(), method: "GET".into(), path: "/".into(), status: 1, detail: None });
+            prop_assert_eq!((by_subject.0.as_str(), by_subject.1), ("s", day));
+        }
+    }
+
+    #[test]
+    fn audit_rows_with_impossible_statuses_are_corrupt() {
+        let row = (
+            CqlTimestamp(1),
+            0,
+            "s".to_owned(),
+            String::new(),
+            "GET".to_owned(),
+            "/".to_owned(),
+            70_000,
+            String::new(),
+        );
+        assert!(matches!(
+            audit_from_select(row, "audit_log"),
+            Err(StoreError::Corrupt { .. })
+        ));
     }
 
     #[test]

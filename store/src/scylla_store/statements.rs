@@ -68,6 +68,12 @@ pub(crate) const ALERT_HISTORY: TableKey = TableKey {
     partition: &["id"],
     clustering: &["at", "event_rank"],
 };
+/// Alert workflow events (assign, comment, snooze, reminder).
+pub(crate) const ALERT_WORKFLOW: TableKey = TableKey {
+    table: "alert_workflow",
+    partition: &["id"],
+    clustering: &["at", "action_seq"],
+};
 /// Configuration documents.
 pub(crate) const CONFIG: TableKey = TableKey {
     table: "config",
@@ -92,6 +98,30 @@ pub(crate) const STREAM_OFFSETS: TableKey = TableKey {
     partition: &["job"],
     clustering: &["log_partition"],
 };
+/// Audit log entries of one day, newest first.
+pub(crate) const AUDIT_LOG: TableKey = TableKey {
+    table: "audit_log",
+    partition: &["day"],
+    clustering: &["at", "seq"],
+};
+/// The days that have audit entries.
+pub(crate) const AUDIT_DAYS: TableKey = TableKey {
+    table: "audit_days",
+    partition: &["scope"],
+    clustering: &["day"],
+};
+/// Audit entries of one subject and day, newest first.
+pub(crate) const AUDIT_BY_SUBJECT: TableKey = TableKey {
+    table: "audit_by_subject",
+    partition: &["subject", "day"],
+    clustering: &["at", "seq"],
+};
+/// The days that have audit entries of one subject.
+pub(crate) const AUDIT_SUBJECT_DAYS: TableKey = TableKey {
+    table: "audit_subject_days",
+    partition: &["subject"],
+    clustering: &["day"],
+};
 /// Applied schema migrations (created by `migrate` itself, not by a CQL file).
 pub(crate) const SCHEMA_MIGRATIONS: TableKey = TableKey {
     table: "schema_migrations",
@@ -101,7 +131,7 @@ pub(crate) const SCHEMA_MIGRATIONS: TableKey = TableKey {
 
 /// Every table defined by the CQL files.
 #[cfg(test)]
-pub(crate) const TABLE_KEYS: [TableKey; 12] = [
+pub(crate) const TABLE_KEYS: [TableKey; 17] = [
     READINGS,
     SNAPSHOTS,
     CHECKPOINTS,
@@ -110,10 +140,15 @@ pub(crate) const TABLE_KEYS: [TableKey; 12] = [
     ALERTS_BY_DAY,
     ALERT_DAYS,
     ALERT_HISTORY,
+    ALERT_WORKFLOW,
     CONFIG,
     METER_ROLLUPS,
     USER_ROLLUPS,
     STREAM_OFFSETS,
+    AUDIT_LOG,
+    AUDIT_DAYS,
+    AUDIT_BY_SUBJECT,
+    AUDIT_SUBJECT_DAYS,
 ];
 
 /// The text of every prepared statement.
@@ -130,8 +165,10 @@ pub(crate) struct StatementTexts {
     pub insert_alert_by_day: String,
     pub insert_alert_day: String,
     pub insert_alert_history: String,
+    pub insert_alert_workflow: String,
     pub select_alert: String,
     pub select_alert_history: String,
+    pub select_alert_workflow: String,
     pub select_alerts_by_meter: String,
     pub select_alerts_by_meter_since: String,
     pub select_alert_days: String,
@@ -148,6 +185,16 @@ pub(crate) struct StatementTexts {
     pub select_user_rollups: String,
     pub insert_stream_offset: String,
     pub select_stream_offsets: String,
+    pub insert_audit: String,
+    pub insert_audit_day: String,
+    pub insert_audit_by_subject: String,
+    pub insert_audit_subject_day: String,
+    pub select_audit_days: String,
+    pub select_audit_subject_days: String,
+    pub select_audit_before: String,
+    pub select_audit_same_at: String,
+    pub select_audit_by_subject_before: String,
+    pub select_audit_by_subject_same_at: String,
     pub select_migrations: String,
     pub insert_migration: String,
 }
@@ -185,6 +232,16 @@ pub(crate) const ALERT_BY_DAY_COLUMNS: [&str; 7] =
     ["day", "first_seen", "id", "meter", "kind", "state", "body"];
 /// Columns of an alert_history row, in bind order.
 pub(crate) const HISTORY_COLUMNS: [&str; 6] = ["id", "at", "event_rank", "event", "actor", "body"];
+/// Columns of an alert_workflow row, in bind order.
+pub(crate) const WORKFLOW_COLUMNS: [&str; 7] = [
+    "id",
+    "at",
+    "action_seq",
+    "event",
+    "actor",
+    "comment",
+    "body",
+];
 /// Columns of a readings row, in bind order.
 pub(crate) const READING_COLUMNS: [&str; 9] = [
     "meter",
@@ -227,6 +284,18 @@ pub(crate) const USER_ROLLUP_COLUMNS: [&str; 10] = [
     "cost",
     "currency",
     "revision",
+];
+/// Columns of an audit_log row, in bind order.
+pub(crate) const AUDIT_COLUMNS: [&str; 9] = [
+    "day", "at", "seq", "subject", "role", "method", "path", "status", "detail",
+];
+/// Columns of an audit_by_subject row, in bind order.
+pub(crate) const AUDIT_BY_SUBJECT_COLUMNS: [&str; 9] = [
+    "subject", "day", "at", "seq", "role", "method", "path", "status", "detail",
+];
+/// What an audit read selects (both tables).
+pub(crate) const AUDIT_SELECT_COLUMNS: [&str; 8] = [
+    "at", "seq", "subject", "role", "method", "path", "status", "detail",
 ];
 /// One rollup partition, a range of window starts, a page bound.
 const ROLLUP_RANGE: &str = "AND granularity = ? AND window_start >= ? AND window_start < ? LIMIT ?";
@@ -293,8 +362,10 @@ impl StatementTexts {
             insert_alert_by_day: insert(ks, &ALERTS_BY_DAY, &ALERT_BY_DAY_COLUMNS, alert_ttl),
             insert_alert_day: insert(ks, &ALERT_DAYS, &["scope", "day"], ""),
             insert_alert_history: insert(ks, &ALERT_HISTORY, &HISTORY_COLUMNS, alert_ttl),
+            insert_alert_workflow: insert(ks, &ALERT_WORKFLOW, &WORKFLOW_COLUMNS, alert_ttl),
             select_alert: select(ks, &ALERTS, &["body"], "id = ?"),
             select_alert_history: select(ks, &ALERT_HISTORY, &HISTORY_COLUMNS[1..], "id = ?"),
+            select_alert_workflow: select(ks, &ALERT_WORKFLOW, &WORKFLOW_COLUMNS[1..], "id = ?"),
             select_alerts_by_meter: select(ks, &ALERTS_BY_METER, &["body"], "meter = ?"),
             select_alerts_by_meter_since: select(
                 ks,
@@ -345,6 +416,42 @@ impl StatementTexts {
                 &["log_partition", "log_offset"],
                 "job = ?",
             ),
+            // The audit log is kept forever: no TTL.
+            insert_audit: insert(ks, &AUDIT_LOG, &AUDIT_COLUMNS, ""),
+            insert_audit_day: insert(ks, &AUDIT_DAYS, &["scope", "day"], ""),
+            insert_audit_by_subject: insert(ks, &AUDIT_BY_SUBJECT, &AUDIT_BY_SUBJECT_COLUMNS, ""),
+            insert_audit_subject_day: insert(ks, &AUDIT_SUBJECT_DAYS, &["subject", "day"], ""),
+            select_audit_days: select(ks, &AUDIT_DAYS, &["day"], "scope = ? AND day <= ?"),
+            select_audit_subject_days: select(
+                ks,
+                &AUDIT_SUBJECT_DAYS,
+                &["day"],
+                "subject = ? AND day <= ?",
+            ),
+            select_audit_before: select(
+                ks,
+                &AUDIT_LOG,
+                &AUDIT_SELECT_COLUMNS,
+                "day = ? AND at < ? LIMIT ?",
+            ),
+            select_audit_same_at: select(
+                ks,
+                &AUDIT_LOG,
+                &AUDIT_SELECT_COLUMNS,
+                "day = ? AND at = ? AND seq < ? LIMIT ?",
+            ),
+            select_audit_by_subject_before: select(
+                ks,
+                &AUDIT_BY_SUBJECT,
+                &AUDIT_SELECT_COLUMNS,
+                "subject = ? AND day = ? AND at < ? LIMIT ?",
+            ),
+            select_audit_by_subject_same_at: select(
+                ks,
+                &AUDIT_BY_SUBJECT,
+                &AUDIT_SELECT_COLUMNS,
+                "subject = ? AND day = ? AND at = ? AND seq < ? LIMIT ?",
+            ),
             // The whole (tiny) table: the only statement without a partition key.
             select_migrations: format!(
                 "SELECT version, name, checksum FROM {}",
@@ -386,11 +493,21 @@ impl StatementTexts {
                 &ALERT_HISTORY,
                 &self.insert_alert_history,
             ),
+            (
+                "insert_alert_workflow",
+                &ALERT_WORKFLOW,
+                &self.insert_alert_workflow,
+            ),
             ("select_alert", &ALERTS, &self.select_alert),
             (
                 "select_alert_history",
                 &ALERT_HISTORY,
                 &self.select_alert_history,
+            ),
+            (
+                "select_alert_workflow",
+                &ALERT_WORKFLOW,
+                &self.select_alert_workflow,
             ),
             (
                 "select_alerts_by_meter",
@@ -451,6 +568,40 @@ impl StatementTexts {
                 "select_stream_offsets",
                 &STREAM_OFFSETS,
                 &self.select_stream_offsets,
+            ),
+            ("insert_audit", &AUDIT_LOG, &self.insert_audit),
+            ("insert_audit_day", &AUDIT_DAYS, &self.insert_audit_day),
+            (
+                "insert_audit_by_subject",
+                &AUDIT_BY_SUBJECT,
+                &self.insert_audit_by_subject,
+            ),
+            (
+                "insert_audit_subject_day",
+                &AUDIT_SUBJECT_DAYS,
+                &self.insert_audit_subject_day,
+            ),
+            ("select_audit_days", &AUDIT_DAYS, &self.select_audit_days),
+            (
+                "select_audit_subject_days",
+                &AUDIT_SUBJECT_DAYS,
+                &self.select_audit_subject_days,
+            ),
+            ("select_audit_before", &AUDIT_LOG, &self.select_audit_before),
+            (
+                "select_audit_same_at",
+                &AUDIT_LOG,
+                &self.select_audit_same_at,
+            ),
+            (
+                "select_audit_by_subject_before",
+                &AUDIT_BY_SUBJECT,
+                &self.select_audit_by_subject_before,
+            ),
+            (
+                "select_audit_by_subject_same_at",
+                &AUDIT_BY_SUBJECT,
+                &self.select_audit_by_subject_same_at,
             ),
             (
                 "select_migrations",
@@ -718,6 +869,11 @@ mod tests {
             acknowledged_at_ms: None,
             resolved_by: None,
             resolved_at_ms: None,
+            assignee: None,
+            snoozed_until_ms: None,
+            comments: 0,
+            reminders: 0,
+            last_reminder_ms: None,
         }
     }
 
@@ -882,6 +1038,7 @@ mod tests {
             &with.insert_alert_by_meter,
             &with.insert_alert_by_day,
             &with.insert_alert_history,
+            &with.insert_alert_workflow,
         ] {
             assert!(text.ends_with(" USING TTL ?"), "{text}");
         }
@@ -893,6 +1050,8 @@ mod tests {
             &with.insert_meter_rollup,
             &with.insert_user_rollup,
             &with.insert_stream_offset,
+            &with.insert_audit,
+            &with.insert_audit_by_subject,
         ] {
             assert!(!text.contains("TTL"), "{text}");
         }
@@ -1007,6 +1166,24 @@ mod tests {
             &binds(&texts.insert_alert_history),
             &history_row.values(0),
         );
+        let note = gridpulse_domain::AlertNote {
+            by: "dana".into(),
+            at_ms: 7,
+            action_seq: 2,
+            text: Some("on my way".into()),
+        };
+        let comment =
+            AlertHistoryEntry::from_event(AlertEventKind::Commented, alert.clone(), Some(&note));
+        serializes(
+            "insert_alert_workflow",
+            &binds(&texts.insert_alert_workflow),
+            &HistoryRow::from_entry(&comment).unwrap().workflow_values(0),
+        );
+        serializes(
+            "select_alert_workflow",
+            &binds(&texts.select_alert_workflow),
+            &rows::text_key(&alert.id),
+        );
         serializes(
             "select_alert",
             &binds(&texts.select_alert),
@@ -1098,6 +1275,68 @@ mod tests {
             &binds(&texts.select_stream_offsets),
             &rows::text_key("rollups"),
         );
+        let audit = crate::model::AuditEntry {
+            at_ms: 5,
+            seq: u64::MAX,
+            subject: "ops-1".into(),
+            role: "ops".into(),
+            method: "POST".into(),
+            path: "/api/alerts/x/ack".into(),
+            status: 200,
+            detail: None,
+        };
+        serializes(
+            "insert_audit",
+            &binds(&texts.insert_audit),
+            &rows::audit_values(&audit),
+        );
+        serializes(
+            "insert_audit_by_subject",
+            &binds(&texts.insert_audit_by_subject),
+            &rows::audit_by_subject_values(&audit),
+        );
+        serializes(
+            "insert_audit_day",
+            &binds(&texts.insert_audit_day),
+            &(rows::AUDIT_DAYS_SCOPE, 4),
+        );
+        serializes(
+            "insert_audit_subject_day",
+            &binds(&texts.insert_audit_subject_day),
+            &("ops-1", 4),
+        );
+        serializes(
+            "select_audit_days",
+            &binds(&texts.select_audit_days),
+            &(rows::AUDIT_DAYS_SCOPE, 4),
+        );
+        serializes(
+            "select_audit_subject_days",
+            &binds(&texts.select_audit_subject_days),
+            &("ops-1", 4),
+        );
+        serializes(
+            "select_audit_before",
+            &binds(&texts.select_audit_before),
+            &rows::audit_before_values(4, 5, 10),
+        );
+        serializes(
+            "select_audit_same_at",
+            &binds(&texts.select_audit_same_at),
+            &rows::audit_same_at_values(4, (5, 6), 10),
+        );
+        let (day, at, page) = rows::audit_before_values(4, 5, 10);
+        serializes(
+            "select_audit_by_subject_before",
+            &binds(&texts.select_audit_by_subject_before),
+            &("ops-1", day, at, page),
+        );
+        let (day, at, seq, page) = rows::audit_same_at_values(4, (5, 6), 10);
+        serializes(
+            "select_audit_by_subject_same_at",
+            &binds(&texts.select_audit_by_subject_same_at),
+            &("ops-1", day, at, seq, page),
+        );
         serializes("select_migrations", &binds(&texts.select_migrations), &());
         serializes(
             "insert_migration",
@@ -1128,6 +1367,10 @@ mod tests {
         decodes::<HistorySelect>(
             "select_alert_history",
             &results(&texts.select_alert_history),
+        );
+        decodes::<rows::WorkflowSelect>(
+            "select_alert_workflow",
+            &results(&texts.select_alert_workflow),
         );
         decodes::<(String,)>(
             "select_alerts_by_meter",
@@ -1162,6 +1405,25 @@ mod tests {
             &results(&texts.select_stream_offsets),
         );
         decodes::<(i32, String, i64)>("select_migrations", &results(&texts.select_migrations));
+        decodes::<(i32,)>("select_audit_days", &results(&texts.select_audit_days));
+        decodes::<(i32,)>(
+            "select_audit_subject_days",
+            &results(&texts.select_audit_subject_days),
+        );
+        for (name, text) in [
+            ("select_audit_before", &texts.select_audit_before),
+            ("select_audit_same_at", &texts.select_audit_same_at),
+            (
+                "select_audit_by_subject_before",
+                &texts.select_audit_by_subject_before,
+            ),
+            (
+                "select_audit_by_subject_same_at",
+                &texts.select_audit_by_subject_same_at,
+            ),
+        ] {
+            decodes::<rows::AuditSelect>(name, &results(text));
+        }
         assert!(<(i64,)>::type_check(&results(&texts.select_alert_days)).is_err());
     }
 
