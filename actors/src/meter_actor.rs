@@ -603,6 +603,7 @@ mod tests {
             energy_wh: 10.0,
             credit: None,
             seq: None,
+            backfill: false,
         }
     }
 

@@ -378,6 +378,8 @@ impl MeterState {
             return Applied::Stale;
         }
         self.n_readings += 1;
+        // Backfill is history: it moves energy, usage and the baseline, never an alert.
+        let live = !reading.backfill;
 
         // Energy: classify the register step before anything else moves.
         let day_start = day_start_ms(ts_ms);
@@ -405,6 +407,7 @@ impl MeterState {
                 previous_wh,
                 current_wh,
             } = step
+                && live
             {
                 self.raise(
                     AlertKind::RegisterDecrease,
@@ -420,14 +423,16 @@ impl MeterState {
 
         // The reading proves the meter is alive: an open `no_data` ends the outage here,
         // before any threshold is looked at.
-        if let Some(no_data) = &self.open[AlertKind::NoData.index()] {
-            self.offline = Some(OfflineWindow {
-                from_ms: no_data.record.first_seen_ms,
-                until_ms: arrival_ms,
-            });
-            self.reconnected = true;
+        if live {
+            if let Some(no_data) = &self.open[AlertKind::NoData.index()] {
+                self.offline = Some(OfflineWindow {
+                    from_ms: no_data.record.first_seen_ms,
+                    until_ms: arrival_ms,
+                });
+                self.reconnected = true;
+            }
+            self.clear(AlertKind::NoData, ts_ms, changes);
         }
-        self.clear(AlertKind::NoData, ts_ms, changes);
         let inhibited = self.offline.is_some_and(|window| window.contains(ts_ms));
         if self
             .offline
@@ -442,7 +447,7 @@ impl MeterState {
         let power_w = reading.power_w;
         let warmed = self.n_readings > u64::from(thresholds.spike_warmup_readings);
         let spike_level = self.baseline_w * thresholds.spike_factor;
-        if warmed {
+        if warmed && live {
             let is_spike =
                 power_w > spike_level && power_w - self.baseline_w >= thresholds.spike_min_delta_w;
             if is_spike {
@@ -461,6 +466,32 @@ impl MeterState {
         self.update_baseline(power_w, ts_ms, warmed, spike_level);
 
         let voltage = reading.voltage;
+        let current = reading.current;
+        if live {
+            self.evaluate_thresholds(voltage, current, thresholds, (at, inhibited), changes);
+        }
+
+        self.windows.record(ts_ms, power_w);
+        self.profile.record(ts_ms, power_w);
+        self.last = Some(LastReading {
+            ts_ms,
+            voltage,
+            current,
+            power_w,
+            energy_wh: reading.energy_wh,
+        });
+        Applied::Accepted
+    }
+
+    /// The voltage and current thresholds of one live reading.
+    fn evaluate_thresholds(
+        &mut self,
+        voltage: f64,
+        current: f64,
+        thresholds: &Thresholds,
+        (at, inhibited): ((i64, i64), bool),
+        changes: &mut AlertChanges,
+    ) {
         self.evaluate(
             AlertKind::OverVoltage,
             (
@@ -481,7 +512,6 @@ impl MeterState {
             (at, inhibited),
             changes,
         );
-        let current = reading.current;
         self.evaluate(
             AlertKind::OverCurrent,
             (
@@ -492,17 +522,6 @@ impl MeterState {
             (at, inhibited),
             changes,
         );
-
-        self.windows.record(ts_ms, power_w);
-        self.profile.record(ts_ms, power_w);
-        self.last = Some(LastReading {
-            ts_ms,
-            voltage,
-            current,
-            power_w,
-            energy_wh: reading.energy_wh,
-        });
-        Applied::Accepted
     }
 
     fn update_baseline(&mut self, power_w: f64, ts_ms: i64, warmed: bool, spike_level: f64) {

@@ -23,6 +23,7 @@ fn reading(ts_ms: i64, voltage: f64, current: f64, power_w: f64, energy_wh: f64)
         energy_wh,
         credit: None,
         seq: None,
+        backfill: false,
     }
 }
 
@@ -375,6 +376,67 @@ fn no_data_raises_after_timeout_and_clears_on_the_next_reading() {
         kinds(&changes).last(),
         Some(&(AlertEventKind::Resolved, AlertKind::NoData))
     );
+}
+
+#[test]
+fn backfill_moves_energy_and_usage_but_never_an_alert() {
+    let thresholds = Thresholds::default();
+    let mut live = MeterState::new(meter());
+    let mut history = MeterState::new(meter());
+    let mut changes = AlertChanges::new();
+    let mut quiet = AlertChanges::new();
+    // The same readings, over voltage and a register reset among them: live they raise
+    // alerts, as backfill they raise none but count the same energy.
+    let readings: Vec<Reading> = (0..40)
+        .map(|i| {
+            let voltage = if (10..20).contains(&i) { 262.0 } else { 230.0 };
+            let energy = if i == 30 {
+                5.0
+            } else {
+                1000.0 + i as f64 * 2.0
+            };
+            reading(T0 + i * STEP_MS, voltage, 1.0, 200.0, energy)
+        })
+        .collect();
+    for r in &readings {
+        live.apply(r, &thresholds, &mut changes);
+        let past = Reading {
+            backfill: true,
+            ..*r
+        };
+        history.apply(&past, &thresholds, &mut quiet);
+    }
+    assert!(
+        kinds(&changes).contains(&(AlertEventKind::Raised, AlertKind::OverVoltage)),
+        "{:?}",
+        kinds(&changes)
+    );
+    assert!(quiet.is_empty(), "backfill raised {:?}", kinds(&quiet));
+    assert_eq!(history.energy_today_wh, live.energy_today_wh);
+    assert_eq!(history.last(), live.last());
+    // Backfill neither ends an outage nor clears an open alert.
+    let mut offline = MeterState::new(meter());
+    let mut changes = AlertChanges::new();
+    offline.apply(
+        &reading(T0, 262.0, 1.0, 200.0, 0.0),
+        &thresholds,
+        &mut changes,
+    );
+    offline.check_no_data(T0 + 120_000, T0, &thresholds, &mut changes);
+    let before = kinds(&changes);
+    assert_eq!(
+        before,
+        vec![
+            (AlertEventKind::Raised, AlertKind::OverVoltage),
+            (AlertEventKind::Raised, AlertKind::NoData)
+        ]
+    );
+    let normal = Reading {
+        backfill: true,
+        ..reading(T0 + STEP_MS, 230.0, 1.0, 200.0, 1.0)
+    };
+    offline.apply_arrived(&normal, T0 + 130_000, &thresholds, &mut changes);
+    assert_eq!(kinds(&changes), before, "still offline, still over voltage");
 }
 
 #[test]

@@ -278,8 +278,11 @@ impl Handler<RouteBatch> for PartitionActor {
         for record in batch.0 {
             let meter = record.reading.meter;
             let entry = self.meter_entry(meter, now_ms);
-            entry.last_arrival_ms = now_ms;
-            entry.no_data_checked = false;
+            // Backfill (history delivered late) is not the meter being heard from.
+            if !record.reading.backfill {
+                entry.last_arrival_ms = now_ms;
+                entry.no_data_checked = false;
+            }
             entry.addr.do_send(ApplyReading {
                 reading: record.reading,
                 offset: record.offset,

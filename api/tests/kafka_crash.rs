@@ -284,6 +284,7 @@ fn step_readings(base_ms: i64, step: usize) -> Vec<Reading> {
             },
             credit: None,
             seq: Some(step as u64),
+            backfill: false,
         })
         .collect()
 }

@@ -44,6 +44,7 @@ fn batch(base_ms: i64, batch_idx: usize) -> Vec<Reading> {
                 energy_wh: 100.0 + n as f64,
                 credit: None,
                 seq: Some(n as u64),
+                backfill: false,
             });
         }
     }

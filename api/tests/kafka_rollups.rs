@@ -35,6 +35,7 @@ fn readings(meter: &MeterId, from: i64, to: i64) -> Vec<Reading> {
             energy_wh: 100.0 + ((ts - T0) / 10_000) as f64,
             credit: None,
             seq: None,
+            backfill: false,
         })
         .collect()
 }

@@ -24,4 +24,14 @@ pub struct Reading {
     pub credit: Option<f64>,
     /// Meter-side sequence number, when the meter numbers its readings.
     pub seq: Option<u64>,
+    /// History delivered late on purpose (a meter's offline buffer, a bulk import): it
+    /// updates energy, usage, history and rollups like any reading, but never raises or
+    /// clears an alert (nothing live happens for the past) and does not count as the
+    /// meter being heard from.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub backfill: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }

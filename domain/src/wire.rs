@@ -1,7 +1,8 @@
 //! The two JSON payload formats readings arrive in, parsed without allocating.
 //!
 //! * **Canonical** (ours): `{"meter","ts_ms","voltage","current","power_w","energy_wh"}`
-//!   plus optional `"credit"` and `"seq"`; energy in Wh, time in Unix milliseconds.
+//!   plus optional `"credit"`, `"seq"` and `"backfill"` (boolean, see [`crate::Reading`]);
+//!   energy in Wh, time in Unix milliseconds.
 //! * **Seed firmware** (meters already in the field, `seeds/smart-energy-iot.md`):
 //!   `{"deviceId","voltage","current","power","energy","timestamp"}` with energy in kWh
 //!   and time in Unix seconds.
@@ -190,6 +191,50 @@ impl<'de> Deserialize<'de> for NumberSlot {
     }
 }
 
+struct BoolSlot(Slot<bool>);
+
+impl<'de> Deserialize<'de> for BoolSlot {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct BoolVisitor;
+        impl<'de> Visitor<'de> for BoolVisitor {
+            type Value = Slot<bool>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a boolean")
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<Self::Value, E> {
+                Ok(Slot::Value(value))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Slot::WrongType("number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Slot::WrongType("number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Slot::WrongType("number"))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Slot::WrongType("string"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Slot::Absent)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Slot::Absent)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                drain_seq(seq)?;
+                Ok(Slot::WrongType("array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                drain_map(map)?;
+                Ok(Slot::WrongType("object"))
+            }
+        }
+        deserializer.deserialize_any(BoolVisitor).map(BoolSlot)
+    }
+}
+
 struct MeterSlot(Slot<MeterId>);
 
 impl<'de> Deserialize<'de> for MeterSlot {
@@ -235,6 +280,7 @@ enum Key {
     Energy,
     Credit,
     Seq,
+    Backfill,
     Other,
 }
 
@@ -260,6 +306,7 @@ impl<'de> Deserialize<'de> for Key {
                     "energy" => Key::Energy,
                     "credit" => Key::Credit,
                     "seq" => Key::Seq,
+                    "backfill" => Key::Backfill,
                     _ => Key::Other,
                 })
             }
@@ -283,6 +330,7 @@ struct RawFields {
     energy: Slot<Number>,
     credit: Slot<Number>,
     seq: Slot<Number>,
+    backfill: Slot<bool>,
 }
 
 /// One element of a body: an object's fields, or the JSON type found instead.
@@ -318,6 +366,7 @@ impl<'de> Visitor<'de> for RawReadingVisitor {
                 Key::Energy => fields.energy = map.next_value::<NumberSlot>()?.0,
                 Key::Credit => fields.credit = map.next_value::<NumberSlot>()?.0,
                 Key::Seq => fields.seq = map.next_value::<NumberSlot>()?.0,
+                Key::Backfill => fields.backfill = map.next_value::<BoolSlot>()?.0,
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -513,6 +562,7 @@ impl RawReading {
                 return Err(ReadingError::new("seq", ErrorReason::NotInteger));
             }
         };
+        let backfill = optional("backfill", fields.backfill, "boolean")?.unwrap_or(false);
         Ok(Reading {
             meter,
             ts_ms,
@@ -522,6 +572,7 @@ impl RawReading {
             energy_wh,
             credit,
             seq,
+            backfill,
         })
     }
 }

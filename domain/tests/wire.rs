@@ -44,6 +44,7 @@ fn seed_firmware_payload_is_accepted_with_unit_conversion() {
             energy_wh: 1240.0,
             credit: None,
             seq: None,
+            backfill: false,
         }),
     );
     // Fractional seconds keep millisecond precision.
@@ -69,8 +70,41 @@ fn canonical_payload_is_accepted() {
             energy_wh: 12345.5,
             credit: Some(12.5),
             seq: Some(7),
+            backfill: false,
         }),
     );
+}
+
+#[test]
+fn backfill_is_an_optional_boolean() {
+    let body = |backfill: &str| {
+        format!(
+            r#"{{"meter":"m-1","ts_ms":1739930000000,"voltage":231,"current":2.5,"power_w":570,"energy_wh":1{backfill}}}"#
+        )
+    };
+    let parsed = |text: &str| parse_reading(text.as_bytes(), NOW_MS, &Limits::default());
+    assert!(!parsed(&body("")).unwrap().backfill, "absent: live");
+    assert!(parsed(&body(r#","backfill":true"#)).unwrap().backfill);
+    assert!(!parsed(&body(r#","backfill":false"#)).unwrap().backfill);
+    assert!(!parsed(&body(r#","backfill":null"#)).unwrap().backfill);
+    for (bad, found) in [("1", "number"), (r#""yes""#, "string"), ("[]", "array")] {
+        match parsed(&body(&format!(r#","backfill":{bad}"#))) {
+            Err(ParseError::Invalid(error)) => {
+                assert_eq!(error.field, "backfill", "{bad}");
+                assert!(error.to_string().contains(found), "{bad}: {error}");
+            }
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    // Serialized only when set, so live readings keep their canonical form.
+    let live = parsed(&body("")).unwrap();
+    assert!(!serde_json::to_string(&live).unwrap().contains("backfill"));
+    let past = Reading {
+        backfill: true,
+        ..live
+    };
+    let text = serde_json::to_string(&past).unwrap();
+    assert_eq!(parsed(&text).unwrap(), past, "{text}");
 }
 
 #[test]
@@ -226,6 +260,7 @@ fn arb_reading() -> impl Strategy<Value = Reading> {
                 energy_wh,
                 credit,
                 seq,
+                backfill: false,
             },
         )
 }

@@ -316,6 +316,7 @@ mod tests {
             energy_wh: 0.0,
             credit: None,
             seq: None,
+            backfill: false,
         }
     }
 

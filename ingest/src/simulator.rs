@@ -527,6 +527,7 @@ impl Simulator {
             energy_wh: meter.energy_wh,
             credit: None,
             seq: Some(round.max(0) as u64),
+            backfill: false,
         });
     }
 }

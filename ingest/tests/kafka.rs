@@ -29,6 +29,7 @@ fn reading(meter: &str, ts_ms: i64) -> Reading {
         energy_wh: ts_ms as f64 / 1e9,
         credit: None,
         seq: None,
+        backfill: false,
     }
 }
 

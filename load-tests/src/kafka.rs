@@ -107,6 +107,7 @@ async fn run_in_system(args: KafkaArgs, brokers: String, cores: usize) -> anyhow
             energy_wh: 1_000.0 + round as f64 * 0.6,
             credit: None,
             seq: Some(round),
+            backfill: false,
         });
         produced += 1;
         if batch.len() == batch.capacity() || produced == args.readings {
@@ -320,6 +321,7 @@ async fn latency_phase(
                 energy_wh: 1_000.0 + round as f64 * 0.01,
                 credit: None,
                 seq: Some(round),
+                backfill: false,
             });
         }
         n_produced = due;

@@ -305,6 +305,7 @@ fn decode_reading(meter: MeterId, ts_ms: i64, value: &[u8]) -> Option<Reading> {
         } else {
             None
         },
+        backfill: false,
     })
 }
 
@@ -1209,6 +1210,7 @@ mod tests {
                 energy_wh: energy,
                 credit,
                 seq,
+                backfill: false,
             };
             prop_assert_eq!(decode_reading(reading.meter, reading.ts_ms, &encode_reading(&reading)), Some(reading));
         }

@@ -39,7 +39,8 @@
 //!          4..8   CRC-32 of bytes 0..4, 8..16 and the payload (length, offset, payload)
 //!          8..16  offset (u64)
 //!         16..    payload, n bytes
-//! payload  u8     flags: bit 0 = credit present, bit 1 = seq present (others zero)
+//! payload  u8     flags: bit 0 = credit present, bit 1 = seq present, bit 2 = backfill
+//!                 (others zero; journals written before bit 2 existed read unchanged)
 //!          u8     meter id length m (1..=47), then the m ASCII bytes of the id
 //!          i64    ts_ms
 //!          f64 ×4 voltage, current, power_w, energy_wh (IEEE-754 bits)
@@ -1100,7 +1101,9 @@ fn encode_record(out: &mut Vec<u8>, offset: u64, reading: &Reading) {
 /// The payload layout of the module documentation.
 fn encode_payload(reading: &Reading, out: &mut Vec<u8>) {
     let meter = reading.meter.as_str().as_bytes();
-    let flags = u8::from(reading.credit.is_some()) | (u8::from(reading.seq.is_some()) << 1);
+    let flags = u8::from(reading.credit.is_some())
+        | (u8::from(reading.seq.is_some()) << 1)
+        | (u8::from(reading.backfill) << 2);
     out.push(flags);
     out.push(meter.len() as u8);
     out.extend_from_slice(meter);
@@ -1127,7 +1130,7 @@ fn decode_payload(payload: &[u8]) -> Result<Reading, String> {
         at: 0,
     };
     let flags = cursor.u8()?;
-    if flags & !0b11 != 0 {
+    if flags & !0b111 != 0 {
         return Err(format!("unknown payload flags {flags:#04x}"));
     }
     let meter_len = cursor.u8()? as usize;
@@ -1166,6 +1169,7 @@ fn decode_payload(payload: &[u8]) -> Result<Reading, String> {
         energy_wh,
         credit,
         seq,
+        backfill: flags & 4 != 0,
     })
 }
 
@@ -1517,6 +1521,8 @@ mod tests {
             energy_wh: 1000.0 + i as f64 * 0.1,
             credit: i.is_multiple_of(3).then_some(12.5),
             seq: i.is_multiple_of(2).then_some(i),
+            // Every flag combination appears in the round trips.
+            backfill: i.is_multiple_of(5),
         }
     }
 
@@ -2084,6 +2090,7 @@ mod tests {
                     energy_wh,
                     credit,
                     seq,
+                    backfill: false,
                 },
             )
     }

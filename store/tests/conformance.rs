@@ -46,6 +46,7 @@ fn reading(meter: MeterId, ts_ms: i64, energy_wh: f64) -> Reading {
         energy_wh,
         credit: (ts_ms % 2 == 0).then_some(12.5),
         seq: Some(ts_ms as u64 / 1000),
+        backfill: false,
     }
 }
 

@@ -136,6 +136,7 @@ pub(crate) fn reading_from_select(meter: MeterId, row: ReadingSelect) -> Reading
         energy_wh,
         credit,
         seq: seq.map(bigint_to_u64),
+        backfill: false,
     }
 }
 
@@ -1165,6 +1166,7 @@ mod tests {
             energy_wh: ts_ms as f64,
             credit: None,
             seq: None,
+            backfill: false,
         }
     }
 
@@ -1298,7 +1300,7 @@ mod tests {
             credit in proptest::option::of(-1e9f64..1e9),
             seq in proptest::option::of(any::<u64>()),
         ) {
-            let original = Reading { meter: meter("site.7:m-1"), ts_ms, voltage, current, power_w, energy_wh, credit, seq };
+            let original = Reading { meter: meter("site.7:m-1"), ts_ms, voltage, current, power_w, energy_wh, credit, seq, backfill: false };
             let row = ReadingRow::from_reading(&original);
             prop_assert_eq!(row.day, day_bucket(ts_ms));
             prop_assert_eq!(row.meter.as_str(), "site.7:m-1");

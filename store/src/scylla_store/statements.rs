@@ -1097,6 +1097,7 @@ mod tests {
             energy_wh: 10.0,
             credit: None,
             seq: Some(u64::MAX),
+            backfill: false,
         };
         let alert = sample_alert();
         let entry = AlertHistoryEntry::from_change(AlertEventKind::Raised, alert.clone());
