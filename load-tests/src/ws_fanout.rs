@@ -23,6 +23,7 @@ use clap::Args;
 use futures_util::{SinkExt, StreamExt};
 use gridpulse_api::{EmbeddedConfig, EmbeddedSystem};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::embedded::{Accepted, Generator, wait_applied};
 use crate::payloads::Fleet;
@@ -346,9 +347,17 @@ async fn clients(args: ClientsArgs) -> anyhow::Result<()> {
         let addr = args.addr;
         tokio::spawn(async move {
             let connected = tokio::time::timeout(Duration::from_secs(60), async {
-                let (mut ws, _) = tokio_tungstenite::connect_async(format!(
-                    "ws://{addr}/ws/alerts?deferred=true"
-                ))
+                // Small buffers: tungstenite's default 128 KiB read buffer, allocated and
+                // zeroed per connection, made the fleet itself the bottleneck on cores
+                // it shares with the server (memset was its top symbol in `perf`).
+                let config = WebSocketConfig::default()
+                    .read_buffer_size(4096)
+                    .write_buffer_size(0);
+                let (mut ws, _) = tokio_tungstenite::connect_async_with_config(
+                    format!("ws://{addr}/ws/alerts?deferred=true"),
+                    Some(config),
+                    true,
+                )
                 .await
                 .ok()?;
                 ws.send(Message::Text(
