@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use gridpulse_domain::{AlertEvent, AlertRecord, AlertState};
+use gridpulse_domain::{AlertEvent, AlertKind, AlertRecord, AlertState, Severity};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use tokio::sync::broadcast;
@@ -237,6 +237,23 @@ impl AlertHub {
         meters.sort_unstable();
         meters.dedup();
         meters
+    }
+
+    /// Open alerts counted by `(kind, state, severity)` (for the dashboard's overview;
+    /// a pass over the open alerts under the lock, no allocation per alert).
+    pub fn open_counts(&self) -> Vec<(AlertKind, AlertState, Severity, usize)> {
+        let state = self.state.lock();
+        let mut counts: Vec<(AlertKind, AlertState, Severity, usize)> = Vec::new();
+        for alert in state.alerts.values().filter(|alert| alert.state.is_open()) {
+            match counts.iter_mut().find(|(kind, state, severity, _)| {
+                (*kind, *state, *severity) == (alert.kind, alert.state, alert.severity)
+            }) {
+                Some(entry) => entry.3 += 1,
+                None => counts.push((alert.kind, alert.state, alert.severity, 1)),
+            }
+        }
+        counts.sort_by_key(|(kind, state, severity, _)| (kind.index(), state.as_str(), *severity));
+        counts
     }
 
     /// One alert by id.

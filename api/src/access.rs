@@ -75,6 +75,8 @@ pub fn policy(method: &Method, pattern: &str) -> Option<Policy> {
         (true, "/api/tariffs" | "/api/tariffs/{id}") => allow(READERS, Any),
         (true, "/api/sessions" | "/api/sessions/{id}") => allow(READERS, Any),
         (true, "/api/audit") => allow(OPS, Any),
+        // The dashboard's system figures: staff only.
+        (true, "/api/overview") => allow(&[Role::Ops, Role::Utility], Any),
         (true, pattern) if pattern.starts_with("/api/meters/{id}") => allow(READERS, Meter),
         (true, pattern) if pattern.starts_with("/api/users/{id}") => allow(READERS, User),
         (true, "/api/alerts/{id}") => allow(READERS, Alert),
@@ -400,6 +402,7 @@ mod tests {
             include_str!("routes/credit.rs"),
             include_str!("routes/meters.rs"),
             include_str!("routes/money.rs"),
+            include_str!("routes/overview.rs"),
             include_str!("routes/readings.rs"),
             include_str!("routes/sessions.rs"),
             include_str!("routes/system.rs"),

@@ -13,6 +13,11 @@ static WEBSOCKET_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// Websocket clients connected now.
+pub fn websocket_clients() -> i64 {
+    WEBSOCKET_CLIENTS.get()
+}
+
 /// A websocket client connected (+1) or left (-1).
 pub fn record_websocket_clients(delta: i64) {
     WEBSOCKET_CLIENTS.add(delta);

@@ -10,7 +10,8 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    alerts, audit, credit, meters, money, readings, sessions, system, tariffs, usage, users,
+    alerts, audit, credit, meters, money, overview, readings, sessions, system, tariffs, usage,
+    users,
 };
 
 /// A JSON document (its shape is described by the operation).
@@ -90,6 +91,7 @@ impl Modify for BearerAuth {
         sessions::get_session,
         usage::get_meter_usage,
         audit::get_audit,
+        overview::get_overview,
         alerts::list_alerts,
         alerts::get_alert,
         alerts::ack_alert,

@@ -50,6 +50,29 @@ static PRODUCE_ERRORS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+/// The consumer lag of every `readings` partition this process consumes, by partition
+/// (empty outside Kafka mode).
+pub fn consumer_lags() -> Vec<(i32, i64)> {
+    use prometheus::core::Collector;
+    let mut lags: Vec<(i32, i64)> = CONSUMER_LAG
+        .collect()
+        .iter()
+        .flat_map(|family| family.get_metric())
+        .filter_map(|metric| {
+            let partition = metric
+                .get_label()
+                .iter()
+                .find(|label| label.name() == "partition")?
+                .value()
+                .parse()
+                .ok()?;
+            Some((partition, metric.get_gauge().get_value() as i64))
+        })
+        .collect();
+    lags.sort_unstable();
+    lags
+}
+
 /// The consumer lag of one partition.
 pub fn record_consumer_lag(partition: i32, lag: i64) {
     CONSUMER_LAG

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod credit;
 pub mod meters;
 pub mod money;
+pub mod overview;
 pub mod readings;
 pub mod sessions;
 pub mod system;
@@ -57,6 +58,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(meters::get_readings)
         .service(usage::get_meter_usage)
         .service(audit::get_audit)
+        .service(overview::get_overview)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)
         .service(alerts::ack_alert)
