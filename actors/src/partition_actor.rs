@@ -322,6 +322,8 @@ impl Handler<FindMeter> for PartitionActor {
 pub struct ListMeterIds {
     /// Only ids after this one.
     pub after: Option<MeterId>,
+    /// Only ids that start with this (the dashboard's search).
+    pub prefix: Option<std::sync::Arc<str>>,
     /// At most this many.
     pub limit: usize,
 }
@@ -336,12 +338,17 @@ impl Handler<ListMeterIds> for PartitionActor {
             ids.sort_unstable();
             ids
         });
-        let start = match message.after {
+        let mut start = match message.after {
             Some(after) => sorted.partition_point(|id| *id <= after),
             None => 0,
         };
+        let prefix = message.prefix.as_deref().unwrap_or("");
+        // Ids sort by their bytes, so those with the prefix are one run from the first
+        // id not below it.
+        start = start.max(sorted.partition_point(|id| id.as_str() < prefix));
         sorted[start..]
             .iter()
+            .take_while(|id| id.as_str().starts_with(prefix))
             .take(message.limit)
             .copied()
             .collect()

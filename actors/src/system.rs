@@ -290,15 +290,23 @@ impl MeterSystem {
         Ok(self.find(meter).await?.send(Observe).await?)
     }
 
-    /// Meter ids in order, after `after`, at most `limit`.
+    /// Meter ids in order, after `after`, starting with `prefix` (if given), at most
+    /// `limit`.
     pub async fn list_meters(
         &self,
         after: Option<MeterId>,
+        prefix: Option<&str>,
         limit: usize,
     ) -> Result<Vec<MeterId>, SystemError> {
+        let prefix: Option<std::sync::Arc<str>> = prefix.map(std::sync::Arc::from);
         let mut all = Vec::new();
         for partition in self.partitions.iter() {
-            all.extend(partition.send(ListMeterIds { after, limit }).await?);
+            let message = ListMeterIds {
+                after,
+                prefix: prefix.clone(),
+                limit,
+            };
+            all.extend(partition.send(message).await?);
         }
         all.sort_unstable();
         all.truncate(limit);

@@ -74,6 +74,38 @@ fn the_overview_counts_meters_readings_and_open_alerts() {
             "{overview}"
         );
 
+        // The meters table searches by id prefix, server side, with its cursor.
+        let ids = |page: &Value| -> Vec<String> {
+            page["meters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["meter"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (_, all) = http(addr, "GET", "/api/meters?search=ov-", "").await;
+        assert_eq!(ids(&all), ["ov-1", "ov-2", "ov-3"], "{all}");
+        let (_, one) = http(addr, "GET", "/api/meters?search=ov-2", "").await;
+        assert_eq!(ids(&one), ["ov-2"], "{one}");
+        let (_, none) = http(addr, "GET", "/api/meters?search=zz", "").await;
+        assert!(ids(&none).is_empty(), "{none}");
+        let (_, first) = http(addr, "GET", "/api/meters?search=ov&limit=2", "").await;
+        assert_eq!(ids(&first), ["ov-1", "ov-2"], "{first}");
+        let next = first["next"].as_str().unwrap();
+        let (_, rest) = http(
+            addr,
+            "GET",
+            &format!("/api/meters?search=ov&limit=2&after={next}"),
+            "",
+        )
+        .await;
+        assert_eq!(ids(&rest), ["ov-3"], "{rest}");
+        let (status, bad) = http(addr, "GET", "/api/meters?search=a%20b", "").await;
+        assert_eq!(
+            (status, bad["error"]["field"].as_str()),
+            (400, Some("search"))
+        );
+
         // Acknowledged alerts are still open, in the other state.
         let (_, alerts) = http(addr, "GET", "/api/alerts", "").await;
         let id = alerts["alerts"][0]["id"].as_str().unwrap().to_owned();

@@ -20,6 +20,7 @@ const MAX_PAGE: usize = 500;
 struct PageQuery {
     after: Option<String>,
     limit: Option<String>,
+    search: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +53,7 @@ pub fn parse_limit(text: Option<&str>, default: usize, max: usize) -> Result<usi
     tag = "meters",
     params(
         ("after" = Option<String>, Query, description = "Cursor: the `next` of the previous page"),
+        ("search" = Option<String>, Query, description = "Only meters whose id starts with this"),
         ("limit" = Option<u32>, Query, description = "Page size"),
     ),
     responses(
@@ -75,6 +77,24 @@ pub async fn list_meters(
         .map(|text| parse_meter("after", text))
         .transpose()?;
     let limit = parse_limit(query.limit.as_deref(), DEFAULT_PAGE, MAX_PAGE)?;
+    // A search is an id prefix (ids are at most 47 bytes of `[A-Za-z0-9._:-]`).
+    let search = match query.search.as_deref() {
+        None | Some("") => None,
+        Some(text)
+            if text.len() <= 47
+                && text
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) =>
+        {
+            Some(text.to_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::bad_field(
+                "search",
+                "must be the start of a meter id: at most 47 of A-Z a-z 0-9 . _ : -",
+            ));
+        }
+    };
     if let Some(tenant) = crate::access::caller(&request).tenant() {
         // A consumer lists their own meters only.
         let owned = crate::access::owned_meters(&state, tenant).await?;
@@ -82,6 +102,11 @@ pub async fn list_meters(
         let ids: Vec<MeterId> = owned
             .into_iter()
             .filter(|id| after.is_none_or(|after| id.as_str() > after.as_str()))
+            .filter(|id| {
+                search
+                    .as_deref()
+                    .is_none_or(|prefix| id.as_str().starts_with(prefix))
+            })
             .take(limit + 1)
             .collect();
         let next = (ids.len() > limit).then(|| ids[limit - 1].to_string());
@@ -95,7 +120,10 @@ pub async fn list_meters(
             total,
         }));
     }
-    let ids = state.meters.list_meters(after, limit + 1).await?;
+    let ids = state
+        .meters
+        .list_meters(after, search.as_deref(), limit + 1)
+        .await?;
     let next = (ids.len() > limit).then(|| ids[limit - 1].to_string());
     let mut meters = Vec::with_capacity(limit);
     for id in ids.into_iter().take(limit) {
