@@ -5,9 +5,11 @@
 //! `persist` (the same with every reading durably stored; restart time) and `kafka`
 //! (the processor on a real broker against a raw consumer) and `rollup` (the hourly
 //! rollup stream job on generated NDJSON) and `ws-fanout` (alert fan-out latency to
-//! 10,000 websocket clients in a child process).
+//! 10,000 websocket clients in a child process) and `dashboard` (the ops page in headless
+//! Chromium with 100,000 meters and 100 alert events/s).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
+mod dashboard;
 mod embedded;
 mod kafka;
 mod payloads;
@@ -36,6 +38,8 @@ enum Mode {
     Kafka(kafka::KafkaArgs),
     /// The hourly per-meter rollup stream job on generated NDJSON: readings/s, memory.
     Rollup(rollup::RollupArgs),
+    /// The ops dashboard in headless Chromium under many meters and a steady alert rate.
+    Dashboard(dashboard::DashboardArgs),
     /// Alert fan-out latency to many websocket clients (filters spread over them).
     WsFanout(ws_fanout::WsFanoutArgs),
     /// The client fleet of `ws-fanout` (started by it as a child process).
@@ -50,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Persist(args) => persist::run(args),
         Mode::Kafka(args) => kafka::run(args),
         Mode::Rollup(args) => rollup::run(args),
+        Mode::Dashboard(args) => dashboard::run(args),
         Mode::WsFanout(args) => ws_fanout::run(args),
         Mode::WsFanoutClients(args) => ws_fanout::run_clients(args),
     }
