@@ -10,7 +10,7 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    alerts, audit, credit, meters, money, readings, sessions, system, tariffs, usage, users,
+    alerts, audit, credit, import, meters, money, readings, sessions, system, tariffs, usage, users,
 };
 
 /// A JSON document (its shape is described by the operation).
@@ -59,6 +59,7 @@ impl Modify for BearerAuth {
     ),
     paths(
         readings::post_readings,
+        import::post_import,
         meters::list_meters,
         meters::get_meter,
         meters::put_thresholds,

@@ -5,10 +5,12 @@
 //! `persist` (the same with every reading durably stored; restart time) and `kafka`
 //! (the processor on a real broker against a raw consumer) and `rollup` (the hourly
 //! rollup stream job on generated NDJSON) and `ws-fanout` (alert fan-out latency to
-//! 10,000 websocket clients in a child process).
+//! 10,000 websocket clients in a child process) and `import` (bulk import of a CSV
+//! file into the in-process log).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod embedded;
+mod import;
 mod kafka;
 mod payloads;
 mod persist;
@@ -38,6 +40,8 @@ enum Mode {
     Rollup(rollup::RollupArgs),
     /// Alert fan-out latency to many websocket clients (filters spread over them).
     WsFanout(ws_fanout::WsFanoutArgs),
+    /// Bulk import of generated CSV into the in-process log: rows/s, MB/s.
+    Import(import::ImportArgs),
     /// The client fleet of `ws-fanout` (started by it as a child process).
     #[command(hide = true)]
     WsFanoutClients(ws_fanout::ClientsArgs),
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Kafka(args) => kafka::run(args),
         Mode::Rollup(args) => rollup::run(args),
         Mode::WsFanout(args) => ws_fanout::run(args),
+        Mode::Import(args) => import::run(args),
         Mode::WsFanoutClients(args) => ws_fanout::run_clients(args),
     }
 }
