@@ -446,3 +446,212 @@ fn ndjson_unknown_meters_are_refused_unless_registered_and_history_raises_no_ale
     });
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The real binary, started without a key (so it prints its development tokens).
+struct Server {
+    child: std::process::Child,
+    addr: SocketAddr,
+    utility_token: String,
+    ops_token: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(dir: &std::path::Path) -> Server {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gridpulse"))
+        .args(["run", "--listen", "127.0.0.1:0", "--partitions", "2"])
+        .args(["--workers", "1", "--http-workers", "1", "--data-dir"])
+        .arg(dir)
+        .env("GRIDPULSE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (mut addr, mut utility, mut ops) = (None, None, None);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gridpulse did not start"
+        );
+        let line = lines.next().expect("gridpulse exited early").unwrap();
+        let line = line.trim();
+        if let Some(url) = line.strip_prefix("live alerts page") {
+            addr = Some(
+                url.trim()
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .parse()
+                    .unwrap(),
+            );
+        } else if let Some(token) = line.strip_prefix("dev utility token") {
+            utility = Some(token.trim().to_owned());
+        } else if let Some(token) = line.strip_prefix("dev ops token") {
+            ops = Some(token.trim().to_owned());
+        } else if line.starts_with("press Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        addr: addr.expect("no address printed"),
+        utility_token: utility.expect("no utility token printed"),
+        ops_token: ops.expect("no ops token printed"),
+    }
+}
+
+fn cli(args: &[&str], token: Option<&str>) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_gridpulse"));
+    command.arg("import").args(args).arg("--quiet");
+    command
+        .env_remove("GRIDPULSE_TOKEN")
+        .env("GRIDPULSE_LOG", "warn");
+    if let Some(token) = token {
+        command.env("GRIDPULSE_TOKEN", token);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn the_cli_streams_files_and_ends_with_the_summary() {
+    let dir = fresh_data_dir("import", "cli");
+    let server = start_server(&dir.join("data"));
+    let api = format!("http://{}", server.addr);
+    let base = base_ms();
+    let mut csv = String::from("meter,ts,voltage,current,power_w,energy_wh\n");
+    for idx in 0..1000i64 {
+        let voltage = if idx == 10 { "volts" } else { "230" };
+        csv.push_str(&format!(
+            "m-cli,{},{voltage},2,400,{}\n",
+            base + idx * 10_000,
+            100 + idx
+        ));
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = dir.join("history.csv");
+    std::fs::write(&plain, &csv).unwrap();
+    let packed = dir.join("history2.csv.gz");
+    std::fs::write(&packed, gzip(csv.as_bytes())).unwrap();
+    let report = dir.join("report.ndjson");
+
+    // No token: a clear 401.
+    let output = cli(&[plain.to_str().unwrap(), "--api", &api], None);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("401") && stderr.contains("--token"),
+        "{stderr}"
+    );
+
+    // Nobody listening: says so.
+    let output = cli(
+        &[plain.to_str().unwrap(), "--api", "http://127.0.0.1:9"],
+        Some(&server.utility_token),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the gridpulse API"),
+        "{stderr}"
+    );
+
+    // The meter is not registered: every row refused, the first errors printed.
+    let output = cli(
+        &[plain.to_str().unwrap(), "--api", &api],
+        Some(&server.utility_token),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout} {stderr}");
+    assert!(
+        stdout.contains("rows=1000 accepted=0 rejected=1000"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("unknown_meter") && stderr.contains("980 more refused rows"),
+        "{stderr}"
+    );
+
+    // Registered on request, both files, the report to a file.
+    let output = cli(
+        &[
+            plain.to_str().unwrap(),
+            packed.to_str().unwrap(),
+            "--api",
+            &api,
+            "--register-meters",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        Some(&server.ops_token),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "history.csv: rows=1000 accepted=999 rejected=1 duplicates=0 meters_registered=1"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "history2.csv.gz: rows=1000 accepted=999 rejected=1 duplicates=0 meters_registered=0"
+        ),
+        "{stdout}"
+    );
+    let written = std::fs::read_to_string(&report).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 2, "{written}");
+    assert!(
+        lines
+            .iter()
+            .all(|line| line.contains("\"line\":12,\"field\":\"voltage\",\"code\":\"wrong_type\"")),
+        "{written}"
+    );
+
+    // Stored once.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let token = server.ops_token.clone();
+    let addr = server.addr;
+    let count = runtime.block_on(async move {
+        let mut last = 0;
+        for _ in 0..100 {
+            let (status, body) = support::http_as(
+                addr,
+                &token,
+                "GET",
+                &format!(
+                    "/api/meters/m-cli/readings?from={base}&to={}&limit=10000",
+                    base + HOUR * 3
+                ),
+                "",
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            last = body["readings"].as_array().unwrap().len();
+            if last >= 999 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        last
+    });
+    assert_eq!(count, 999);
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
