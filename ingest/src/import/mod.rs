@@ -628,9 +628,12 @@ impl<T: ImportTarget, W: Write> Run<'_, T, W> {
     }
 }
 
+/// The input with its first bytes put back in front.
+type Sniffed<R> = io::Chain<io::Cursor<Vec<u8>>, R>;
+
 /// Reads the first bytes of `input` (up to 2: gzip's magic), giving them back in
 /// front of the rest.
-fn sniff<R: Read>(mut input: R) -> io::Result<(Vec<u8>, io::Chain<io::Cursor<Vec<u8>>, R>)> {
+fn sniff<R: Read>(mut input: R) -> io::Result<(Vec<u8>, Sniffed<R>)> {
     let mut head = [0u8; 2];
     let mut filled = 0;
     while filled < head.len() {
