@@ -453,6 +453,9 @@ mod tests {
         assert_eq!(get("/healthz"), Some((PUBLIC.roles, Scope::Any)));
         let post = |pattern| policy(&Method::POST, pattern).map(|policy| policy.roles);
         assert_eq!(post("/api/readings"), Some(INGEST));
+        let import = post("/api/import").unwrap_or_default();
+        assert!(import.contains(&Role::Utility) && import.contains(&Role::Ops));
+        assert!(!import.contains(&Role::Service) && !import.contains(&Role::Consumer));
         assert_eq!(post("/api/alerts/{id}/ack"), Some(OPS));
         assert_eq!(post("/api/meters"), Some(UTILITY));
         assert!(

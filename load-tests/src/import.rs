@@ -73,7 +73,7 @@ fn generate(args: &ImportArgs, start_ms: i64) -> Vec<u8> {
         } else {
             let _ = writeln!(
                 csv,
-                "meter-{meter},{ts},{voltage:.1},4.5,{power},{energy:.2}"
+                "meter-{meter},{ts},{voltage:.1},6.5,{power},{energy:.2}"
             );
         }
     }

@@ -137,11 +137,13 @@ impl CsvLayout {
     ) -> Result<Reading, RowProblem> {
         let mut fields: [&[u8]; 8] = [&[]; 8];
         let mut n_fields = 0;
-        for field in row.split(|byte| *byte == b',') {
+        let mut start = 0;
+        for comma in memchr::memchr_iter(b',', row).chain(std::iter::once(row.len())) {
             if n_fields < fields.len() {
-                fields[n_fields] = field;
+                fields[n_fields] = &row[start..comma];
             }
             n_fields += 1;
+            start = comma + 1;
         }
         if n_fields != self.n_columns {
             return Err(RowProblem::ColumnCount {

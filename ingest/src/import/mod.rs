@@ -288,8 +288,11 @@ struct Run<'a, T: ImportTarget, W: Write> {
     now_ms: i64,
     limits: &'a Limits,
     summary: ImportSummary,
-    meters: FxHashMap<MeterId, MeterEntry>,
-    last_meter: Option<(MeterId, MeterEntry)>,
+    /// Per meter of this import, by first appearance.
+    meters: Vec<MeterEntry>,
+    meter_index: FxHashMap<MeterId, usize>,
+    /// The meter of the previous row (files often group rows by meter).
+    last_meter: Option<(MeterId, usize)>,
     batch: Vec<Reading>,
 }
 
@@ -317,7 +320,8 @@ pub fn run_import<R: Read, T: ImportTarget, W: Write>(
         now_ms,
         limits,
         summary: ImportSummary::default(),
-        meters: FxHashMap::default(),
+        meters: Vec::new(),
+        meter_index: FxHashMap::default(),
         last_meter: None,
         batch: Vec::with_capacity(options.batch_size.max(1)),
     };
@@ -508,20 +512,17 @@ impl<T: ImportTarget, W: Write> Run<'_, T, W> {
     }
 
     fn accept(&mut self, line: u64, reading: Reading) -> Result<(), Stop> {
-        let mut entry = match self.last_meter {
-            Some((meter, entry)) if meter == reading.meter => entry,
-            _ => {
-                if let Some((meter, entry)) = self.last_meter.take() {
-                    self.meters.insert(meter, entry);
-                }
-                match self.meters.get(&reading.meter) {
-                    Some(entry) => *entry,
-                    None => self.resolve(reading.meter, line)?,
-                }
-            }
+        let idx = match self.last_meter {
+            Some((meter, idx)) if meter == reading.meter => idx,
+            _ => match self.meter_index.get(&reading.meter) {
+                Some(idx) => *idx,
+                None => self.resolve(reading.meter, line)?,
+            },
         };
-        let outcome = match entry.status {
-            MeterStatus::Unknown => Err(RowError {
+        self.last_meter = Some((reading.meter, idx));
+        let entry = &mut self.meters[idx];
+        if entry.status == MeterStatus::Unknown {
+            return self.reject(RowError {
                 line,
                 field: "meter",
                 code: "unknown_meter",
@@ -529,26 +530,21 @@ impl<T: ImportTarget, W: Write> Run<'_, T, W> {
                     "meter `{}` is not registered: register it (POST /api/meters) or import with register_meters=true",
                     reading.meter
                 ),
-            }),
-            _ if entry.last_ts_ms == reading.ts_ms => {
-                self.summary.duplicates += 1;
-                Ok(())
-            }
-            _ => {
-                entry.last_ts_ms = reading.ts_ms;
-                self.batch.push(reading);
-                Ok(())
-            }
-        };
-        self.last_meter = Some((reading.meter, entry));
-        match outcome {
-            Ok(()) if self.batch.len() >= self.options.batch_size.max(1) => self.flush(),
-            Ok(()) => Ok(()),
-            Err(error) => self.reject(error),
+            });
         }
+        if entry.last_ts_ms == reading.ts_ms {
+            self.summary.duplicates += 1;
+            return Ok(());
+        }
+        entry.last_ts_ms = reading.ts_ms;
+        self.batch.push(reading);
+        if self.batch.len() >= self.options.batch_size.max(1) {
+            return self.flush();
+        }
+        Ok(())
     }
 
-    fn resolve(&mut self, meter: MeterId, line: u64) -> Result<MeterEntry, Stop> {
+    fn resolve(&mut self, meter: MeterId, line: u64) -> Result<usize, Stop> {
         let status = self
             .target
             .resolve_meter(meter, self.options.register_meters)
@@ -563,12 +559,13 @@ impl<T: ImportTarget, W: Write> Run<'_, T, W> {
         if status == MeterStatus::Registered {
             self.summary.meters_registered += 1;
         }
-        let entry = MeterEntry {
+        let idx = self.meters.len();
+        self.meters.push(MeterEntry {
             status,
             last_ts_ms: i64::MIN,
-        };
-        self.meters.insert(meter, entry);
-        Ok(entry)
+        });
+        self.meter_index.insert(meter, idx);
+        Ok(idx)
     }
 
     fn reject(&mut self, error: RowError) -> Result<(), Stop> {
