@@ -346,6 +346,9 @@ pub fn run_import<R: Read, T: ImportTarget, W: Write>(
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
+/// How long one batch waits for room in a full log before the import gives up.
+pub const LOG_FULL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 impl<T: ImportTarget, W: Write> Run<'_, T, W> {
     fn go<R: Read>(&mut self, input: R) -> Result<(), Stop> {
         let (head, input) = sniff(input).map_err(|error| self.input_failure(&error, 0))?;
@@ -578,7 +581,19 @@ impl<T: ImportTarget, W: Write> Run<'_, T, W> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let result = self.target.append(&self.batch);
+        // A full log is backpressure, not a failure: the import waits for the consumers
+        // (which is what slows the upload) for up to `LOG_FULL_PATIENCE` per batch.
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        let result = loop {
+            match self.target.append(&self.batch) {
+                Err(LogError::Full { .. }) if started.elapsed() < LOG_FULL_PATIENCE => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(100));
+                }
+                other => break other,
+            }
+        };
         let n = self.batch.len() as u64;
         self.batch.clear();
         match result {

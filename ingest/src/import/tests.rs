@@ -8,6 +8,8 @@ const NOW: i64 = 1_750_000_000_000;
 
 #[derive(Default)]
 struct Target {
+    /// Appends to refuse as `Full` first.
+    full_for: usize,
     appended: Vec<Reading>,
     appends: usize,
     registered: Vec<MeterId>,
@@ -16,6 +18,13 @@ struct Target {
 
 impl ImportTarget for Target {
     fn append(&mut self, readings: &[Reading]) -> Result<(), LogError> {
+        if self.full_for > 0 {
+            self.full_for -= 1;
+            return Err(LogError::Full {
+                partition: 0,
+                capacity: 1,
+            });
+        }
         self.appends += 1;
         self.appended.extend_from_slice(readings);
         Ok(())
@@ -262,4 +271,15 @@ fn csv_report_format() {
             .starts_with("# summary {\"format\":\"csv\"")
     );
     assert_eq!(lines.len(), 5);
+}
+
+#[test]
+fn a_full_log_is_waited_for_not_a_failure() {
+    let mut target = Target {
+        full_for: 3,
+        ..known()
+    };
+    let (summary, _) = import(CSV.as_bytes(), &ImportOptions::default(), &mut target);
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!((summary.accepted, target.appended.len()), (3, 3));
 }
