@@ -70,6 +70,9 @@ pub fn policy(method: &Method, pattern: &str) -> Option<Policy> {
         // Live events; the websocket scopes consumers to their own meters and user.
         (true, "/ws/alerts") => allow(READERS, Any),
         (false, "/api/readings") => allow(INGEST, Any),
+        // Bulk history (and, on request, meter registration): the utility's, and ops'
+        // for repairs; not `service`, whose tokens live in automated feeders.
+        (false, "/api/import") => allow(&[Role::Utility, Role::Ops], Any),
         // Lists filter by the caller.
         (true, "/api/meters" | "/api/users" | "/api/alerts") => allow(READERS, Any),
         (true, "/api/tariffs" | "/api/tariffs/{id}") => allow(READERS, Any),
@@ -400,6 +403,7 @@ mod tests {
             include_str!("routes/alerts.rs"),
             include_str!("routes/audit.rs"),
             include_str!("routes/credit.rs"),
+            include_str!("routes/import.rs"),
             include_str!("routes/meters.rs"),
             include_str!("routes/money.rs"),
             include_str!("routes/overview.rs"),
@@ -452,6 +456,9 @@ mod tests {
         assert_eq!(get("/healthz"), Some((PUBLIC.roles, Scope::Any)));
         let post = |pattern| policy(&Method::POST, pattern).map(|policy| policy.roles);
         assert_eq!(post("/api/readings"), Some(INGEST));
+        let import = post("/api/import").unwrap_or_default();
+        assert!(import.contains(&Role::Utility) && import.contains(&Role::Ops));
+        assert!(!import.contains(&Role::Service) && !import.contains(&Role::Consumer));
         assert_eq!(post("/api/alerts/{id}/ack"), Some(OPS));
         assert_eq!(post("/api/meters"), Some(UTILITY));
         assert!(

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod auth;
 pub mod embedded;
 pub mod error;
+pub mod import_cli;
 pub mod metrics;
 pub mod openapi;
 pub mod rollups;

@@ -1,8 +1,8 @@
 //! `gridpulse`: the command-line entry point.
 //!
 //! `gridpulse run` starts the embedded system (log, actors, API, optional simulator) in
-//! one process with no servers to install. Later subcommands (processor, migrate,
-//! import, ...) join it here.
+//! one process with no servers to install; the other subcommands (processor, api,
+//! migrate, topics, token, stream-jobs, import) live here too.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -54,6 +54,11 @@ enum Command {
     /// worker threads, rollups upserted into the store (--data-dir or --scylla), the
     /// job's checkpoints stored after the rollups they cover.
     StreamJobs(StreamJobsArgs),
+    /// Import files of meter history (CSV or NDJSON, optionally gzip) into a running
+    /// gridpulse through `POST /api/import`: progress bar, the first refused rows (or
+    /// the whole report with --report), then a summary per file. Rows are backfill:
+    /// they update history and rollups but raise no alert.
+    Import(gridpulse_api::import_cli::ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -492,6 +497,7 @@ fn main() -> anyhow::Result<()> {
         Command::Api(args) => api(args),
         Command::StreamJobs(args) => stream_jobs(args),
         Command::Token(args) => token(args),
+        Command::Import(args) => gridpulse_api::import_cli::run(args),
     }
 }
 

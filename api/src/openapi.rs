@@ -10,8 +10,8 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    alerts, audit, credit, meters, money, overview, readings, sessions, system, tariffs, usage,
-    users,
+    alerts, audit, credit, import, meters, money, overview, readings, sessions, system, tariffs,
+    usage, users,
 };
 
 /// A JSON document (its shape is described by the operation).
@@ -60,6 +60,7 @@ impl Modify for BearerAuth {
     ),
     paths(
         readings::post_readings,
+        import::post_import,
         meters::list_meters,
         meters::get_meter,
         meters::put_thresholds,

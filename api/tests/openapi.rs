@@ -38,6 +38,7 @@ fn declared_routes() -> BTreeSet<(String, String)> {
         include_str!("../src/routes/alerts.rs"),
         include_str!("../src/routes/audit.rs"),
         include_str!("../src/routes/credit.rs"),
+        include_str!("../src/routes/import.rs"),
         include_str!("../src/routes/meters.rs"),
         include_str!("../src/routes/money.rs"),
         include_str!("../src/routes/overview.rs"),

@@ -62,5 +62,5 @@ pub use tariff::{
 pub use usage::{
     ClosedMinute, USAGE_MINUTE_MS, UsageAccumulator, UsageDelta, UserId, UserIdError, usage_minute,
 };
-pub use validation::{ErrorReason, Limits, ReadingError};
+pub use validation::{ErrorReason, Limits, PartNames, ReadingError, ReadingParts, validate_parts};
 pub use wire::{MalformedJson, ParseError, ParsedBatch, parse_batch, parse_reading};

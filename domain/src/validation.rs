@@ -274,3 +274,73 @@ pub(crate) fn check_power_vs_apparent(
     }
     Ok(())
 }
+
+/// A reading's values decoded from a format other than JSON (CSV bulk import), in base
+/// units, before validation: [`validate_parts`] applies exactly the rules the JSON
+/// formats get.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadingParts {
+    /// The meter.
+    pub meter: crate::MeterId,
+    /// Measurement time, Unix milliseconds.
+    pub ts_ms: i64,
+    /// Volts.
+    pub voltage: f64,
+    /// Amperes.
+    pub current: f64,
+    /// Watts.
+    pub power_w: f64,
+    /// Watt-hours.
+    pub energy_wh: f64,
+    /// Prepaid credit, when given.
+    pub credit: Option<f64>,
+    /// Meter-side sequence number, when given.
+    pub seq: Option<u64>,
+    /// History delivered late (see [`crate::Reading::backfill`]).
+    pub backfill: bool,
+}
+
+/// How the source format names the fields whose names differ between formats, so an
+/// error names the field (column) the caller wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartNames {
+    /// The timestamp field.
+    pub ts: &'static str,
+    /// The active power field.
+    pub power: &'static str,
+    /// The energy register field.
+    pub energy: &'static str,
+}
+
+/// Validates decoded values with the same rules and [`Limits`] as the JSON formats:
+/// timestamp window, finite non-negative quantities within the limits, active power
+/// within apparent power, finite credit.
+pub fn validate_parts(
+    parts: &ReadingParts,
+    names: &PartNames,
+    now_ms: i64,
+    limits: &Limits,
+) -> Result<crate::Reading, ReadingError> {
+    let ts_ms = check_timestamp(names.ts, parts.ts_ms, now_ms, limits)?;
+    let voltage = check_quantity("voltage", parts.voltage, limits.max_voltage)?;
+    let current = check_quantity("current", parts.current, limits.max_current)?;
+    let power_w = check_quantity(names.power, parts.power_w, limits.max_power_w)?;
+    let energy_wh = check_quantity(names.energy, parts.energy_wh, f64::MAX)?;
+    check_power_vs_apparent(names.power, power_w, voltage, current, limits)?;
+    if let Some(credit) = parts.credit
+        && !credit.is_finite()
+    {
+        return Err(ReadingError::new("credit", ErrorReason::NotFinite));
+    }
+    Ok(crate::Reading {
+        meter: parts.meter,
+        ts_ms,
+        voltage,
+        current,
+        power_w,
+        energy_wh,
+        credit: parts.credit,
+        seq: parts.seq,
+        backfill: parts.backfill,
+    })
+}

@@ -1,11 +1,12 @@
-//! Where readings enter gridpulse: the in-process log, the shared accept path and the
-//! meter simulator (the MQTT bridge and bulk import join them later).
+//! Where readings enter gridpulse: the in-process log, the shared accept path, the
+//! meter simulator and bulk import of files (`import`; the MQTT bridge joins them).
 //!
 //! Architecture invariant: every reading is parsed and validated by
 //! `gridpulse_domain` before it reaches a log; ingest never talks to actors directly,
 //! only through the log.
 
 pub mod accept;
+pub mod import;
 pub mod kafka;
 pub mod memory_log;
 pub mod metrics;

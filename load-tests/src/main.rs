@@ -6,11 +6,13 @@
 //! (the processor on a real broker against a raw consumer) and `rollup` (the hourly
 //! rollup stream job on generated NDJSON) and `ws-fanout` (alert fan-out latency to
 //! 10,000 websocket clients in a child process) and `dashboard` (the ops page in headless
-//! Chromium with 100,000 meters and 100 alert events/s).
+//! Chromium with 100,000 meters and 100 alert events/s) and `import` (bulk import of a
+//! CSV file into the in-process log).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod dashboard;
 mod embedded;
+mod import;
 mod kafka;
 mod payloads;
 mod persist;
@@ -42,6 +44,8 @@ enum Mode {
     Dashboard(dashboard::DashboardArgs),
     /// Alert fan-out latency to many websocket clients (filters spread over them).
     WsFanout(ws_fanout::WsFanoutArgs),
+    /// Bulk import of generated CSV into the in-process log: rows/s, MB/s.
+    Import(import::ImportArgs),
     /// The client fleet of `ws-fanout` (started by it as a child process).
     #[command(hide = true)]
     WsFanoutClients(ws_fanout::ClientsArgs),
@@ -56,6 +60,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Rollup(args) => rollup::run(args),
         Mode::Dashboard(args) => dashboard::run(args),
         Mode::WsFanout(args) => ws_fanout::run(args),
+        Mode::Import(args) => import::run(args),
         Mode::WsFanoutClients(args) => ws_fanout::run_clients(args),
     }
 }

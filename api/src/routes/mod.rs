@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod credit;
+pub mod import;
 pub mod meters;
 pub mod money;
 pub mod overview;
@@ -27,6 +28,7 @@ use crate::error::ApiError;
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(readings::post_readings)
+        .service(import::post_import)
         .service(meters::list_meters)
         .service(meters::get_meter)
         .service(meters::put_thresholds)
