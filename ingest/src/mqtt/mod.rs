@@ -7,6 +7,7 @@
 //! * `status`: [`BridgeStatus`], the bridge's connection and every meter's link state,
 //!   readable from Rust and exported as metrics.
 //! * `bridge`: the event loop and the batcher that appends, then acknowledges.
+//! * `test_broker`: a real Mosquitto on a free loopback port for tests and benchmarks.
 //!
 //! Architecture invariant: a PUBACK is sent only after the message's readings were
 //! appended to the log (and its dead letter, if any, written): a bridge that dies at
@@ -18,6 +19,7 @@ pub mod bridge;
 pub mod config;
 pub mod payload;
 pub mod status;
+pub mod test_broker;
 
 pub use bridge::MqttBridge;
 pub use config::{MqttBridgeConfig, parse_broker_address};
