@@ -5,11 +5,13 @@
 //! `persist` (the same with every reading durably stored; restart time) and `kafka`
 //! (the processor on a real broker against a raw consumer) and `rollup` (the hourly
 //! rollup stream job on generated NDJSON) and `ws-fanout` (alert fan-out latency to
-//! 10,000 websocket clients in a child process).
+//! 10,000 websocket clients in a child process) and `mqtt` (Mosquitto → bridge → log
+//! with QoS 1, against Mosquitto's own rate).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod embedded;
 mod kafka;
+mod mqtt;
 mod payloads;
 mod persist;
 mod report;
@@ -38,6 +40,8 @@ enum Mode {
     Rollup(rollup::RollupArgs),
     /// Alert fan-out latency to many websocket clients (filters spread over them).
     WsFanout(ws_fanout::WsFanoutArgs),
+    /// Mosquitto → MQTT bridge → reading log (QoS 1), against Mosquitto alone.
+    Mqtt(mqtt::MqttArgs),
     /// The client fleet of `ws-fanout` (started by it as a child process).
     #[command(hide = true)]
     WsFanoutClients(ws_fanout::ClientsArgs),
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Kafka(args) => kafka::run(args),
         Mode::Rollup(args) => rollup::run(args),
         Mode::WsFanout(args) => ws_fanout::run(args),
+        Mode::Mqtt(args) => mqtt::run(args),
         Mode::WsFanoutClients(args) => ws_fanout::run_clients(args),
     }
 }
