@@ -17,14 +17,12 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use parking_lot::Mutex;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::kafka::KafkaConfig;
+use crate::kafka::dead_letters::KafkaDeadLetters;
 use crate::metrics;
 
 /// File name of the current dead-letter file in the data directory.
@@ -170,13 +168,8 @@ impl DeadLetterFile {
 pub enum DeadLetterSink {
     /// The embedded file.
     File(Arc<DeadLetterFile>),
-    /// The Kafka dead-letter topic.
-    Kafka {
-        /// Producer for the topic.
-        producer: FutureProducer,
-        /// `readings-dlq` unless configured otherwise.
-        topic: String,
-    },
+    /// The Kafka dead-letter topic (`readings-dlq` unless configured otherwise).
+    Kafka(Arc<KafkaDeadLetters>),
     /// Nowhere durable (in-memory mode): counted and logged only.
     LogOnly,
 }
@@ -185,7 +178,7 @@ impl std::fmt::Debug for DeadLetterSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DeadLetterSink::File(file) => f.debug_tuple("File").field(&file.path()).finish(),
-            DeadLetterSink::Kafka { topic, .. } => f.debug_tuple("Kafka").field(topic).finish(),
+            DeadLetterSink::Kafka(kafka) => f.debug_tuple("Kafka").field(&kafka.topic()).finish(),
             DeadLetterSink::LogOnly => f.write_str("LogOnly"),
         }
     }
@@ -202,18 +195,9 @@ impl DeadLetterSink {
 
     /// The Kafka sink (`config.dlq_topic`).
     pub fn kafka(config: &KafkaConfig) -> Result<DeadLetterSink, String> {
-        let mut client = config.client();
-        client.set("acks", "all").set("message.timeout.ms", "30000");
-        for (key, value) in &config.overrides {
-            client.set(key, value);
-        }
-        let producer: FutureProducer = client
-            .create()
-            .map_err(|error| format!("kafka dead-letter producer: {error}"))?;
-        Ok(DeadLetterSink::Kafka {
-            producer,
-            topic: config.dlq_topic.clone(),
-        })
+        Ok(DeadLetterSink::Kafka(Arc::new(KafkaDeadLetters::new(
+            config,
+        )?)))
     }
 
     /// Keeps `letters` durably (returns once they are), counting each one.
@@ -239,33 +223,11 @@ impl DeadLetterSink {
                     .await
                     .map_err(|error| DeadLetterError::Kafka(format!("write task: {error}")))??;
             }
-            DeadLetterSink::Kafka { producer, topic } => {
-                for letter in &letters {
-                    let headers = OwnedHeaders::new()
-                        .insert(Header {
-                            key: "reason",
-                            value: Some(letter.reason.as_str()),
-                        })
-                        .insert(Header {
-                            key: "code",
-                            value: Some(letter.code),
-                        })
-                        .insert(Header {
-                            key: "source",
-                            value: Some(letter.source),
-                        })
-                        .insert(Header {
-                            key: "mqtt_topic",
-                            value: Some(letter.topic.as_str()),
-                        });
-                    let record = FutureRecord::<(), _>::to(topic)
-                        .payload(&letter.payload)
-                        .headers(headers);
-                    producer
-                        .send(record, Duration::from_secs(10))
-                        .await
-                        .map_err(|(error, _)| DeadLetterError::Kafka(error.to_string()))?;
-                }
+            DeadLetterSink::Kafka(kafka) => {
+                kafka
+                    .write(&letters)
+                    .await
+                    .map_err(DeadLetterError::Kafka)?;
             }
             DeadLetterSink::LogOnly => {}
         }
