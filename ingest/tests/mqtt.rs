@@ -328,3 +328,119 @@ async fn a_bridge_killed_while_meters_publish_loses_nothing() {
     );
     bridge.shutdown().await;
 }
+
+/// Kafka mode (`gridpulse mqtt-bridge`): readings reach `readings`, a bad payload
+/// reaches `readings-dlq` with its original bytes and the bridge's headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_kafka_mode_readings_reach_the_topic_and_dead_letters_the_dlq() {
+    use gridpulse_ingest::kafka::KafkaConfig;
+    use gridpulse_ingest::kafka::admin::create_topics;
+    use gridpulse_ingest::kafka::producer::KafkaReadingProducer;
+    use gridpulse_ingest::kafka::test_broker::{TestBroker, watchdog};
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+
+    let _watchdog = watchdog(
+        "in_kafka_mode_readings_reach_the_topic_and_dead_letters_the_dlq",
+        Duration::from_secs(120),
+    );
+    let kafka_broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
+    let mut kafka = KafkaConfig::new(kafka_broker.bootstrap());
+    kafka.partitions = 1;
+    create_topics(&kafka).await.expect("topics");
+    let mqtt_broker = TestMosquitto::start().expect("mosquitto starts");
+    let mut config = MqttBridgeConfig::new("127.0.0.1", mqtt_broker.addr().port());
+    config.client_id = "bridge-kafka".into();
+    let bridge = MqttBridge::start(
+        &config,
+        ReadingLog::Kafka(Arc::new(
+            KafkaReadingProducer::new(&kafka).expect("producer"),
+        )),
+        DeadLetterSink::kafka(&kafka).expect("dlq producer"),
+        Limits::default(),
+        Arc::new(SystemClock),
+    )
+    .expect("bridge starts");
+    wait_connected(bridge.status()).await;
+    let (client, acked) = publisher(&mqtt_broker, "meters-kafka");
+    let ts_ms = now_ms() - 60_000;
+    for (topic, payload) in [
+        (
+            "gridpulse/meters/k-1/readings",
+            canonical("k-1", ts_ms, 230.0),
+        ),
+        ("gridpulse/meters/k-1/readings", "[1, 2".to_owned()),
+    ] {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, payload.into_bytes())
+            .await
+            .expect("publish queued");
+    }
+    wait_for("the bridge's acks", Duration::from_secs(30), || {
+        bridge.status().messages_acked() == 2
+    })
+    .await;
+    assert_eq!(acked.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    let read_first = |topic: &'static str, group: &'static str| {
+        let consumer: StreamConsumer = kafka
+            .client()
+            .set("group.id", group)
+            .create()
+            .expect("consumer");
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&assignment).expect("assign");
+        consumer
+    };
+    let readings = read_first("readings", "mqtt-readings-reader");
+    let message = tokio::time::timeout(Duration::from_secs(20), readings.recv())
+        .await
+        .expect("a reading on `readings`")
+        .expect("kafka message");
+    let value: serde_json::Value =
+        serde_json::from_slice(message.payload().unwrap_or_default()).expect("JSON");
+    assert_eq!(
+        (value["meter"].as_str(), value["ts_ms"].as_i64()),
+        (Some("k-1"), Some(ts_ms))
+    );
+
+    let dlq = read_first("readings-dlq", "mqtt-dlq-reader");
+    let letter = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
+        .await
+        .expect("a dead letter on `readings-dlq`")
+        .expect("kafka message");
+    assert_eq!(letter.payload(), Some(b"[1, 2".as_slice()));
+    let headers: BTreeMap<String, String> = letter
+        .headers()
+        .map(|headers| {
+            use rdkafka::message::Headers;
+            headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        headers.get("code").map(String::as_str),
+        Some("malformed_json")
+    );
+    assert_eq!(headers.get("source").map(String::as_str), Some("mqtt"));
+    assert_eq!(
+        headers.get("mqtt_topic").map(String::as_str),
+        Some("gridpulse/meters/k-1/readings")
+    );
+    assert!(
+        headers
+            .get("reason")
+            .is_some_and(|r| r.contains("malformed JSON"))
+    );
+    bridge.shutdown().await;
+}
