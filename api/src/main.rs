@@ -59,6 +59,61 @@ enum Command {
     /// the whole report with --report), then a summary per file. Rows are backfill:
     /// they update history and rollups but raise no alert.
     Import(gridpulse_api::import_cli::ImportArgs),
+    /// The MQTT bridge for a Kafka deployment: subscribes (QoS 1, persistent session) to
+    /// `/energy/+/data`, `gridpulse/meters/+/readings` and `gridpulse/meters/+/status`
+    /// on the broker of `--mqtt` and produces the readings to `readings`, bad payloads to
+    /// `readings-dlq`; a message is acknowledged only once Kafka has it. (In embedded
+    /// mode use `gridpulse run --mqtt HOST:PORT` instead.)
+    MqttBridge(MqttBridgeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+struct MqttArgs {
+    /// MQTT broker to bridge meters from (HOST:PORT, e.g. 127.0.0.1:1883); readings go to
+    /// this process's reading log, bad payloads to the dead-letter path.
+    #[arg(long, value_name = "HOST:PORT", env = "GRIDPULSE_MQTT")]
+    mqtt: Option<String>,
+    /// MQTT client id of the bridge: keep it stable, the broker keeps the bridge's
+    /// session (messages published while it is away) under it.
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value = gridpulse_ingest::mqtt::config::DEFAULT_CLIENT_ID,
+        env = "GRIDPULSE_MQTT_CLIENT_ID"
+    )]
+    mqtt_client_id: String,
+    /// MQTT keep-alive, seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 30,
+        env = "GRIDPULSE_MQTT_KEEP_ALIVE",
+        value_parser = clap::value_parser!(u64).range(1..=65_535)
+    )]
+    mqtt_keep_alive: u64,
+}
+
+impl MqttArgs {
+    fn config(&self) -> anyhow::Result<Option<gridpulse_ingest::mqtt::MqttBridgeConfig>> {
+        let Some(address) = &self.mqtt else {
+            return Ok(None);
+        };
+        let (host, port) =
+            gridpulse_ingest::mqtt::parse_broker_address(address).map_err(anyhow::Error::msg)?;
+        let mut config = gridpulse_ingest::mqtt::MqttBridgeConfig::new(host, port);
+        config.client_id = self.mqtt_client_id.clone();
+        config.keep_alive = std::time::Duration::from_secs(self.mqtt_keep_alive);
+        config.validate().map_err(anyhow::Error::msg)?;
+        Ok(Some(config))
+    }
+}
+
+#[derive(Debug, Args)]
+struct MqttBridgeArgs {
+    #[command(flatten)]
+    mqtt: MqttArgs,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 #[derive(Debug, Args)]
@@ -473,6 +528,8 @@ struct RunArgs {
         value_parser = clap::value_parser!(u64).range(0..=366 * 86_400)
     )]
     alert_reminder_after: u64,
+    #[command(flatten)]
+    mqtt: MqttArgs,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -498,6 +555,7 @@ fn main() -> anyhow::Result<()> {
         Command::StreamJobs(args) => stream_jobs(args),
         Command::Token(args) => token(args),
         Command::Import(args) => gridpulse_api::import_cli::run(args),
+        Command::MqttBridge(args) => mqtt_bridge(&args),
     }
 }
 
@@ -719,6 +777,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         kafka: args.kafka.config()?,
         rollup_workers: args.rollup_workers,
         alert_reminder_after,
+        mqtt: args.mqtt.config()?,
         ..EmbeddedConfig::default()
     };
     let use_scylla = args.scylla;
@@ -774,6 +833,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             None => println!("  auth               bearer tokens (JWT) required"),
         }
+        if let Some(mqtt) = &args.mqtt.mqtt {
+            println!("  mqtt bridge        {mqtt} as {} (QoS 1)", args.mqtt.mqtt_client_id);
+        }
         println!("press Ctrl-C to stop");
         let state = system.state.clone();
         serve_until_signal(system.server).await?;
@@ -795,6 +857,45 @@ fn bind(listen: &str) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves HTTP until SIGINT/SIGTERM, then stops it gracefully (the caller checkpoints).
+fn mqtt_bridge(args: &MqttBridgeArgs) -> anyhow::Result<()> {
+    let mqtt = args
+        .mqtt
+        .config()?
+        .context("--mqtt HOST:PORT is required (the broker meters publish to)")?;
+    let kafka = args
+        .kafka
+        .config()?
+        .context("--kafka-brokers is required (the bridge produces to `readings`)")?;
+    actix_web::rt::System::new().block_on(async move {
+        let producer = gridpulse_ingest::kafka::producer::KafkaReadingProducer::new(&kafka)
+            .map_err(anyhow::Error::msg)?;
+        let dead_letters = gridpulse_ingest::dead_letter::DeadLetterSink::kafka(&kafka)
+            .map_err(anyhow::Error::msg)?;
+        let bridge = gridpulse_ingest::mqtt::MqttBridge::start(
+            &mqtt,
+            gridpulse_ingest::ReadingLog::Kafka(std::sync::Arc::new(producer)),
+            dead_letters,
+            gridpulse_domain::Limits::default(),
+            std::sync::Arc::new(gridpulse_actors::SystemClock),
+        )
+        .map_err(anyhow::Error::msg)?;
+        println!(
+            "gridpulse mqtt bridge: {}:{} as {} -> Kafka {} (`{}`, dead letters `{}`)",
+            mqtt.host,
+            mqtt.port,
+            mqtt.client_id,
+            kafka.brokers,
+            kafka.readings_topic,
+            kafka.dlq_topic
+        );
+        println!("press Ctrl-C to stop");
+        shutdown_signal().await;
+        tracing::info!("shutting down the mqtt bridge");
+        bridge.shutdown().await;
+        Ok(())
+    })
+}
+
 async fn serve_until_signal(server: actix_web::dev::Server) -> anyhow::Result<()> {
     let handle = server.handle();
     actix_web::rt::spawn(async move {

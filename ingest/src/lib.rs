@@ -6,10 +6,12 @@
 //! only through the log.
 
 pub mod accept;
+pub mod dead_letter;
 pub mod import;
 pub mod kafka;
 pub mod memory_log;
 pub mod metrics;
+pub mod mqtt;
 pub mod simulator;
 
 pub use accept::{IngestError, IngestReport, ReadingLog, ingest, validate_body};

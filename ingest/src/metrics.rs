@@ -148,3 +148,73 @@ pub fn record_commit(ok: bool) {
         .with_label_values(&[if ok { "ok" } else { "error" }])
         .inc();
 }
+
+#[allow(clippy::expect_used)]
+static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_ingest_dead_letters_total",
+        "Payloads kept on the dead-letter path, by source and reason code",
+        &["source", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// A payload from `source` went to the dead-letter path for `reason` (a short code).
+pub fn record_dead_letter(source: &str, reason: &str) {
+    DEAD_LETTERS.with_label_values(&[source, reason]).inc();
+}
+
+#[allow(clippy::expect_used)]
+static MQTT_CONNECTED: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "gridpulse_ingest_mqtt_connected",
+        "1 while the MQTT bridge is connected to its broker, else 0"
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static MQTT_MESSAGES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gridpulse_ingest_mqtt_messages_total",
+        "MQTT messages the bridge handled, by outcome (`accepted`, `partial`, \
+         `dead_letter`, `status`)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static MQTT_METERS_ONLINE: LazyLock<prometheus::IntGauge> = LazyLock::new(|| {
+    prometheus::register_int_gauge!(
+        "gridpulse_ingest_mqtt_meters_online",
+        "Meters the MQTT bridge sees online (last status `online` or a reading since)"
+    )
+    .expect("metric registers once")
+});
+#[allow(clippy::expect_used)]
+static MQTT_RECONNECTS: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "gridpulse_ingest_mqtt_connection_errors_total",
+        "Times the MQTT bridge lost (or could not open) its broker connection"
+    )
+    .expect("metric registers once")
+});
+
+/// The bridge connected (`true`) or lost its connection.
+pub fn record_mqtt_connected(connected: bool) {
+    MQTT_CONNECTED.set(i64::from(connected));
+    if !connected {
+        MQTT_RECONNECTS.inc();
+    }
+}
+
+/// `n` MQTT messages ended with `outcome`.
+pub fn record_mqtt_messages(outcome: &str, n: u64) {
+    if n > 0 {
+        MQTT_MESSAGES.with_label_values(&[outcome]).inc_by(n);
+    }
+}
+
+/// Meters the bridge sees online.
+pub fn record_mqtt_meters_online(n: usize) {
+    MQTT_METERS_ONLINE.set(n as i64);
+}

@@ -7,13 +7,15 @@
 //! rollup stream job on generated NDJSON) and `ws-fanout` (alert fan-out latency to
 //! 10,000 websocket clients in a child process) and `dashboard` (the ops page in headless
 //! Chromium with 100,000 meters and 100 alert events/s) and `import` (bulk import of a
-//! CSV file into the in-process log).
+//! CSV file into the in-process log) and `mqtt` (Mosquitto → bridge → log with QoS 1,
+//! against Mosquitto's own rate).
 //! Every loop is bounded in count and time, and every server is on loopback.
 
 mod dashboard;
 mod embedded;
 mod import;
 mod kafka;
+mod mqtt;
 mod payloads;
 mod persist;
 mod report;
@@ -46,6 +48,8 @@ enum Mode {
     WsFanout(ws_fanout::WsFanoutArgs),
     /// Bulk import of generated CSV into the in-process log: rows/s, MB/s.
     Import(import::ImportArgs),
+    /// Mosquitto → MQTT bridge → reading log (QoS 1), against Mosquitto alone.
+    Mqtt(mqtt::MqttArgs),
     /// The client fleet of `ws-fanout` (started by it as a child process).
     #[command(hide = true)]
     WsFanoutClients(ws_fanout::ClientsArgs),
@@ -61,6 +65,7 @@ fn main() -> anyhow::Result<()> {
         Mode::Dashboard(args) => dashboard::run(args),
         Mode::WsFanout(args) => ws_fanout::run(args),
         Mode::Import(args) => import::run(args),
+        Mode::Mqtt(args) => mqtt::run(args),
         Mode::WsFanoutClients(args) => ws_fanout::run_clients(args),
     }
 }

@@ -9,6 +9,8 @@
 //!   its partition actor in order; undecodable or invalid records go to `readings-dlq`
 //!   with the original bytes and the reason; offsets are committed only at checkpoints,
 //!   when everything before them is durable.
+//! * [`dead_letters::KafkaDeadLetters`] writes the MQTT bridge's dead letters to
+//!   `readings-dlq` (same shape, `source=mqtt` and `mqtt_topic` headers).
 //! * [`test_broker::TestBroker`] runs a real Kafka-protocol broker (tansu) for tests.
 //!
 //! Architecture invariant: only this module knows rdkafka.
@@ -18,6 +20,7 @@ pub mod admin;
 pub mod alerts;
 pub mod config;
 pub mod consumer;
+pub mod dead_letters;
 pub mod producer;
 pub mod stream_source;
 pub mod test_broker;
