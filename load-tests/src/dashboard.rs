@@ -160,19 +160,7 @@ async fn run_in_system(args: DashboardArgs, cores: usize) -> anyhow::Result<()> 
     let readings_per_sec = rate as f64 * args.meters as f64 / args.alert_meters as f64;
     println!("{readings_per_sec:.0} readings/s, {rate} of them alert events");
     let generator = tokio::task::spawn_blocking(move || -> anyhow::Result<Generator> {
-        let start = Instant::now();
-        let start_count = generator.n_readings;
-        while start.elapsed() < duration {
-            let due = (start.elapsed().as_secs_f64() * readings_per_sec) as u64;
-            let done = generator.n_readings - start_count;
-            if due > done {
-                generator.produce(&rate_log, due - done)?;
-                generator.flush(&rate_log)?;
-            } else {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-        generator.flush(&rate_log)?;
+        generator.produce_at_rate(&rate_log, readings_per_sec, duration)?;
         Ok(generator)
     })
     .await??;

@@ -137,6 +137,29 @@ impl Generator {
         Ok(())
     }
 
+    /// Produces readings at `per_sec` for `duration` (flushing as it goes; idle waits
+    /// are 0.5 ms), then flushes the rest. Blocking: run it on a blocking thread.
+    pub(crate) fn produce_at_rate(
+        &mut self,
+        log: &InProcessLog,
+        per_sec: f64,
+        duration: Duration,
+    ) -> anyhow::Result<()> {
+        let start = std::time::Instant::now();
+        let start_count = self.n_readings;
+        while start.elapsed() < duration {
+            let due = (start.elapsed().as_secs_f64() * per_sec) as u64;
+            let done = self.n_readings - start_count;
+            if due > done {
+                self.produce(log, due - done)?;
+                self.flush(log)?;
+            } else {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        self.flush(log)
+    }
+
     pub(crate) fn flush(&mut self, log: &InProcessLog) -> anyhow::Result<()> {
         loop {
             match log.append(&self.batch) {

@@ -183,19 +183,7 @@ async fn run_in_system(args: WsFanoutArgs, cores: usize) -> anyhow::Result<()> {
     let (rate, duration) = (args.rate, args.duration);
     generator.batch_size = (rate / 200).clamp(1, 256) as usize;
     let generator = tokio::task::spawn_blocking(move || -> anyhow::Result<Generator> {
-        let start = Instant::now();
-        let start_count = generator.n_readings;
-        while start.elapsed() < duration {
-            let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-            let done = generator.n_readings - start_count;
-            if due > done {
-                generator.produce(&rate_log, due - done)?;
-                generator.flush(&rate_log)?;
-            } else {
-                std::thread::sleep(Duration::from_micros(500));
-            }
-        }
-        generator.flush(&rate_log)?;
+        generator.produce_at_rate(&rate_log, rate as f64, duration)?;
         Ok(generator)
     })
     .await??;
