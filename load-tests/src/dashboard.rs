@@ -6,7 +6,11 @@
 //! every alert raised during the run, when its row appeared (wall clock) and the
 //! renderer's main-thread busy time (Chrome's Performance metrics). Latency = row shown
 //! − the hub's publication of the `raised` event, both wall clock on one machine. The
-//! browser, the server and the generator share this machine's cores.
+//! browser, the server and the generator share this machine's cores. A plain websocket
+//! client with the page's subscription runs beside the browser (the server's part of
+//! the latency), and the page records how late a 50 ms timer fires (what a click would
+//! wait for). Alert meters are spread evenly over the fleet, so the alert events arrive
+//! at `--rate` a second rather than in one burst per round of readings.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -149,6 +153,10 @@ async fn run_in_system(args: DashboardArgs, cores: usize) -> anyhow::Result<()> 
         }
     }
 
+    // A plain websocket client with the page's subscription, beside the browser: it
+    // tells the server's delivery time apart from the browser's.
+    let probe = Probe::start(addr)?;
+
     // Alert events at a fixed rate.
     let first_seq = hub.last_seq() + 1;
     let rate_log = Arc::clone(&log);
@@ -178,6 +186,7 @@ async fn run_in_system(args: DashboardArgs, cores: usize) -> anyhow::Result<()> 
             break line;
         }
     };
+    let probe_samples = probe.stop()?;
     let status = child.wait()?;
     anyhow::ensure!(status.success(), "the browser script failed: {status}");
 
@@ -198,13 +207,20 @@ async fn run_in_system(args: DashboardArgs, cores: usize) -> anyhow::Result<()> 
         Ok(text
             .lines()
             .filter_map(|line| {
-                let (seq, ms) = line.split_once(' ')?;
+                let mut fields = line.split_whitespace();
+                let (seq, ms) = (fields.next()?, fields.next()?);
                 let published_us = raised.get(&seq.parse().ok()?)?;
                 let at_ms: i64 = ms.parse().ok()?;
                 Some((at_ms * 1000 - published_us) as f64 / 1000.0)
             })
             .collect())
     };
+    let mut probe_ms: Vec<f64> = probe_samples
+        .iter()
+        .filter_map(|(seq, at_us)| Some((at_us - raised.get(seq)?) as f64 / 1000.0))
+        .collect();
+    let probe_p50 = report::quantile(&mut probe_ms, 0.50).unwrap_or(f64::NAN);
+    let probe_p95 = report::quantile(&mut probe_ms, 0.95).unwrap_or(f64::NAN);
     let mut latencies_ms = latencies(&samples)?;
     let mut received_ms = latencies(&samples.with_extension("txt.received"))?;
     let received_p50 = report::quantile(&mut received_ms, 0.50).unwrap_or(f64::NAN);
@@ -221,15 +237,20 @@ async fn run_in_system(args: DashboardArgs, cores: usize) -> anyhow::Result<()> 
             .to_owned()
     };
     println!(
+        "alert raised → frame received by a plain websocket client: p50 {probe_p50:.1} ms, p95 {probe_p95:.1} ms"
+    );
+    println!(
         "alert raised → frame received by the page: p50 {received_p50:.0} ms, p95 {received_p95:.0} ms"
     );
     println!(
-        "alert raised → row shown: {shown} of {} raised alerts seen in the feed; p50 {p50:.0} ms, p95 {p95:.0} ms, p99 {p99:.0} ms; renderer main thread busy {} ms/s (script {} ms/s, layout {} ms/s, style {} ms/s)",
+        "alert raised → row shown: {shown} of {} raised alerts seen in the feed; p50 {p50:.0} ms, p95 {p95:.0} ms, p99 {p99:.0} ms; renderer main thread busy {} ms/s (script {} ms/s, layout {} ms/s, style {} ms/s); a 50 ms timer fires late by p95 {} ms, at most {} ms",
         raised.len(),
         field("task_ms_per_s"),
         field("script_ms_per_s"),
         field("layout_ms_per_s"),
         field("style_ms_per_s"),
+        field("timer_lag_p95_ms"),
+        field("timer_lag_max_ms"),
     );
     server.stop(false).await;
     report::print_key_values(&[
@@ -242,12 +263,97 @@ async fn run_in_system(args: DashboardArgs, cores: usize) -> anyhow::Result<()> 
         ("p50_ms", format!("{p50:.1}")),
         ("p95_ms", format!("{p95:.1}")),
         ("p99_ms", format!("{p99:.1}")),
+        ("probe_p50_ms", format!("{probe_p50:.1}")),
+        ("probe_p95_ms", format!("{probe_p95:.1}")),
         ("received_p50_ms", format!("{received_p50:.1}")),
         ("received_p95_ms", format!("{received_p95:.1}")),
         ("main_thread_busy_ms_per_s", field("task_ms_per_s")),
         ("script_ms_per_s", field("script_ms_per_s")),
         ("layout_ms_per_s", field("layout_ms_per_s")),
+        ("timer_lag_p95_ms", field("timer_lag_p95_ms")),
+        ("timer_lag_max_ms", field("timer_lag_max_ms")),
         ("page_errors", field("page_errors")),
     ]);
     Ok(())
+}
+
+/// A plain websocket client (its own thread and runtime) subscribed like the page.
+struct Probe {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<anyhow::Result<Vec<(u64, i64)>>>,
+}
+
+impl Probe {
+    fn start(addr: std::net::SocketAddr) -> anyhow::Result<Probe> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let thread = std::thread::spawn(move || -> anyhow::Result<Vec<(u64, i64)>> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let connected = async {
+                    let (mut ws, _) = tokio_tungstenite::connect_async(format!(
+                        "ws://{addr}/ws/alerts?deferred=true"
+                    ))
+                    .await?;
+                    let subscribe =
+                        r#"{"type":"subscribe","snapshot":true,"filters":{"types":["alert"]}}"#;
+                    ws.send(Message::Text(subscribe.into())).await?;
+                    loop {
+                        match ws.next().await {
+                            Some(Ok(Message::Text(text)))
+                                if text.starts_with(r#"{"type":"subscribed""#) =>
+                            {
+                                return anyhow::Ok(ws);
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(error)) => return Err(error.into()),
+                            None => anyhow::bail!("the server closed the probe"),
+                        }
+                    }
+                };
+                let mut ws = match connected.await {
+                    Ok(ws) => {
+                        let _ = ready_tx.send(Ok(()));
+                        ws
+                    }
+                    Err(error) => {
+                        let message = format!("{error:#}");
+                        let _ = ready_tx.send(Err(error));
+                        anyhow::bail!("probe: {message}");
+                    }
+                };
+                let mut deliveries = Vec::new();
+                loop {
+                    tokio::select! {
+                        message = ws.next() => match message {
+                            Some(Ok(Message::Text(text))) => {
+                                if let Some(seq) = crate::ws_fanout::alert_seq(&text) {
+                                    deliveries.push((seq, gridpulse_actors::stream::unix_now_us()));
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(error)) => anyhow::bail!("probe: {error}"),
+                            None => anyhow::bail!("the server closed the probe"),
+                        },
+                        _ = &mut stopped => return Ok(deliveries),
+                    }
+                }
+            })
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the probe did not connect in time")??;
+        Ok(Probe { stop, thread })
+    }
+
+    fn stop(self) -> anyhow::Result<Vec<(u64, i64)>> {
+        let _ = self.stop.send(());
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the probe thread panicked"))?
+    }
 }

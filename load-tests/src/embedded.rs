@@ -105,13 +105,21 @@ impl Generator {
         }
     }
 
+    /// Whether meter `idx` alternates over-voltage and normal readings: every
+    /// `len / alert_meters`-th meter, so that alert events are spread evenly over a
+    /// round instead of coming in one burst at its start.
+    pub(crate) fn is_alert_meter(&self, idx: usize) -> bool {
+        let stride = (self.fleet.len() / self.alert_meters.max(1)).max(1);
+        self.alert_meters > 0 && idx.is_multiple_of(stride) && idx / stride < self.alert_meters
+    }
+
     /// Generates, parses and appends the next `n` readings (round-robin over meters).
     pub(crate) fn produce(&mut self, log: &InProcessLog, n: u64) -> anyhow::Result<()> {
         let now_ms = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
         for _ in 0..n {
             let idx = self.next_idx;
             let ts_ms = self.base_ms + self.round as i64 * 5_000;
-            let electrical = (idx < self.alert_meters).then(|| {
+            let electrical = self.is_alert_meter(idx).then(|| {
                 if self.round % 2 == 1 {
                     self.raising.push((idx, ts_ms));
                     OVER_VOLTAGE
@@ -381,4 +389,35 @@ pub(crate) async fn wait_applied(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generator(meters: usize, alert_meters: usize) -> Generator {
+        Generator::new(Fleet::new(meters), alert_meters, 16, 0, Arc::default())
+    }
+
+    #[test]
+    fn alert_meters_are_spread_evenly_over_the_fleet() {
+        for (meters, alert_meters) in [(100_000, 2_000), (10, 10), (10, 3), (7, 2), (5, 9)] {
+            let generator = generator(meters, alert_meters);
+            let chosen: Vec<usize> = (0..meters)
+                .filter(|&i| generator.is_alert_meter(i))
+                .collect();
+            assert_eq!(
+                chosen.len(),
+                alert_meters.min(meters),
+                "{meters} meters, {alert_meters} alert meters"
+            );
+            // No two alert meters closer than len / alert_meters (the burst this avoids).
+            let stride = (meters / alert_meters).max(1);
+            assert!(
+                chosen.windows(2).all(|pair| pair[1] - pair[0] == stride),
+                "{chosen:?}"
+            );
+        }
+        assert!(!generator(10, 0).is_alert_meter(0));
+    }
 }

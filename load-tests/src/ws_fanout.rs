@@ -446,7 +446,7 @@ async fn clients(args: ClientsArgs) -> anyhow::Result<()> {
 }
 
 /// The `seq` of an `alert` frame, read without parsing the whole JSON.
-fn alert_seq(text: &str) -> Option<u64> {
+pub(crate) fn alert_seq(text: &str) -> Option<u64> {
     let rest = text.strip_prefix(r#"{"type":"alert","seq":"#)?;
     let end = rest.find(|c: char| !c.is_ascii_digit())?;
     rest[..end].parse().ok()

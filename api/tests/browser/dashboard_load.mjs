@@ -47,6 +47,12 @@ try {
   });
   const cdp = await page.context().newCDPSession(page);
   await cdp.send("Performance.enable");
+  // Responsiveness: how late a 50 ms timer fires (what a click would wait for).
+  await page.evaluate(() => {
+    window.__lag = [];
+    let last = performance.now();
+    setInterval(() => { const now = performance.now(); window.__lag.push(Math.max(0, now - last - 50)); last = now; }, 50);
+  });
   const metric = (all, name) => all.metrics.find((m) => m.name === name)?.value ?? 0;
   const before = await cdp.send("Performance.getMetrics");
   const started = Date.now();
@@ -59,9 +65,11 @@ try {
   const rows = await page.evaluate(() => window.__rows);
   writeFileSync(process.env.SAMPLES, rows.map(([seq, ms]) => `${seq} ${ms}`).join("\n") + "\n");
   const received = await page.evaluate(() => window.__received);
+  const lag = await page.evaluate(() => window.__lag.sort((a, b) => a - b));
+  const lagAt = (q) => (lag.length ? lag[Math.min(lag.length - 1, Math.floor(lag.length * q))] : NaN).toFixed(1);
   writeFileSync(process.env.SAMPLES + ".received", received.map(([seq, ms]) => `${seq} ${ms}`).join("\n") + "\n");
   const busy = (name) => ((metric(after, name) - metric(before, name)) * 1000 / seconds).toFixed(1);
-  console.log(`result rows=${rows.length} seconds=${seconds.toFixed(1)} task_ms_per_s=${busy("TaskDuration")} script_ms_per_s=${busy("ScriptDuration")} layout_ms_per_s=${busy("LayoutDuration")} style_ms_per_s=${busy("RecalcStyleDuration")} page_errors=${errors.length}`);
+  console.log(`result rows=${rows.length} seconds=${seconds.toFixed(1)} task_ms_per_s=${busy("TaskDuration")} script_ms_per_s=${busy("ScriptDuration")} layout_ms_per_s=${busy("LayoutDuration")} style_ms_per_s=${busy("RecalcStyleDuration")} timer_lag_p95_ms=${lagAt(0.95)} timer_lag_max_ms=${lagAt(1)} page_errors=${errors.length}`);
 } finally {
   await browser.close();
 }
