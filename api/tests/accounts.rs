@@ -288,7 +288,23 @@ fn accounts_are_created_read_replaced_and_listed_in_pages() {
         assert_eq!(status, 200, "{view}");
         assert_eq!(
             view,
-            json!({"id": "alice", "account": created, "usage": null})
+            json!({"id": "alice", "account": created, "usage": null, "meters": []})
+        );
+        // The meters she owns are listed with her, in id order, and nobody else's.
+        for (meter, owner) in [("m-b", "alice"), ("m-a", "alice"), ("m-c", "bob")] {
+            let (status, body) = put(
+                addr,
+                &format!("/api/meters/{meter}"),
+                &json!({"owner": owner}),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+        }
+        let (status, view) = get(addr, "/api/users/alice").await;
+        assert_eq!(
+            (status, &view["meters"]),
+            (200, &json!(["m-a", "m-b"])),
+            "{view}"
         );
 
         // A retry is harmless; a different account under the id is a conflict.

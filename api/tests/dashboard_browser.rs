@@ -122,8 +122,22 @@ fn the_dashboard_works_in_a_real_browser() {
         .build()
         .unwrap();
     runtime.block_on(async {
+        let tariff = json!({"id": "flat", "name": "Flat", "definition": {
+            "currency": "GBP", "time_zone": "UTC", "billing_period_start_day": 1,
+            "standing_charge_per_day": "0", "energy": {"kind": "flat", "rate_per_kwh": "0.30"}}});
+        let (status, body) = http_as(
+            server.addr,
+            &server.utility,
+            "POST",
+            "/api/tariffs",
+            &tariff.to_string(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
         for user in ["u-alice", "u-bob"] {
-            let account = json!({"id": user, "name": user}).to_string();
+            let account =
+                json!({"id": user, "name": user, "tariff": "flat", "monthly_budget": "50.00"})
+                    .to_string();
             let (status, body) =
                 http_as(server.addr, &server.utility, "POST", "/api/users", &account).await;
             assert_eq!(status, 201, "{body}");
@@ -152,6 +166,41 @@ fn the_dashboard_works_in_a_real_browser() {
             .await;
             assert_eq!(status, 202, "{body}");
         }
+        // Alice's meter is prepaid with 20.00 of credit; a saving session is planned.
+        let prepaid = json!({"owner": "u-alice", "tariff": "flat", "prepaid": true});
+        let (status, body) = http_as(
+            server.addr,
+            &server.utility,
+            "PUT",
+            "/api/meters/m-alice",
+            &prepaid.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let topup = json!({"amount": "20.00", "idempotency_key": "browser-1"});
+        let (status, body) = http_as(
+            server.addr,
+            &server.utility,
+            "POST",
+            "/api/meters/m-alice/topups",
+            &topup.to_string(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let half_hour = 1_800_000;
+        let now = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
+        let start = (now / half_hour + 2) * half_hour;
+        let session = json!({"id": "s-browser", "name": "Evening peak", "start_ms": start,
+                             "end_ms": start + 2 * half_hour, "time_zone": "UTC"});
+        let (status, body) = http_as(
+            server.addr,
+            &server.utility,
+            "POST",
+            "/api/sessions",
+            &session.to_string(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
     });
 
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts");
@@ -184,7 +233,13 @@ fn the_dashboard_works_in_a_real_browser() {
         appear_ms <= 5_000,
         "the alert took {appear_ms} ms to appear"
     );
-    for shot in ["overview.png", "alerts.png", "meter.png", "consumer.png"] {
+    for shot in [
+        "overview.png",
+        "alerts.png",
+        "meter.png",
+        "users.png",
+        "consumer.png",
+    ] {
         assert!(shots.join(shot).exists(), "no screenshot {shot}");
     }
     drop(server);

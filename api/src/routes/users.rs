@@ -141,9 +141,11 @@ struct UserView {
     /// The live usage (`null` before the user's first usage minute, or where this
     /// process hosts no user actors).
     usage: Option<UserSnapshot>,
+    /// The meters the user owns (from the stored meter configurations), in id order.
+    meters: Vec<gridpulse_domain::MeterId>,
 }
 
-/// `GET /api/users/{id}`: `{"id", "account", "usage"}`; 404 when there is neither an
+/// `GET /api/users/{id}`: `{"id", "account", "usage", "meters"}`; 404 when there is neither an
 /// account nor any usage.
 #[utoipa::path(
     get,
@@ -183,10 +185,12 @@ pub async fn get_user(
     if account.is_none() && usage.is_none() {
         return Err(ApiError::NotFound("user"));
     }
+    let meters = crate::access::owned_meters(&state, user).await?;
     Ok(HttpResponse::Ok().json(UserView {
         id: user,
         account,
         usage,
+        meters,
     }))
 }
 

@@ -89,6 +89,22 @@ try {
   step(`meter chart grew from ${before} to ${await points()} points`);
   await page.screenshot({ path: `${shots}/meter.png` });
 
+  // Users: the planned saving session, and a user's budget and prepaid credit.
+  await page.goto(`${base}/#users`);
+  const session = page.locator('#sessions tr[data-session="s-browser"]');
+  await session.waitFor({ timeout: 10000 });
+  const sessionText = await session.textContent();
+  if (!sessionText.includes("Evening peak") || !sessionText.includes("upcoming")) fail(`session row: ${sessionText}`);
+  await page.locator('#user-rows tr[data-user="u-alice"]').click();
+  const credit = page.locator('#user-detail [data-part="credit"] tr[data-meter="m-alice"]');
+  await credit.waitFor({ timeout: 10000 });
+  const balance = (await credit.locator("td").nth(1).textContent()).trim();
+  if (Number(balance) !== 20) fail(`m-alice credit shows ${balance}`);
+  const budgetText = await page.textContent('#user-detail [data-part="budget"]');
+  if (!/Budget:\s+(50\b|[0-9.]+ % of 50\b)/.test(budgetText)) fail(`budget shows ${budgetText}`);
+  step(`users: session "Evening peak" upcoming; u-alice credit ${balance}, budget "${budgetText.trim()}"`);
+  await page.screenshot({ path: `${shots}/users.png` });
+
   // A consumer sees their own meter, not another user's.
   const consumer = await context.newPage();
   consumer.on("pageerror", (error) => errors.push(error.message));
