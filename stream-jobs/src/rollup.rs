@@ -1223,7 +1223,10 @@ mod tests {
         let out = advance(&mut core, T0 + 4 * HOUR_MS);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].window_start_ms, T0 + 2 * HOUR_MS);
-        assert_eq!(out[0].energy_wh, 10.0, "steps from the too-late reading (20 → 30)");
+        assert_eq!(
+            out[0].energy_wh, 10.0,
+            "steps from the too-late reading (20 → 30)"
+        );
         // An older too-late reading than the baseline changes nothing.
         let mut core = core_with_baseline_after_late();
         let out = advance(&mut core, T0 + 4 * HOUR_MS);
@@ -1265,7 +1268,9 @@ mod tests {
                 backfill: false,
             };
             stored.push(reading);
-            job.insert(&SourcedReading::new(&reading, 0, k as u64, max_before, false));
+            job.insert(&SourcedReading::new(
+                &reading, 0, k as u64, max_before, false,
+            ));
             max_before = max_before.max(ts);
         }
         let mut out = Vec::new();
