@@ -42,7 +42,7 @@ fn history_csv(base: i64) -> String {
     for (m, meter) in METERS.iter().enumerate() {
         for k in 0..HOURS * 360 {
             let ts = base + k * 10_000;
-            let voltage = 228 + (k % 5) as i64 + m as i64;
+            let voltage = 228 + (k % 5) + m as i64;
             let power = 100 + (k % 7) * 25;
             let energy = 1000.0 + k as f64 * 0.5;
             csv.push_str(&format!("{meter},{ts},{voltage},1.5,{power},{energy}\n"));
