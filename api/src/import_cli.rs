@@ -82,12 +82,13 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("importing {}", file.display()))?;
         let complete = summary["complete"].as_bool().unwrap_or(false);
         println!(
-            "{}: rows={} accepted={} rejected={} duplicates={} meters_registered={}{}",
+            "{}: rows={} accepted={} rejected={} duplicates={} out_of_order={} meters_registered={}{}",
             file.display(),
             summary["rows"],
             summary["accepted"],
             summary["rejected"],
             summary["duplicates"],
+            summary["out_of_order"],
             summary["meters_registered"],
             if complete {
                 String::new()

@@ -16,6 +16,7 @@ pub mod error;
 pub mod import_cli;
 pub mod metrics;
 pub mod openapi;
+pub mod rollup_recompute;
 pub mod rollups;
 pub mod routes;
 pub mod state;

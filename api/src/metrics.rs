@@ -201,3 +201,20 @@ pub fn record_rollups_written(n: usize) {
 pub fn record_rollup_event(outcome: &str) {
     ROLLUP_EVENTS.with_label_values(&[outcome]).inc();
 }
+
+#[allow(clippy::expect_used)]
+static ROLLUPS_RECOMPUTED: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "gridpulse_stream_hours_recomputed_total",
+        "Hour rollups recomputed from stored readings after too-late readings, by outcome: rewritten (revision + 1), unchanged (already exact), empty (no stored reading)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+/// Hours recomputed from stored readings.
+pub fn record_hours_recomputed(outcome: &str, n: usize) {
+    ROLLUPS_RECOMPUTED
+        .with_label_values(&[outcome])
+        .inc_by(n as u64);
+}

@@ -10,6 +10,10 @@
 //! partition from its stored checkpoint and reproduces the same rollups (same content,
 //! same revision), which the store upserts over the old rows.
 //!
+//! Hours the job can no longer revise (readings later than its allowed lateness:
+//! imported or buffered history behind live data) are queued in the store and
+//! recomputed from the stored readings by [`crate::rollup_recompute`].
+//!
 //! Hours only: days and months are sums of hours at query time (in any zone whose
 //! offset is whole hours), so the journal is held for about an hour and the allowed
 //! lateness, not for a whole day or month.
@@ -17,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use gridpulse_domain::{Granularity, Limits, MeterRollup, Reading};
+use gridpulse_domain::{Granularity, Limits, MeterId, MeterRollup, Reading};
 use gridpulse_ingest::memory_log::InProcessLog;
 use gridpulse_store::journal::Journal;
 use gridpulse_store::{ConfigKind, Store};
@@ -27,6 +31,8 @@ use gridpulse_stream_jobs::{
     SourceRecord,
 };
 use tokio::sync::mpsc;
+
+use crate::rollup_recompute::{self, Dirty, DirtyHours, JobProgress};
 
 /// The job's name in the store.
 pub const JOB: &str = "rollups";
@@ -96,12 +102,15 @@ impl PartitionReader for JournalReader {
 
 enum Message {
     Rollups(Vec<MeterRollup>),
+    /// Hours to recompute (too-late readings), queued before the checkpoint after them.
+    Dirty(Vec<(MeterId, i64, Dirty)>),
     Checkpoint(PartitionCheckpoint),
 }
 
 /// Hands the job's results to the writer task, in order.
 struct StoreOutput {
     queue: mpsc::UnboundedSender<Message>,
+    dirty: DirtyHours,
 }
 
 impl JobOutput for StoreOutput {
@@ -123,10 +132,19 @@ impl JobOutput for StoreOutput {
 
     fn late(&self, late: &LateReading) {
         crate::metrics::record_rollup_event("late");
-        tracing::debug!(?late, "reading too late for its rollup window");
+        tracing::debug!(
+            ?late,
+            "reading too late for its rollup window: its hour is recomputed from the store"
+        );
+        self.dirty.note(late);
     }
 
     fn checkpoint(&self, checkpoint: &PartitionCheckpoint) {
+        // Every too-late reading this checkpoint covers was noted before it.
+        let dirty = self.dirty.take();
+        if !dirty.is_empty() {
+            let _ = self.queue.send(Message::Dirty(dirty));
+        }
         let _ = self.queue.send(Message::Checkpoint(*checkpoint));
     }
 }
@@ -151,6 +169,7 @@ async fn write_loop(
     log: Option<Arc<InProcessLog>>,
     mut queue: mpsc::UnboundedReceiver<Message>,
     mut checkpoints: BTreeMap<u32, PartitionCheckpoint>,
+    progress: Arc<JobProgress>,
 ) {
     let mut pending: Vec<MeterRollup> = Vec::new();
     while let Some(message) = queue.recv().await {
@@ -165,6 +184,15 @@ async fn write_loop(
         for message in messages {
             match message {
                 Message::Rollups(rollups) => pending.extend(rollups),
+                Message::Dirty(dirty) => {
+                    // After the rollups before them, before the checkpoint after them
+                    // (flushed with it).
+                    if !write_rollups(&*store, &mut pending).await
+                        || !queue_dirty(&*store, &dirty).await
+                    {
+                        return;
+                    }
+                }
                 Message::Checkpoint(checkpoint) => {
                     // Everything handed over before the checkpoint goes first.
                     if !write_rollups(&*store, &mut pending).await {
@@ -200,6 +228,11 @@ async fn write_loop(
                             log.hold_from(checkpoint.partition, checkpoint.offset);
                         }
                     }
+                    progress.stored(
+                        checkpoints
+                            .values()
+                            .map(|checkpoint| (checkpoint.partition, checkpoint.replay_until)),
+                    );
                 }
                 Err(error) => {
                     tracing::error!(%error, "rollup checkpoint not stored; the next one retries")
@@ -207,6 +240,22 @@ async fn write_loop(
             }
         }
     }
+}
+
+async fn queue_dirty(store: &dyn Store, dirty: &[(MeterId, i64, Dirty)]) -> bool {
+    for attempt in 0..10u32 {
+        match rollup_recompute::queue(store, dirty).await {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%error, attempt, "queueing rollup hours to recompute failed; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(5))).await;
+            }
+        }
+    }
+    tracing::error!(
+        "rollup hours to recompute could not be queued; the rollup writer stops (the job resumes from its last checkpoint at the next start and reports them again)"
+    );
+    false
 }
 
 async fn write_rollups(store: &dyn Store, pending: &mut Vec<MeterRollup>) -> bool {
@@ -238,6 +287,7 @@ async fn write_rollups(store: &dyn Store, pending: &mut Vec<MeterRollup>) -> boo
 pub struct RollupJob {
     handle: parking_lot::Mutex<Option<JobHandle>>,
     writer: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    recompute: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl RollupJob {
@@ -265,6 +315,12 @@ impl RollupJob {
             tracing::warn!(
                 "the rollup writer did not finish in 10 s; the next start replays from the last stored checkpoint"
             );
+        }
+        // Its queue is stored: what it did not process yet, the next start does.
+        let recompute = self.recompute.lock().take();
+        if let Some(recompute) = recompute {
+            recompute.abort();
+            let _ = recompute.await;
         }
     }
 
@@ -358,12 +414,34 @@ fn run_job(
         resume: checkpoints.values().copied().collect(),
         ..JobConfig::default()
     };
+    let progress = Arc::new(JobProgress::default());
+    progress.stored(
+        checkpoints
+            .values()
+            .map(|checkpoint| (checkpoint.partition, checkpoint.replay_until)),
+    );
+    let recompute = tokio::spawn(rollup_recompute::run(
+        Arc::clone(&store),
+        Arc::clone(&progress),
+        config.rollup.clone(),
+    ));
     let (queue, receiver) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(Arc::clone(&store), log, receiver, checkpoints));
-    let handle = gridpulse_stream_jobs::spawn(config, source, Arc::new(StoreOutput { queue }))
+    let writer = tokio::spawn(write_loop(
+        Arc::clone(&store),
+        log,
+        receiver,
+        checkpoints,
+        progress,
+    ));
+    let output = StoreOutput {
+        queue,
+        dirty: DirtyHours::default(),
+    };
+    let handle = gridpulse_stream_jobs::spawn(config, source, Arc::new(output))
         .map_err(|error| error.to_string())?;
     Ok(Arc::new(RollupJob {
         handle: parking_lot::Mutex::new(Some(handle)),
         writer: parking_lot::Mutex::new(Some(writer)),
+        recompute: parking_lot::Mutex::new(Some(recompute)),
     }))
 }

@@ -601,13 +601,13 @@ fn the_cli_streams_files_and_ends_with_the_summary() {
     );
     assert!(
         stdout.contains(
-            "history.csv: rows=1000 accepted=999 rejected=1 duplicates=0 meters_registered=1"
+            "history.csv: rows=1000 accepted=999 rejected=1 duplicates=0 out_of_order=0 meters_registered=1"
         ),
         "{stdout}"
     );
     assert!(
         stdout.contains(
-            "history2.csv.gz: rows=1000 accepted=999 rejected=1 duplicates=0 meters_registered=0"
+            "history2.csv.gz: rows=1000 accepted=999 rejected=1 duplicates=0 out_of_order=0 meters_registered=0"
         ),
         "{stdout}"
     );

@@ -413,6 +413,9 @@ pub enum ConfigKind {
     Session,
     /// A stream job's checkpoints, one per log partition (embedded mode).
     StreamCheckpoints,
+    /// Hour rollups to recompute from stored readings (too-late readings of a rollup
+    /// job): one document per (meter, hour, too-late offset), deleted once done.
+    RollupRecompute,
 }
 
 impl ConfigKind {
@@ -425,6 +428,7 @@ impl ConfigKind {
             ConfigKind::UserState => "user_state",
             ConfigKind::Session => "session",
             ConfigKind::StreamCheckpoints => "stream_checkpoints",
+            ConfigKind::RollupRecompute => "rollup_recompute",
         }
     }
 }

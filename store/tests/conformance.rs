@@ -476,6 +476,43 @@ async fn configuration(store: &dyn Store) {
         store.get_config(ConfigKind::Tariff, &id).await.unwrap(),
         None
     );
+    // The rollup recompute queue: ids with the meter, hour and offset, listed whole.
+    let queued = [format!("{id}/{T0}/17"), format!("{id}/{}/18", T0 + HOUR_MS)];
+    for queued_id in &queued {
+        store
+            .put_config(
+                ConfigKind::RollupRecompute,
+                queued_id,
+                br#"{"partition":1,"watermark_ms":5}"#,
+            )
+            .await
+            .unwrap();
+    }
+    let listed = store
+        .list_config(ConfigKind::RollupRecompute)
+        .await
+        .unwrap();
+    for queued_id in &queued {
+        assert!(
+            listed.iter().any(|(listed_id, body)| listed_id == queued_id
+                && body.as_slice() == br#"{"partition":1,"watermark_ms":5}"#),
+            "{queued_id} not listed"
+        );
+    }
+    store
+        .delete_config(ConfigKind::RollupRecompute, &queued[0])
+        .await
+        .unwrap();
+    let listed = store
+        .list_config(ConfigKind::RollupRecompute)
+        .await
+        .unwrap();
+    assert!(!listed.iter().any(|(listed_id, _)| *listed_id == queued[0]));
+    assert!(listed.iter().any(|(listed_id, _)| *listed_id == queued[1]));
+    store
+        .delete_config(ConfigKind::RollupRecompute, &queued[1])
+        .await
+        .unwrap();
 }
 
 fn meter_rollup(

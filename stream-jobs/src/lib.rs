@@ -86,7 +86,9 @@ pub use records::{
     LateReading, LineError, NO_EVENT_TIME, NeededOffset, PartitionCheckpoint, PartitionProgress,
     SourcedReading,
 };
-pub use rollup::{ConfigError, CoreStats, InsertOutcome, RollupConfig, RollupCore};
+pub use rollup::{
+    ConfigError, CoreStats, InsertOutcome, RollupConfig, RollupCore, hours_from_readings,
+};
 pub use source::{
     FileSource, MemorySource, PartitionReader, ReadStatus, Source, SourceError, SourceRecord,
 };

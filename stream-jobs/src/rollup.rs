@@ -319,6 +319,9 @@ struct Baseline {
 struct MeterState {
     partition: u32,
     baseline: Option<Baseline>,
+    /// The latest too-late reading after `baseline`, kept as the previous reading of the
+    /// open slice after it (see [`adopt_late`]).
+    late_before: Option<Baseline>,
     /// Open slices, sorted by start.
     slices: Vec<Slice>,
     /// Open windows (every granularity).
@@ -343,7 +346,10 @@ impl MeterState {
     }
 
     fn is_empty(&self) -> bool {
-        self.baseline.is_none() && self.slices.is_empty() && self.windows.is_empty()
+        self.baseline.is_none()
+            && self.late_before.is_none()
+            && self.slices.is_empty()
+            && self.windows.is_empty()
     }
 
     fn needed(&self) -> Option<(u64, i64)> {
@@ -353,8 +359,8 @@ impl MeterState {
                 needed = Some((offset, max_before));
             }
         };
-        if let Some(baseline) = &self.baseline {
-            consider(baseline.offset, baseline.offset_max_before);
+        for kept in self.baseline.iter().chain(self.late_before.iter()) {
+            consider(kept.offset, kept.offset_max_before);
         }
         for slice in &self.slices {
             consider(slice.min_offset, slice.min_offset_max_before);
@@ -466,6 +472,19 @@ impl RollupCore {
                     return InsertOutcome::OutOfRange;
                 };
                 if too_late(&placement.slice) {
+                    let clock = self.partitions.entry(reading.partition).or_default();
+                    let mut state = MeterState {
+                        partition: reading.partition,
+                        baseline: None,
+                        late_before: None,
+                        slices: Vec::new(),
+                        windows: Vec::new(),
+                        cursor: 0,
+                    };
+                    adopt_late(&mut state, reading, watermark, config, clock);
+                    if !state.is_empty() {
+                        self.meters.insert(reading.meter, state);
+                    }
                     return late_outcome(&placement.slice, &mut self.stats);
                 }
                 self.meters
@@ -473,6 +492,7 @@ impl RollupCore {
                     .or_insert_with(|| MeterState {
                         partition: reading.partition,
                         baseline: None,
+                        late_before: None,
                         slices: Vec::new(),
                         windows: Vec::new(),
                         cursor: 0,
@@ -491,6 +511,8 @@ impl RollupCore {
                     return InsertOutcome::OutOfRange;
                 };
                 if too_late(&placement.slice) {
+                    let clock = self.partitions.entry(reading.partition).or_default();
+                    adopt_late(state, reading, watermark, config, clock);
                     return late_outcome(&placement.slice, &mut self.stats);
                 }
                 let clock = self.partitions.entry(reading.partition).or_default();
@@ -501,6 +523,8 @@ impl RollupCore {
         if too_late(&slice.placement.slice) {
             // Final by this reading's watermark; removed at the end of the round.
             let window = slice.placement.slice;
+            let clock = self.partitions.entry(reading.partition).or_default();
+            adopt_late(state, reading, watermark, config, clock);
             return late_outcome(&window, &mut self.stats);
         }
 
@@ -667,6 +691,166 @@ impl RollupCore {
     }
 }
 
+/// A too-late reading is not applied to its (final) window, but it may be the previous
+/// reading of a later window that is still open: the meter keeps it (`late_before`) and
+/// the first energy step of the first slice after it starts from it, exactly as a
+/// recomputation of the final windows from stored readings assumes (see
+/// [`hours_from_readings`]); a due window it changes is revised, like a late reading's.
+///
+/// The decision depends only on the reading's position: it is taken against the slices
+/// that are not final by the reading's own watermark, never against whether a final
+/// slice was already drained (which depends on rounds), so a replay decides the same.
+fn adopt_late(
+    state: &mut MeterState,
+    reading: &SourcedReading,
+    watermark: i64,
+    config: &RollupConfig,
+    clock: &mut PartitionClock,
+) {
+    let late = Baseline {
+        sample: Sample {
+            ts_ms: reading.ts_ms,
+            energy_wh: reading.energy_wh,
+            power_w: reading.power_w,
+        },
+        offset: reading.offset,
+        offset_max_before: reading.partition_max_before_ms,
+    };
+    if baseline_expiry(&late, config) <= watermark
+        || state
+            .late_before
+            .is_some_and(|kept| kept.sample.ts_ms >= reading.ts_ms)
+        || state
+            .baseline
+            .is_some_and(|baseline| baseline.sample.ts_ms >= reading.ts_ms)
+    {
+        // Too old to start any step still open, or not the latest reading before one.
+        return;
+    }
+    let mut next = None;
+    for (idx, slice) in state.slices.iter().enumerate() {
+        let (Some(first), Some(last)) = (slice.samples.first(), slice.samples.last()) else {
+            continue;
+        };
+        if first.ts_ms > reading.ts_ms {
+            next = Some(idx);
+            break;
+        }
+        if last.ts_ms >= reading.ts_ms {
+            return;
+        }
+    }
+    if let Some(idx) = next {
+        let slice = &mut state.slices[idx];
+        let lateness = config.allowed_lateness_ms;
+        if slice.placement.slice.end_ms.saturating_add(lateness) <= watermark {
+            // Final too: both are for the recomputation from the store.
+            return;
+        }
+        slice.dirty = true;
+        let placement = slice.placement;
+        let mut revised = false;
+        for &granularity in &config.granularities {
+            let window = config.window_of(&placement, granularity);
+            if watermark < window.end_ms {
+                continue;
+            }
+            if let Some(state_window) = state
+                .windows
+                .iter_mut()
+                .find(|w| w.granularity == granularity && w.window == window)
+            {
+                state_window.revision += 1;
+                revised = true;
+            }
+        }
+        if revised {
+            clock.dirty_due.push(reading.meter);
+        }
+    }
+    state.late_before = Some(late);
+    clock
+        .timers
+        .entry(baseline_expiry(&late, config))
+        .or_default()
+        .push(reading.meter);
+}
+
+/// The previous reading of `slice`'s first step: the one before it in the meter's
+/// slices (`chain`), or the meter's kept too-late reading if that is later.
+fn previous_of(chain: Option<Sample>, late: Option<&Baseline>, slice: &Slice) -> Option<Sample> {
+    match (late, slice.samples.first()) {
+        (Some(late), Some(first))
+            if late.sample.ts_ms < first.ts_ms
+                && chain.is_none_or(|chain| chain.ts_ms < late.sample.ts_ms) =>
+        {
+            Some(late.sample)
+        }
+        _ => chain,
+    }
+}
+
+/// Hourly rollups of one meter recomputed from its stored readings, for the hours
+/// starting at `hours` (UTC hour starts): the figures the job computes for a window that
+/// received every one of those readings (energy steps through `register_step`, a step
+/// longer than `max_gap_ms` counting 0, the first step from the last reading before the
+/// hour), with revision 0 — the caller sets it. `readings` must be sorted by time with
+/// distinct timestamps and hold every reading of `[hour - max_gap_ms, hour + 1 h)` for
+/// each hour asked. Hours without a reading are left out.
+///
+/// Hour slices are whole UTC hours: this holds for a job whose days are in a zone with a
+/// whole-hour offset, or that computes hours only (`gridpulse run`).
+pub fn hours_from_readings(
+    meter: MeterId,
+    readings: &[gridpulse_domain::Reading],
+    hours: &[i64],
+    config: &RollupConfig,
+) -> Vec<MeterRollup> {
+    let mut out = Vec::with_capacity(hours.len());
+    for &start_ms in hours {
+        let end_ms = start_ms.saturating_add(HOUR_MS);
+        let first = readings.partition_point(|reading| reading.ts_ms < start_ms);
+        let last = readings.partition_point(|reading| reading.ts_ms < end_ms);
+        if first == last {
+            continue;
+        }
+        let sample = |reading: &gridpulse_domain::Reading| Sample {
+            ts_ms: reading.ts_ms,
+            energy_wh: reading.energy_wh,
+            power_w: reading.power_w,
+        };
+        let mut aggregate = Aggregate::EMPTY;
+        aggregate.readings = (last - first) as u64;
+        let mut previous = first.checked_sub(1).map(|idx| sample(&readings[idx]));
+        for reading in &readings[first..last] {
+            let sample = sample(reading);
+            if let Some(previous) = previous {
+                aggregate.energy_wh += step_wh(&previous, &sample, config);
+            }
+            aggregate.power_sum_w += sample.power_w;
+            aggregate.power_min_w = aggregate.power_min_w.min(sample.power_w);
+            aggregate.power_max_w = aggregate.power_max_w.max(sample.power_w);
+            aggregate.voltage_min = aggregate.voltage_min.min(reading.voltage);
+            aggregate.voltage_max = aggregate.voltage_max.max(reading.voltage);
+            previous = Some(sample);
+        }
+        // The job merges a window's final slice into an empty aggregate: same sums.
+        let mut merged = Aggregate::EMPTY;
+        merged.merge(&aggregate);
+        let window = WindowState {
+            granularity: Granularity::Hour,
+            window: Window { start_ms, end_ms },
+            closed: Aggregate::EMPTY,
+            closed_min_offset: u64::MAX,
+            closed_min_offset_max_before: i64::MIN,
+            revision: 0,
+            dirty: false,
+        };
+        out.push(rollup(meter, &window, &merged, config));
+    }
+    out
+}
+
 /// Opens the slice of `placement` (and its windows, and their timers); returns its index.
 fn open_slice(
     state: &mut MeterState,
@@ -774,7 +958,8 @@ fn process_meter(
         scratch.clear();
         let mut previous = state.baseline.map(|baseline| baseline.sample);
         for slice in &state.slices {
-            scratch.push(slice.aggregate(previous.as_ref(), config));
+            let before = previous_of(previous, state.late_before.as_ref(), slice);
+            scratch.push(slice.aggregate(before.as_ref(), config));
             previous = slice.samples.last().copied();
         }
         for w in state
@@ -806,7 +991,8 @@ fn process_meter(
         if slice.placement.slice.end_ms.saturating_add(lateness) > watermark {
             break;
         }
-        let aggregate = slice.aggregate(previous.as_ref(), config);
+        let before = previous_of(previous, state.late_before.as_ref(), slice);
+        let aggregate = slice.aggregate(before.as_ref(), config);
         for &granularity in &config.granularities {
             let window = config.window_of(&slice.placement, granularity);
             if let Some(w) = state
@@ -850,6 +1036,15 @@ fn process_meter(
         && baseline_expiry(baseline, config) <= watermark
     {
         state.baseline = None;
+    }
+    // And a kept too-late reading that is no longer the latest, or too old.
+    if let Some(late) = &state.late_before
+        && (baseline_expiry(late, config) <= watermark
+            || state
+                .baseline
+                .is_some_and(|baseline| baseline.sample.ts_ms >= late.sample.ts_ms))
+    {
+        state.late_before = None;
     }
     n_emitted
 }
@@ -1002,13 +1197,100 @@ mod tests {
             InsertOutcome::TooLate(late) => assert_eq!(late.window_end_ms, T0 + HOUR_MS),
             other => panic!("{other:?}"),
         }
+        // The next hour steps from the too-late reading (13 → 20), the last before it.
         let out = advance(&mut core, T0 + 3 * HOUR_MS);
         assert_eq!(out.len(), 1);
         assert_eq!(
             (out[0].readings, out[0].energy_wh, out[0].revision),
-            (1, 8.0, 0)
+            (1, 7.0, 0)
         );
         assert_eq!(core.stats().too_late, 1);
+    }
+
+    #[test]
+    fn a_too_late_reading_becomes_the_start_of_the_next_open_step() {
+        let mut core = core();
+        core.insert(&reading(0, T0 + 10_000, 10.0, i64::MIN));
+        let max = T0 + 2 * HOUR_MS + 5_000;
+        core.insert(&reading(1, max, 30.0, T0 + 10_000));
+        let out = advance(&mut core, max);
+        assert_eq!(out.len(), 1, "hour 0 emitted and final: {out:?}");
+        // Too late for hour 0, but the last reading before hour 2's first one.
+        assert!(matches!(
+            core.insert(&reading(2, T0 + 50 * 60_000, 20.0, max)),
+            InsertOutcome::TooLate(_)
+        ));
+        let out = advance(&mut core, T0 + 4 * HOUR_MS);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].window_start_ms, T0 + 2 * HOUR_MS);
+        assert_eq!(
+            out[0].energy_wh, 10.0,
+            "steps from the too-late reading (20 → 30)"
+        );
+        // An older too-late reading than the baseline changes nothing.
+        let mut core = core_with_baseline_after_late();
+        let out = advance(&mut core, T0 + 4 * HOUR_MS);
+        assert_eq!(out[0].energy_wh, 20.0, "{out:?}");
+    }
+
+    fn core_with_baseline_after_late() -> RollupCore {
+        let mut core = core();
+        core.insert(&reading(0, T0 + 50 * 60_000, 10.0, i64::MIN));
+        let max = T0 + 2 * HOUR_MS + 5_000;
+        core.insert(&reading(1, max, 30.0, T0 + 50 * 60_000));
+        let _ = advance(&mut core, max);
+        assert!(matches!(
+            core.insert(&reading(2, T0 + 10_000, 5.0, max)),
+            InsertOutcome::TooLate(_)
+        ));
+        core
+    }
+
+    #[test]
+    fn hours_from_readings_match_the_job() {
+        let config = RollupConfig::default();
+        let meter = MeterId::new("m-1").unwrap();
+        let mut job = RollupCore::new(config.clone()).unwrap();
+        let mut stored = Vec::new();
+        let mut max_before = i64::MIN;
+        for k in 0..1_500i64 {
+            let ts = T0 - 20 * 60_000 + k * 10_000 + (k % 7) * 13;
+            let energy = 1_000.0 + k as f64 * 0.37 + if k == 700 { 9_000.0 } else { 0.0 };
+            let reading = gridpulse_domain::Reading {
+                meter,
+                ts_ms: ts,
+                voltage: 228.0 + (k % 11) as f64,
+                current: 1.0,
+                power_w: 100.0 + (k % 13) as f64 * 7.5,
+                energy_wh: energy,
+                credit: None,
+                seq: None,
+                backfill: false,
+            };
+            stored.push(reading);
+            job.insert(&SourcedReading::new(
+                &reading, 0, k as u64, max_before, false,
+            ));
+            max_before = max_before.max(ts);
+        }
+        let mut out = Vec::new();
+        job.advance(
+            &PartitionProgress {
+                partition: 0,
+                fed_until: 1_500,
+                max_event_ms: i64::MAX / 2,
+                replay_until: 0,
+                checkpoint: false,
+            },
+            &mut out,
+        );
+        let hours: Vec<i64> = (-1..4).map(|h| T0 + h * HOUR_MS).collect();
+        let recomputed = hours_from_readings(meter, &stored, &hours, &config);
+        assert_eq!(recomputed.len(), 5);
+        out.sort_by_key(|rollup| rollup.window_start_ms);
+        assert_eq!(out, recomputed, "bit for bit");
+        // An hour without readings is left out.
+        assert!(hours_from_readings(meter, &stored, &[T0 + 9 * HOUR_MS], &config).is_empty());
     }
 
     #[test]

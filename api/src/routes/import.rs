@@ -209,7 +209,7 @@ impl Write for ReportSender {
 /// Imports a file of readings (CSV with a header, or NDJSON; gzip by `Content-Encoding:
 /// gzip` or its magic bytes) as backfill. The body is the report: one line per refused
 /// row (`{"line", "field", "code", "reason"}`), then `{"summary": {"format", "gzip",
-/// "bytes", "rows", "accepted", "rejected", "duplicates", "meters_registered",
+/// "bytes", "rows", "accepted", "rejected", "duplicates", "out_of_order", "meters_registered",
 /// "complete", "error"}}`.
 #[utoipa::path(
     post,

@@ -11,9 +11,13 @@
 //!
 //! Every imported reading has `backfill = true`: history updates energy, stored
 //! readings and rollups but raises no live alert. Re-importing a file stores nothing
-//! twice because the store keys readings by (meter, ts); within one import a row
-//! repeating the (meter, ts) of that meter's previous accepted row is a *duplicate*,
-//! counted and not appended.
+//! twice because the store keys readings by (meter, ts). Within one import a row whose
+//! ts equals its meter's latest or previous accepted ts is a *duplicate*, counted and
+//! not appended; a row older than its meter's latest is *out of order*: appended (a
+//! repeat among those overwrites its own row in the store) and counted. So
+//! `duplicates` is exact when `out_of_order` is 0 — every meter's rows in ascending
+//! time order, meters interleaved in any way — and a lower bound otherwise, with
+//! memory per meter (two timestamps), never per row.
 
 pub mod csv;
 pub mod lines;
@@ -163,9 +167,12 @@ pub struct ImportSummary {
     pub accepted: u64,
     /// Rows refused (one report line each).
     pub rejected: u64,
-    /// Rows repeating the (meter, ts) of their meter's previous accepted row in this
-    /// import: not appended again.
+    /// Rows repeating the (meter, ts) of their meter's latest or previous accepted row
+    /// in this import: not appended again. Exact when `out_of_order` is 0.
     pub duplicates: u64,
+    /// Accepted rows older than their meter's latest accepted row in this import
+    /// (appended; a repeat among them is not counted in `duplicates`).
+    pub out_of_order: u64,
     /// Meters registered because of `register_meters`.
     pub meters_registered: u64,
     /// Whether the whole input was read.
@@ -279,6 +286,8 @@ struct MeterEntry {
     status: MeterStatus,
     /// The ts of the meter's previous accepted row (`i64::MIN` before the first).
     last_ts_ms: i64,
+    /// The latest ts of the meter's accepted rows (`i64::MIN` before the first).
+    max_ts_ms: i64,
 }
 
 struct Run<'a, T: ImportTarget, W: Write> {
@@ -535,11 +544,15 @@ impl<T: ImportTarget, W: Write> Run<'_, T, W> {
                 ),
             });
         }
-        if entry.last_ts_ms == reading.ts_ms {
+        if entry.last_ts_ms == reading.ts_ms || entry.max_ts_ms == reading.ts_ms {
             self.summary.duplicates += 1;
             return Ok(());
         }
+        if reading.ts_ms < entry.max_ts_ms {
+            self.summary.out_of_order += 1;
+        }
         entry.last_ts_ms = reading.ts_ms;
+        entry.max_ts_ms = entry.max_ts_ms.max(reading.ts_ms);
         self.batch.push(reading);
         if self.batch.len() >= self.options.batch_size.max(1) {
             return self.flush();
@@ -566,6 +579,7 @@ impl<T: ImportTarget, W: Write> Run<'_, T, W> {
         self.meters.push(MeterEntry {
             status,
             last_ts_ms: i64::MIN,
+            max_ts_ms: i64::MIN,
         });
         self.meter_index.insert(meter, idx);
         Ok(idx)

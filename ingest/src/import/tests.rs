@@ -283,3 +283,36 @@ fn a_full_log_is_waited_for_not_a_failure() {
     assert!(summary.complete, "{summary:?}");
     assert_eq!((summary.accepted, target.appended.len()), (3, 3));
 }
+
+#[test]
+fn duplicates_are_exact_for_rows_in_time_order_per_meter_and_out_of_order_rows_are_counted() {
+    // Meters interleaved, each in ascending time: every repeat is caught, adjacent or not.
+    let csv = "meter,ts,voltage,current,power_w,energy_wh\n\
+m-1,1700000001000,230,2,400,1\n\
+m-2,1700000001000,230,2,400,1\n\
+m-1,1700000002000,230,2,400,2\n\
+m-2,1700000001000,230,2,400,1\n\
+m-1,1700000002000,230,2,400,2\n\
+m-2,1700000002000,230,2,400,2\n";
+    let mut target = known();
+    let (summary, _) = import(csv.as_bytes(), &ImportOptions::default(), &mut target);
+    assert_eq!(
+        (summary.accepted, summary.duplicates, summary.out_of_order),
+        (4, 2, 0)
+    );
+    // Out of order: counted, appended; a repeat of an older row is not caught.
+    let csv = "meter,ts,voltage,current,power_w,energy_wh\n\
+m-1,1700000003000,230,2,400,3\n\
+m-1,1700000001000,230,2,400,1\n\
+m-1,1700000001000,230,2,400,1\n\
+m-1,1700000002000,230,2,400,2\n\
+m-1,1700000001000,230,2,400,1\n\
+m-1,1700000003000,230,2,400,3\n";
+    let mut target = known();
+    let (summary, _) = import(csv.as_bytes(), &ImportOptions::default(), &mut target);
+    assert_eq!(
+        (summary.accepted, summary.duplicates, summary.out_of_order),
+        (4, 2, 3)
+    );
+    assert_eq!(target.appended.len(), 4);
+}
