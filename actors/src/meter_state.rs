@@ -38,6 +38,11 @@ const BASELINE_TAU_MS: f64 = 30.0 * 60_000.0;
 const UPDATE_EVENT_EVERY_MS: i64 = 10_000;
 /// Who resolves alerts whose condition cleared.
 pub const SYSTEM_ACTOR: &str = "system";
+/// Who raises a `no_data` alert from a meter's MQTT last will (the raise's note).
+pub const LINK_ACTOR: &str = "mqtt";
+/// The reason in the note of a `no_data` alert raised by a last will.
+pub const LINK_DOWN_REASON: &str =
+    "the meter's MQTT link dropped: its last will (status `offline`) was published";
 
 /// One change to one alert, to be published.
 #[derive(Debug, Clone, PartialEq)]
@@ -569,6 +574,50 @@ impl MeterState {
             (since_ms, now_ms),
             changes,
         );
+    }
+
+    /// The meter's link dropped at wall-clock `at_ms` (its MQTT last will said
+    /// `offline`): raises `no_data` at once instead of waiting for the timeout, with a
+    /// note giving the reason. The meter counts as silent from just after its last
+    /// reading (`first_seen` = its event time + 1 ms, or `at_ms` for a meter never
+    /// heard from), so readings it buffered meanwhile and backfills later fall in the
+    /// offline window. Nothing happens if `no_data` is already open (or latched by a
+    /// hand resolve): idempotent, so a redelivered last will changes nothing.
+    pub fn link_down(&mut self, at_ms: i64, thresholds: &Thresholds, changes: &mut AlertChanges) {
+        if self.open[AlertKind::NoData.index()].is_some() {
+            return;
+        }
+        let since_ms = self.last.map_or(at_ms, |last| last.ts_ms.saturating_add(1));
+        let before = changes.len();
+        self.raise(
+            AlertKind::NoData,
+            (at_ms - since_ms).max(0) as f64 / 1000.0,
+            f64::from(thresholds.no_data_timeout_s),
+            (since_ms, at_ms),
+            changes,
+        );
+        if let Some(raised) = changes.get_mut(before) {
+            raised.note = Some(AlertNote {
+                by: LINK_ACTOR.to_owned(),
+                at_ms,
+                action_seq: 0,
+                text: Some(LINK_DOWN_REASON.to_owned()),
+            });
+        }
+    }
+
+    /// The meter's link is back at wall-clock `at_ms` (it said `online`): an open
+    /// `no_data` resolves as a live reading would resolve it, closing the outage at
+    /// `at_ms` (readings measured before that, sent from its buffer, are inhibited).
+    pub fn link_up(&mut self, at_ms: i64, changes: &mut AlertChanges) {
+        if let Some(no_data) = &self.open[AlertKind::NoData.index()] {
+            self.offline = Some(OfflineWindow {
+                from_ms: no_data.record.first_seen_ms,
+                until_ms: at_ms,
+            });
+            self.reconnected = true;
+        }
+        self.clear(AlertKind::NoData, at_ms, changes);
     }
 
     /// Raises or clears a threshold alert: `(raise, clear)` conditions, `(value,

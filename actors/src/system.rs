@@ -19,8 +19,8 @@ use crate::meter_actor::{
 };
 use crate::meter_state::{AlertActionError, MeterSnapshot};
 use crate::partition_actor::{
-    Checkpoint, CountMeters, EnsureMeter, FindMeter, ListMeterIds, PartitionActor, PartitionConfig,
-    SetMeterThresholds,
+    Checkpoint, CountMeters, EnsureMeter, FindMeter, LinkStatus, ListMeterIds, PartitionActor,
+    PartitionConfig, SetMeterThresholds,
 };
 use crate::thresholds::{Thresholds, ThresholdsError};
 use crate::usage::UsageSink;
@@ -350,6 +350,37 @@ impl MeterSystem {
             at_ms: now_ms,
         };
         Ok(actor.send(command).await??)
+    }
+
+    /// `meter`'s link changed at wall-clock `at_ms` (the MQTT bridge: status topic, last
+    /// will): `offline` raises its `no_data` alert at once, `online` clears it. Applied
+    /// after every reading of its partition before `after_offset` (the log's end when
+    /// the bridge sent it); resolves once the change is durable. A `'static` future, so
+    /// the bridge's tasks can await it.
+    pub fn link_changed(
+        &self,
+        meter: MeterId,
+        online: bool,
+        at_ms: i64,
+        after_offset: u64,
+    ) -> impl std::future::Future<Output = Result<(), SystemError>> + Send + 'static {
+        let partition = self.partition_of(&meter).clone();
+        async move {
+            partition
+                .send(LinkStatus {
+                    meter,
+                    online,
+                    at_ms,
+                    after_offset,
+                })
+                .await?
+                .map_err(SystemError::Store)
+        }
+    }
+
+    /// The log partition of `meter`.
+    pub fn partition_index(&self, meter: &MeterId) -> u32 {
+        meter.partition(self.partitions.len() as u32)
     }
 
     /// Starts (restoring from their snapshots) the actors of the meters that have an

@@ -424,6 +424,7 @@ impl EmbeddedSystem {
             )),
             fanout,
             ws: config.ws.clone(),
+            mqtt: Arc::default(),
         };
         if let Some(store) = state.store.clone() {
             actix_web::rt::spawn(run_retention(store, Arc::clone(&state.clock)));
@@ -526,15 +527,54 @@ fn start_mqtt_bridge(
         (None, Some(persistence)) => DeadLetterSink::file_in(&persistence.data_dir),
         (None, None) => DeadLetterSink::LogOnly,
     };
-    let bridge = gridpulse_ingest::mqtt::MqttBridge::start(
+    // Embedded: live link changes (last wills) reach the meters through the partition
+    // that hosts them, ordered after the readings appended before them. With Kafka the
+    // meters live in the processors and only the log connects to them: the no-data
+    // timeout stands in (see ARCHITECTURE.md).
+    let links: Option<Arc<dyn gridpulse_ingest::mqtt::LinkSink>> =
+        match (&config.kafka, state.log.in_process()) {
+            (None, Some(log)) => Some(Arc::new(MeterLinks {
+                meters: state.meters.clone(),
+                log: Arc::clone(log),
+            })),
+            _ => None,
+        };
+    let bridge = gridpulse_ingest::mqtt::MqttBridge::start_with_links(
         mqtt,
         state.log.clone(),
         dead_letters,
         state.limits,
         Arc::clone(&state.clock),
+        links,
     )
     .map_err(StartError::Mqtt)?;
+    let _ = state.mqtt.set(crate::state::MqttBridgeInfo {
+        broker: format!("{}:{}", mqtt.host, mqtt.port),
+        client_id: mqtt.client_id.clone(),
+        status: bridge.status().clone(),
+    });
     Ok(bridge.status().clone())
+}
+
+/// The bridge's link changes, to the meter actors of this process.
+#[derive(Debug)]
+struct MeterLinks {
+    meters: gridpulse_actors::MeterSystem,
+    log: Arc<gridpulse_ingest::InProcessLog>,
+}
+
+impl gridpulse_ingest::mqtt::LinkSink for MeterLinks {
+    fn link_changed(
+        &self,
+        meter: gridpulse_domain::MeterId,
+        online: bool,
+        at_ms: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let partition = self.meters.partition_index(&meter);
+        let after_offset = self.log.end_offset(partition).unwrap_or(0);
+        let change = self.meters.link_changed(meter, online, at_ms, after_offset);
+        Box::pin(async move { change.await.map_err(|error| error.to_string()) })
+    }
 }
 
 /// Feeds simulated readings into the log in real time (ticks every 100 ms). Bad
