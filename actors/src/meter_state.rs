@@ -164,6 +164,8 @@ pub struct MeterState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct OpenAlert {
+    /// In format 2's layout: without `group` (the hub's, never the meter's).
+    #[serde(with = "record_v2")]
     pub(crate) record: AlertRecord,
     pub(crate) last_event_ms: i64,
     /// Wall-clock time the reminder schedule counts from: when the alert was raised,
@@ -194,6 +196,93 @@ impl OpenAlert {
                 text,
             }),
         });
+    }
+}
+
+/// An alert record in snapshot format 2: every field but `group`, which the hub sets
+/// (postcard is not self-describing, so the layout on disk must not change).
+mod record_v2 {
+    use gridpulse_domain::{AlertKind, AlertRecord, AlertState, MeterId, Severity};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct RecordV2 {
+        id: String,
+        meter: MeterId,
+        kind: AlertKind,
+        severity: Severity,
+        state: AlertState,
+        first_seen_ms: i64,
+        last_seen_ms: i64,
+        count: u64,
+        value: f64,
+        threshold: f64,
+        acknowledged_by: Option<String>,
+        acknowledged_at_ms: Option<i64>,
+        resolved_by: Option<String>,
+        resolved_at_ms: Option<i64>,
+        assignee: Option<String>,
+        snoozed_until_ms: Option<i64>,
+        comments: u32,
+        reminders: u32,
+        last_reminder_ms: Option<i64>,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        record: &AlertRecord,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let r = record.clone();
+        RecordV2 {
+            id: r.id,
+            meter: r.meter,
+            kind: r.kind,
+            severity: r.severity,
+            state: r.state,
+            first_seen_ms: r.first_seen_ms,
+            last_seen_ms: r.last_seen_ms,
+            count: r.count,
+            value: r.value,
+            threshold: r.threshold,
+            acknowledged_by: r.acknowledged_by,
+            acknowledged_at_ms: r.acknowledged_at_ms,
+            resolved_by: r.resolved_by,
+            resolved_at_ms: r.resolved_at_ms,
+            assignee: r.assignee,
+            snoozed_until_ms: r.snoozed_until_ms,
+            comments: r.comments,
+            reminders: r.reminders,
+            last_reminder_ms: r.last_reminder_ms,
+        }
+        .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<AlertRecord, D::Error> {
+        let r = RecordV2::deserialize(deserializer)?;
+        Ok(AlertRecord {
+            id: r.id,
+            meter: r.meter,
+            kind: r.kind,
+            severity: r.severity,
+            state: r.state,
+            first_seen_ms: r.first_seen_ms,
+            last_seen_ms: r.last_seen_ms,
+            count: r.count,
+            value: r.value,
+            threshold: r.threshold,
+            acknowledged_by: r.acknowledged_by,
+            acknowledged_at_ms: r.acknowledged_at_ms,
+            resolved_by: r.resolved_by,
+            resolved_at_ms: r.resolved_at_ms,
+            assignee: r.assignee,
+            snoozed_until_ms: r.snoozed_until_ms,
+            comments: r.comments,
+            reminders: r.reminders,
+            last_reminder_ms: r.last_reminder_ms,
+            group: None,
+        })
     }
 }
 
@@ -702,6 +791,7 @@ impl MeterState {
                     comments: 0,
                     reminders: 0,
                     last_reminder_ms: None,
+                    group: None,
                 };
                 changes.push(AlertChange::lifecycle(
                     AlertEventKind::Raised,
@@ -733,8 +823,9 @@ impl MeterState {
         kind: AlertKind,
         first_seen_ms: i64,
     ) -> Result<&mut OpenAlert, AlertActionError> {
-        match &mut self.open[kind.index()] {
-            Some(open) if open.record.first_seen_ms == first_seen_ms => Ok(open),
+        // A kind no meter raises (a group, the hub's) is never open here.
+        match self.open.get_mut(kind.index()) {
+            Some(Some(open)) if open.record.first_seen_ms == first_seen_ms => Ok(open),
             _ => Err(AlertActionError::NotOpen),
         }
     }

@@ -98,6 +98,8 @@ pub struct EmbeddedConfig {
     pub rate_limit: (f64, f64),
     /// Run the MQTT bridge into this system's log (`--mqtt`).
     pub mqtt: Option<gridpulse_ingest::mqtt::MqttBridgeConfig>,
+    /// When a feeder's `no_data` alerts are grouped into one.
+    pub groups: gridpulse_actors::grouper::GroupConfig,
 }
 
 /// Where and how the embedded system persists.
@@ -153,6 +155,7 @@ impl Default for EmbeddedConfig {
             rollup_workers: 1,
             rate_limit: (200.0, 400.0),
             mqtt: None,
+            groups: gridpulse_actors::grouper::GroupConfig::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl EmbeddedSystem {
             config.max_resolved_alerts,
             config.replay_capacity,
         );
+        hub.set_group_config(config.groups);
         // The store (snapshots, history), when persistence is on.
         let store: Option<Arc<dyn Store>> = match &config.persistence {
             None => None,
@@ -339,6 +343,21 @@ impl EmbeddedSystem {
                     store.write_alert_events(entries)
                 }),
             ));
+            // Feeders first, so the seeded `no_data` alerts count for theirs.
+            for (id, json) in store
+                .list_config(gridpulse_store::ConfigKind::Meter)
+                .await?
+            {
+                let Ok(meter) = gridpulse_domain::MeterId::new(&id) else {
+                    continue;
+                };
+                if let Ok(meter_config) =
+                    serde_json::from_slice::<gridpulse_actors::system::MeterConfig>(&json)
+                    && let Some(feeder) = meter_config.feeder
+                {
+                    hub.set_feeder(meter, Some(&feeder));
+                }
+            }
             for state in [AlertState::Firing, AlertState::Acknowledged] {
                 let open = store
                     .query_alerts(&AlertQuery {
@@ -436,6 +455,16 @@ impl EmbeddedSystem {
             Some(mqtt) => Some(start_mqtt_bridge(mqtt, &config, &state)?),
             None => None,
         };
+        if let Some(bridge) = &mqtt {
+            let bridge = bridge.clone();
+            state
+                .meters
+                .hub()
+                .set_bridge_feeds(Arc::new(move |meter| bridge.meter(meter).is_some()));
+        }
+        if !config.api_only {
+            actix_web::rt::spawn(run_group_timer(state.clone()));
+        }
         let local_addr = listener.local_addr()?;
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -574,6 +603,27 @@ impl gridpulse_ingest::mqtt::LinkSink for MeterLinks {
         let after_offset = self.log.end_offset(partition).unwrap_or(0);
         let change = self.meters.link_changed(meter, online, at_ms, after_offset);
         Box::pin(async move { change.await.map_err(|error| error.to_string()) })
+    }
+}
+
+/// The grouping timer: every second, the bridge's connection (a reconnection resolves
+/// its group) and coalesced member-count updates of open groups.
+async fn run_group_timer(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let bridge = state.mqtt.get().map(|bridge| {
+            let status = &bridge.status;
+            let connected = status.is_connected();
+            let at_ms = if connected {
+                status.last_connected_ms()
+            } else {
+                status.last_disconnected_ms()
+            };
+            (connected, at_ms.unwrap_or_else(|| state.clock.now_ms()))
+        });
+        state.meters.hub().tick_groups(bridge);
     }
 }
 
