@@ -53,8 +53,20 @@ impl Default for GroupConfig {
     }
 }
 
-/// Whether the bridge feeds a meter (it heard of it).
-pub type BridgeFeeds = Arc<dyn Fn(&MeterId) -> bool + Send + Sync>;
+/// What the grouper asks of the MQTT bridge of this process, live (never stale by a
+/// timer): called under the hub's lock, so it must be quick and must not block.
+pub trait BridgeProbe: Send + Sync + 'static {
+    /// Whether the bridge feeds `meter` (it heard of it).
+    fn feeds(&self, meter: &MeterId) -> bool;
+    /// `Some(since_ms)` while the bridge has lost its broker; `None` while connected
+    /// or before it ever connected (a bridge starting up is no cause).
+    fn down_since_ms(&self) -> Option<i64>;
+    /// When it last connected, Unix ms.
+    fn connected_at_ms(&self) -> Option<i64>;
+}
+
+/// The probe of the bridge, shared.
+pub type BridgeFeeds = Arc<dyn BridgeProbe>;
 
 #[derive(Debug)]
 struct OpenGroup {
@@ -76,9 +88,7 @@ pub(crate) struct Grouper {
     member_of: FxHashMap<MeterId, (String, String)>,
     /// Open groups by cause.
     groups: FxHashMap<String, OpenGroup>,
-    bridge_connected: bool,
-    bridge_disconnected_ms: i64,
-    bridge_feeds: Option<BridgeFeeds>,
+    bridge: Option<BridgeFeeds>,
 }
 
 impl std::fmt::Debug for Grouper {
@@ -100,9 +110,7 @@ impl Grouper {
             silent_by_feeder: FxHashMap::default(),
             member_of: FxHashMap::default(),
             groups: FxHashMap::default(),
-            bridge_connected: true,
-            bridge_disconnected_ms: 0,
-            bridge_feeds: None,
+            bridge: None,
         }
     }
 
@@ -111,7 +119,7 @@ impl Grouper {
     }
 
     pub(crate) fn set_bridge_feeds(&mut self, feeds: BridgeFeeds) {
-        self.bridge_feeds = Some(feeds);
+        self.bridge = Some(feeds);
     }
 
     /// The feeder's threshold: how many silent meters make a group.
@@ -250,12 +258,11 @@ impl Grouper {
             return;
         }
         // Not a member yet: does a cause hold?
-        let bridge_down = !self.bridge_connected
-            && self
-                .bridge_feeds
-                .as_ref()
-                .is_some_and(|feeds| feeds(&meter));
-        let cause = if bridge_down {
+        let bridge_down_since = self
+            .bridge
+            .as_ref()
+            .and_then(|bridge| bridge.down_since_ms().filter(|_| bridge.feeds(&meter)));
+        let cause = if bridge_down_since.is_some() {
             Some((BRIDGE_CAUSE.to_owned(), None))
         } else {
             feeder.as_ref().and_then(|feeder| {
@@ -269,7 +276,7 @@ impl Grouper {
         if !self.groups.contains_key(&cause) {
             let (first_seen_ms, threshold) = match feeder {
                 Some(feeder) => (change.alert.first_seen_ms, self.threshold(feeder)),
-                None => (self.bridge_disconnected_ms, 1),
+                None => (bridge_down_since.unwrap_or(change.alert.first_seen_ms), 1),
             };
             let Ok(cause_id) = MeterId::new(&cause) else {
                 return;
@@ -327,20 +334,17 @@ impl Grouper {
         }
     }
 
-    /// The bridge's connection as of `at_ms`; a reconnection resolves its group.
-    pub(crate) fn set_bridge_connected(
-        &mut self,
-        connected: bool,
-        at_ms: i64,
-        more: &mut Vec<AlertChange>,
-    ) {
-        if connected == self.bridge_connected {
+    /// A bridge group whose bridge is connected again resolves (at its reconnection).
+    pub(crate) fn check_bridge(&mut self, more: &mut Vec<AlertChange>) {
+        let Some(bridge) = &self.bridge else {
             return;
-        }
-        self.bridge_connected = connected;
-        if !connected {
-            self.bridge_disconnected_ms = at_ms;
-        } else if let Some(group) = self.groups.remove(BRIDGE_CAUSE) {
+        };
+        if bridge.down_since_ms().is_none()
+            && let Some(group) = self.groups.remove(BRIDGE_CAUSE)
+        {
+            let at_ms = bridge
+                .connected_at_ms()
+                .unwrap_or(group.record.first_seen_ms);
             more.push(resolve_group(group, GROUPER, at_ms));
         }
     }
@@ -463,6 +467,27 @@ mod tests {
         AlertChange::lifecycle(event, record)
     }
 
+    #[derive(Default)]
+    struct TestBridge(parking_lot::Mutex<(Option<i64>, Option<i64>)>);
+
+    impl TestBridge {
+        fn set(&self, down_since_ms: Option<i64>, connected_at_ms: Option<i64>) {
+            *self.0.lock() = (down_since_ms, connected_at_ms);
+        }
+    }
+
+    impl super::BridgeProbe for TestBridge {
+        fn feeds(&self, meter: &MeterId) -> bool {
+            meter.as_str() != "http"
+        }
+        fn down_since_ms(&self) -> Option<i64> {
+            self.0.lock().0
+        }
+        fn connected_at_ms(&self) -> Option<i64> {
+            self.0.lock().1
+        }
+    }
+
     fn events(hub: &AlertHub) -> Vec<(AlertEventKind, AlertKind, String, Option<String>)> {
         hub.events_after(0)
             .unwrap()
@@ -477,23 +502,25 @@ mod tests {
     #[test]
     fn while_the_bridge_is_down_its_meters_no_data_join_one_group_until_it_is_back() {
         let hub = AlertHub::new(64, 64, 64);
-        hub.set_bridge_feeds(std::sync::Arc::new(|meter: &MeterId| {
-            meter.as_str() != "http"
-        }));
+        let bridge = std::sync::Arc::new(TestBridge::default());
+        hub.set_bridge_feeds(bridge.clone());
+        // Before the bridge ever connected (starting up): no cause.
+        bridge.set(None, None);
         hub.publish([no_data("before", 10, AlertState::Firing)]);
-        hub.tick_groups(Some((false, 1_000)));
+        bridge.set(Some(1_000), Some(500));
         hub.publish([
             no_data("a", 2_000, AlertState::Firing),
             no_data("b", 2_500, AlertState::Firing),
             no_data("http", 2_600, AlertState::Firing),
         ]);
-        hub.tick_groups(Some((false, 1_000)));
+        hub.tick_groups();
         let group = "mqtt_bridge.no_data_group.1000".to_owned();
         let (record, members) = hub.group(&group).expect("the bridge group is open");
         assert_eq!(members, vec!["a.no_data.2000", "b.no_data.2500"]);
         assert_eq!((record.value, record.count), (2.0, 2));
         // Back: the group resolves; its members stay tagged until they resolve.
-        hub.tick_groups(Some((true, 5_000)));
+        bridge.set(None, Some(5_000));
+        hub.tick_groups();
         hub.publish([no_data("a", 2_000, AlertState::Resolved)]);
         hub.publish([no_data("c", 6_000, AlertState::Firing)]);
         let seen = events(&hub);
@@ -564,7 +591,7 @@ mod tests {
         for n in 1..=3 {
             hub.publish([no_data(&format!("m{n}"), 100, AlertState::Firing)]);
         }
-        hub.tick_groups(None);
+        hub.tick_groups();
         let group = "feeder:F.no_data_group.100";
         assert_eq!(hub.group(group).unwrap().1.len(), 3);
         let open: Vec<AlertRecord> = hub

@@ -138,7 +138,8 @@ impl AlertHub {
         self.state.lock().grouper.set_config(config);
     }
 
-    /// Which meters the MQTT bridge feeds (groups their `no_data` while it is down).
+    /// The MQTT bridge of this process: which meters it feeds and whether it is down
+    /// (their `no_data` alerts are grouped while it is).
     pub fn set_bridge_feeds(&self, feeds: BridgeFeeds) {
         self.state.lock().grouper.set_bridge_feeds(feeds);
     }
@@ -157,18 +158,13 @@ impl AlertHub {
         state.grouper.set_feeder(meter, feeder, open_no_data);
     }
 
-    /// The grouping timer (every second): the bridge's connection (`Some((connected,
-    /// at_ms))` when a bridge runs here; a reconnection resolves its group) and one
-    /// member-count update per changed group.
-    pub fn tick_groups(&self, bridge: Option<(bool, i64)>) {
+    /// The grouping timer (every second): a bridge group whose bridge reconnected
+    /// resolves, and each group whose members changed gets one member-count update.
+    pub fn tick_groups(&self) {
         let mut changes = Vec::new();
         {
             let mut state = self.state.lock();
-            if let Some((connected, at_ms)) = bridge {
-                state
-                    .grouper
-                    .set_bridge_connected(connected, at_ms, &mut changes);
-            }
+            state.grouper.check_bridge(&mut changes);
             state.grouper.tick(&mut changes);
         }
         if !changes.is_empty() {

@@ -456,11 +456,10 @@ impl EmbeddedSystem {
             None => None,
         };
         if let Some(bridge) = &mqtt {
-            let bridge = bridge.clone();
             state
                 .meters
                 .hub()
-                .set_bridge_feeds(Arc::new(move |meter| bridge.meter(meter).is_some()));
+                .set_bridge_feeds(Arc::new(BridgeGrouping(bridge.clone())));
         }
         if !config.api_only {
             actix_web::rt::spawn(run_group_timer(state.clone()));
@@ -606,24 +605,34 @@ impl gridpulse_ingest::mqtt::LinkSink for MeterLinks {
     }
 }
 
-/// The grouping timer: every second, the bridge's connection (a reconnection resolves
-/// its group) and coalesced member-count updates of open groups.
+/// The grouping timer: every second, a bridge group whose bridge reconnected
+/// resolves, and open groups get their coalesced member-count updates.
 async fn run_group_timer(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let bridge = state.mqtt.get().map(|bridge| {
-            let status = &bridge.status;
-            let connected = status.is_connected();
-            let at_ms = if connected {
-                status.last_connected_ms()
-            } else {
-                status.last_disconnected_ms()
-            };
-            (connected, at_ms.unwrap_or_else(|| state.clock.now_ms()))
-        });
-        state.meters.hub().tick_groups(bridge);
+        state.meters.hub().tick_groups();
+    }
+}
+
+/// The bridge as the alert grouping sees it: down once it lost a connection it had.
+struct BridgeGrouping(gridpulse_ingest::mqtt::BridgeStatus);
+
+impl gridpulse_actors::grouper::BridgeProbe for BridgeGrouping {
+    fn feeds(&self, meter: &gridpulse_domain::MeterId) -> bool {
+        self.0.meter(meter).is_some()
+    }
+
+    fn down_since_ms(&self) -> Option<i64> {
+        if self.0.is_connected() {
+            return None;
+        }
+        self.0.last_disconnected_ms()
+    }
+
+    fn connected_at_ms(&self) -> Option<i64> {
+        self.0.last_connected_ms()
     }
 }
 

@@ -259,7 +259,12 @@ async fn meter_with_last_will(port: u16, meter: &str, ts_ms: i64) -> tokio::task
     let (client, mut event_loop) = AsyncClient::new(options, 16);
     let connected = Arc::new(tokio::sync::Notify::new());
     let notify = Arc::clone(&connected);
+    // The task holds a client handle: with every handle dropped, rumqttc's event loop
+    // ends the session itself (a clean DISCONNECT, which cancels the will) before the
+    // cut could happen.
+    let handle = client.clone();
     let task = tokio::spawn(async move {
+        let _handle = handle;
         loop {
             match event_loop.poll().await {
                 Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => notify.notify_one(),
@@ -388,10 +393,13 @@ fn a_last_will_raises_no_data_at_once_and_online_clears_it_across_a_crash() {
                 seen.iter().any(|event| event["alert"]["kind"] == "no_data")
             })
             .await;
+            let (_, bridge) = http(addr, "GET", "/api/mqtt/status", "").await;
             let raised = events
                 .iter()
                 .find(|event| event["alert"]["kind"] == "no_data")
-                .unwrap_or_else(|| panic!("no no_data alert after the last will: {events:?}"));
+                .unwrap_or_else(|| {
+                    panic!("no no_data alert after the last will: {events:?}; bridge {bridge}")
+                });
             let took = cut_at.elapsed();
             assert!(took < Duration::from_secs(10), "took {took:?}");
             assert_eq!(raised["event"], "raised");
