@@ -343,11 +343,16 @@ impl EmbeddedSystem {
                     store.write_alert_events(entries)
                 }),
             ));
-            // Feeders first, so the seeded `no_data` alerts count for theirs.
-            for (id, json) in store
-                .list_config(gridpulse_store::ConfigKind::Meter)
-                .await?
-            {
+            // Feeders first, so the seeded `no_data` alerts count for theirs. Not on an
+            // API replica: the processors group, the replica relays their events.
+            let meter_configs = if config.api_only {
+                Vec::new()
+            } else {
+                store
+                    .list_config(gridpulse_store::ConfigKind::Meter)
+                    .await?
+            };
+            for (id, json) in meter_configs {
                 let Ok(meter) = gridpulse_domain::MeterId::new(&id) else {
                     continue;
                 };
