@@ -20,6 +20,7 @@ use std::sync::OnceLock;
 
 use gridpulse_store::{AlertHistoryEntry, AlertQuery};
 
+use crate::grouper::{BridgeFeeds, GroupConfig, Grouper};
 use crate::meter_state::AlertChange;
 use crate::metrics;
 use crate::stream::{ReplayGap, ReplayRing, StreamEvent};
@@ -34,6 +35,7 @@ struct HubState {
     stream: ReplayRing<AlertEvent>,
     alerts: FxHashMap<String, AlertRecord>,
     resolved_order: VecDeque<String>,
+    grouper: Grouper,
 }
 
 /// What a subscriber needs to (re)start, taken under one lock: see
@@ -87,6 +89,7 @@ impl AlertHub {
                 stream,
                 alerts: FxHashMap::default(),
                 resolved_order: VecDeque::new(),
+                grouper: Grouper::new(GroupConfig::default()),
             }),
             sender,
             max_resolved,
@@ -122,9 +125,73 @@ impl AlertHub {
     /// broadcasting them.
     pub fn seed(&self, alerts: impl IntoIterator<Item = AlertRecord>) {
         let mut state = self.state.lock();
+        let state = &mut *state;
         for alert in alerts {
+            state.grouper.seed(&alert);
             state.alerts.insert(alert.id.clone(), alert);
         }
+        state.grouper.seed_done();
+    }
+
+    /// When a feeder's `no_data` alerts are grouped.
+    pub fn set_group_config(&self, config: GroupConfig) {
+        self.state.lock().grouper.set_config(config);
+    }
+
+    /// The MQTT bridge of this process: which meters it feeds and whether it is down
+    /// (their `no_data` alerts are grouped while it is).
+    pub fn set_bridge_feeds(&self, feeds: BridgeFeeds) {
+        self.state.lock().grouper.set_bridge_feeds(feeds);
+    }
+
+    /// Puts `meter` on `feeder` (`None`: none) for grouping. Call before [`AlertHub::seed`]
+    /// at start (the seeded alerts are then counted), and whenever a meter's feeder
+    /// changes.
+    pub fn set_feeder(&self, meter: gridpulse_domain::MeterId, feeder: Option<&str>) {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let open_no_data = state
+            .alerts
+            .values()
+            .find(|a| a.meter == meter && a.kind == AlertKind::NoData && a.state.is_open())
+            .map(|a| a.id.clone());
+        state.grouper.set_feeder(meter, feeder, open_no_data);
+    }
+
+    /// The grouping timer (every second): a bridge group whose bridge reconnected
+    /// resolves, and each group whose members changed gets one member-count update.
+    pub fn tick_groups(&self) {
+        let mut changes = Vec::new();
+        {
+            let mut state = self.state.lock();
+            state.grouper.check_bridge(&mut changes);
+            state.grouper.tick(&mut changes);
+        }
+        if !changes.is_empty() {
+            self.publish(changes);
+        }
+    }
+
+    /// The open `no_data_group` alert `id` and its open members' alert ids.
+    pub fn group(&self, id: &str) -> Option<(AlertRecord, Vec<String>)> {
+        self.state.lock().grouper.group(id)
+    }
+
+    /// Acknowledges the open group `id` (idempotent): `None` if it is not open.
+    pub fn acknowledge_group(&self, id: &str, by: &str, at_ms: i64) -> Option<AlertRecord> {
+        let change = self.state.lock().grouper.acknowledge(id, by, at_ms)?;
+        if let Some(change) = change {
+            self.publish([change]);
+        }
+        self.get(id)
+    }
+
+    /// Resolves the open group `id` by hand: `None` if it is not open.
+    pub fn resolve_group(&self, id: &str, by: &str, at_ms: i64) -> Option<AlertRecord> {
+        let change = self.state.lock().grouper.resolve(id, by, at_ms)?;
+        let record = change.alert.clone();
+        self.publish([change]);
+        Some(record)
     }
 
     /// Publishes changes in order.
@@ -132,7 +199,31 @@ impl AlertHub {
         let mut state = self.state.lock();
         let sink = self.sink.get();
         let mut to_store = Vec::new();
-        for AlertChange { event, alert, note } in changes {
+        // What grouping causes (a group raised or resolved, members tagged), published
+        // right after the change that caused it; empty (no allocation) almost always.
+        let mut caused: Vec<AlertChange> = Vec::new();
+        let mut changes = changes.into_iter();
+        loop {
+            let mut change = match caused.pop() {
+                Some(change) => change,
+                None => match changes.next() {
+                    Some(change) => change,
+                    None => break,
+                },
+            };
+            if change.alert.kind == AlertKind::NoData {
+                let state = &mut *state;
+                let alerts = &state.alerts;
+                let before = caused.len();
+                state.grouper.observe(
+                    &mut change,
+                    &|id: &str| alerts.get(id).cloned(),
+                    &mut caused,
+                );
+                // Published in the order they were caused (popped from the end).
+                caused[before..].reverse();
+            }
+            let AlertChange { event, alert, note } = change;
             if sink.is_some() {
                 to_store.push(AlertHistoryEntry::from_event(
                     event,

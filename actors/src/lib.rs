@@ -13,6 +13,7 @@
 
 pub mod account;
 pub mod clock;
+pub mod grouper;
 pub mod hub;
 pub mod log;
 pub mod meter_actor;

@@ -412,6 +412,57 @@ impl Handler<CheckAlertTimers> for MeterActor {
     }
 }
 
+/// The meter's link changed (its MQTT status topic or last will, via the bridge):
+/// `offline` raises `no_data` at once, `online` clears it. Not in the reading log, so
+/// the change is made durable (snapshot and alert history stored and flushed) before
+/// the answer, and the bridge acknowledges the status message only then.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct LinkChanged {
+    /// Up (`online`) or down.
+    pub online: bool,
+    /// Wall clock when the bridge received it, Unix ms.
+    pub at_ms: i64,
+}
+
+impl Handler<LinkChanged> for MeterActor {
+    type Result = actix::AtomicResponse<Self, Result<(), String>>;
+
+    fn handle(&mut self, message: LinkChanged, _ctx: &mut Self::Context) -> Self::Result {
+        let mut changes = AlertChanges::new();
+        if message.online {
+            self.state.link_up(message.at_ms, &mut changes);
+        } else {
+            self.state
+                .link_down(message.at_ms, &self.thresholds, &mut changes);
+        }
+        // `link_up` marks the outage's end; it is made durable right here.
+        let _ = self.state.take_reconnected();
+        let changed = !changes.is_empty();
+        self.publish(changes);
+        self.report_alert_timer(false);
+        let durable = match (&self.shared.store, changed) {
+            (Some(store), true) => self.snapshot_row().map(|row| (Arc::clone(store), row)),
+            _ => None,
+        };
+        let hub = Arc::clone(&self.shared.hub);
+        let work = async move {
+            if let Some((store, row)) = durable {
+                store
+                    .put_snapshots(std::slice::from_ref(&row))
+                    .await
+                    .map_err(|error| error.to_string())?;
+                store.flush().await.map_err(|error| error.to_string())?;
+            }
+            if changed {
+                hub.flush().await.map_err(|error| error.to_string())?;
+            }
+            Ok(())
+        };
+        actix::AtomicResponse::new(Box::pin(work.into_actor(self)))
+    }
+}
+
 /// Returns a serialisable snapshot of the meter's state.
 #[derive(Debug, Message)]
 #[rtype(result = "MeterSnapshot")]

@@ -38,6 +38,11 @@ const BASELINE_TAU_MS: f64 = 30.0 * 60_000.0;
 const UPDATE_EVENT_EVERY_MS: i64 = 10_000;
 /// Who resolves alerts whose condition cleared.
 pub const SYSTEM_ACTOR: &str = "system";
+/// Who raises a `no_data` alert from a meter's MQTT last will (the raise's note).
+pub const LINK_ACTOR: &str = "mqtt";
+/// The reason in the note of a `no_data` alert raised by a last will.
+pub const LINK_DOWN_REASON: &str =
+    "the meter's MQTT link dropped: its last will (status `offline`) was published";
 
 /// One change to one alert, to be published.
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +164,8 @@ pub struct MeterState {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct OpenAlert {
+    /// In format 2's layout: without `group` (the hub's, never the meter's).
+    #[serde(with = "record_v2")]
     pub(crate) record: AlertRecord,
     pub(crate) last_event_ms: i64,
     /// Wall-clock time the reminder schedule counts from: when the alert was raised,
@@ -189,6 +196,93 @@ impl OpenAlert {
                 text,
             }),
         });
+    }
+}
+
+/// An alert record in snapshot format 2: every field but `group`, which the hub sets
+/// (postcard is not self-describing, so the layout on disk must not change).
+mod record_v2 {
+    use gridpulse_domain::{AlertKind, AlertRecord, AlertState, MeterId, Severity};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct RecordV2 {
+        id: String,
+        meter: MeterId,
+        kind: AlertKind,
+        severity: Severity,
+        state: AlertState,
+        first_seen_ms: i64,
+        last_seen_ms: i64,
+        count: u64,
+        value: f64,
+        threshold: f64,
+        acknowledged_by: Option<String>,
+        acknowledged_at_ms: Option<i64>,
+        resolved_by: Option<String>,
+        resolved_at_ms: Option<i64>,
+        assignee: Option<String>,
+        snoozed_until_ms: Option<i64>,
+        comments: u32,
+        reminders: u32,
+        last_reminder_ms: Option<i64>,
+    }
+
+    pub(super) fn serialize<S: Serializer>(
+        record: &AlertRecord,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let r = record.clone();
+        RecordV2 {
+            id: r.id,
+            meter: r.meter,
+            kind: r.kind,
+            severity: r.severity,
+            state: r.state,
+            first_seen_ms: r.first_seen_ms,
+            last_seen_ms: r.last_seen_ms,
+            count: r.count,
+            value: r.value,
+            threshold: r.threshold,
+            acknowledged_by: r.acknowledged_by,
+            acknowledged_at_ms: r.acknowledged_at_ms,
+            resolved_by: r.resolved_by,
+            resolved_at_ms: r.resolved_at_ms,
+            assignee: r.assignee,
+            snoozed_until_ms: r.snoozed_until_ms,
+            comments: r.comments,
+            reminders: r.reminders,
+            last_reminder_ms: r.last_reminder_ms,
+        }
+        .serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<AlertRecord, D::Error> {
+        let r = RecordV2::deserialize(deserializer)?;
+        Ok(AlertRecord {
+            id: r.id,
+            meter: r.meter,
+            kind: r.kind,
+            severity: r.severity,
+            state: r.state,
+            first_seen_ms: r.first_seen_ms,
+            last_seen_ms: r.last_seen_ms,
+            count: r.count,
+            value: r.value,
+            threshold: r.threshold,
+            acknowledged_by: r.acknowledged_by,
+            acknowledged_at_ms: r.acknowledged_at_ms,
+            resolved_by: r.resolved_by,
+            resolved_at_ms: r.resolved_at_ms,
+            assignee: r.assignee,
+            snoozed_until_ms: r.snoozed_until_ms,
+            comments: r.comments,
+            reminders: r.reminders,
+            last_reminder_ms: r.last_reminder_ms,
+            group: None,
+        })
     }
 }
 
@@ -571,6 +665,50 @@ impl MeterState {
         );
     }
 
+    /// The meter's link dropped at wall-clock `at_ms` (its MQTT last will said
+    /// `offline`): raises `no_data` at once instead of waiting for the timeout, with a
+    /// note giving the reason. The meter counts as silent from just after its last
+    /// reading (`first_seen` = its event time + 1 ms, or `at_ms` for a meter never
+    /// heard from), so readings it buffered meanwhile and backfills later fall in the
+    /// offline window. Nothing happens if `no_data` is already open (or latched by a
+    /// hand resolve): idempotent, so a redelivered last will changes nothing.
+    pub fn link_down(&mut self, at_ms: i64, thresholds: &Thresholds, changes: &mut AlertChanges) {
+        if self.open[AlertKind::NoData.index()].is_some() {
+            return;
+        }
+        let since_ms = self.last.map_or(at_ms, |last| last.ts_ms.saturating_add(1));
+        let before = changes.len();
+        self.raise(
+            AlertKind::NoData,
+            (at_ms - since_ms).max(0) as f64 / 1000.0,
+            f64::from(thresholds.no_data_timeout_s),
+            (since_ms, at_ms),
+            changes,
+        );
+        if let Some(raised) = changes.get_mut(before) {
+            raised.note = Some(AlertNote {
+                by: LINK_ACTOR.to_owned(),
+                at_ms,
+                action_seq: 0,
+                text: Some(LINK_DOWN_REASON.to_owned()),
+            });
+        }
+    }
+
+    /// The meter's link is back at wall-clock `at_ms` (it said `online`): an open
+    /// `no_data` resolves as a live reading would resolve it, closing the outage at
+    /// `at_ms` (readings measured before that, sent from its buffer, are inhibited).
+    pub fn link_up(&mut self, at_ms: i64, changes: &mut AlertChanges) {
+        if let Some(no_data) = &self.open[AlertKind::NoData.index()] {
+            self.offline = Some(OfflineWindow {
+                from_ms: no_data.record.first_seen_ms,
+                until_ms: at_ms,
+            });
+            self.reconnected = true;
+        }
+        self.clear(AlertKind::NoData, at_ms, changes);
+    }
+
     /// Raises or clears a threshold alert: `(raise, clear)` conditions, `(value,
     /// threshold)`, `((event time, arrival), inhibited)`.
     fn evaluate(
@@ -653,6 +791,7 @@ impl MeterState {
                     comments: 0,
                     reminders: 0,
                     last_reminder_ms: None,
+                    group: None,
                 };
                 changes.push(AlertChange::lifecycle(
                     AlertEventKind::Raised,
@@ -684,8 +823,9 @@ impl MeterState {
         kind: AlertKind,
         first_seen_ms: i64,
     ) -> Result<&mut OpenAlert, AlertActionError> {
-        match &mut self.open[kind.index()] {
-            Some(open) if open.record.first_seen_ms == first_seen_ms => Ok(open),
+        // A kind no meter raises (a group, the hub's) is never open here.
+        match self.open.get_mut(kind.index()) {
+            Some(Some(open)) if open.record.first_seen_ms == first_seen_ms => Ok(open),
             _ => Err(AlertActionError::NotOpen),
         }
     }

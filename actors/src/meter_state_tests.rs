@@ -990,3 +990,66 @@ fn readings_from_before_the_outage_and_register_decreases_are_not_inhibited() {
     );
     assert!(!online.take_reconnected());
 }
+
+#[test]
+fn a_last_will_raises_no_data_at_once_once_and_online_clears_it() {
+    let thresholds = Thresholds::default();
+    let mut state = MeterState::new(meter());
+    let mut changes = AlertChanges::new();
+    state.apply(
+        &reading(T0, 230.0, 1.0, 200.0, 1.0),
+        &thresholds,
+        &mut changes,
+    );
+    assert!(changes.is_empty());
+    // The last will, 3 s after the reading: long before the no-data timeout.
+    let will_ms = T0 + 3_000;
+    state.link_down(will_ms, &thresholds, &mut changes);
+    assert_eq!(
+        kinds(&changes),
+        vec![(AlertEventKind::Raised, AlertKind::NoData)]
+    );
+    let raised = &changes[0];
+    assert_eq!(raised.alert.id, format!("m-1.no_data.{}", T0 + 1));
+    assert_eq!(raised.alert.value, 3.0 - 0.001);
+    let note = raised.note.as_ref().unwrap();
+    assert_eq!((note.by.as_str(), note.at_ms), (LINK_ACTOR, will_ms));
+    assert!(note.text.as_deref().unwrap().contains("last will"));
+    // Redelivered, or the silence rule later: the same open alert, no second one.
+    let mut again = AlertChanges::new();
+    state.link_down(will_ms + 1_000, &thresholds, &mut again);
+    assert!(again.is_empty());
+    state.check_no_data(will_ms + 400_000, T0, &thresholds, &mut AlertChanges::new());
+    assert_eq!(state.open_alerts().count(), 1);
+    // Online at `back_ms` resolves it and closes the outage there: a buffered reading
+    // from inside it is inhibited.
+    let back_ms = T0 + 60_000;
+    let mut cleared = AlertChanges::new();
+    state.link_up(back_ms, &mut cleared);
+    assert_eq!(
+        kinds(&cleared),
+        vec![(AlertEventKind::Resolved, AlertKind::NoData)]
+    );
+    assert_eq!(cleared[0].alert.resolved_at_ms, Some(back_ms));
+    assert_eq!(
+        state.offline_window(),
+        Some(OfflineWindow {
+            from_ms: T0 + 1,
+            until_ms: back_ms
+        })
+    );
+    let mut buffered = AlertChanges::new();
+    let mut over = reading(T0 + 30_000, 262.0, 1.0, 200.0, 2.0);
+    over.backfill = false;
+    state.apply_arrived(&over, back_ms + 10, &thresholds, &mut buffered);
+    assert!(buffered.is_empty(), "{buffered:?}");
+    // Online with nothing open changes nothing.
+    let mut nothing = AlertChanges::new();
+    state.link_up(back_ms + 1, &mut nothing);
+    assert!(nothing.is_empty());
+    // A meter never heard from counts as silent from the last will itself.
+    let mut fresh = MeterState::new(meter());
+    let mut raised = AlertChanges::new();
+    fresh.link_down(will_ms, &thresholds, &mut raised);
+    assert_eq!(raised[0].alert.first_seen_ms, will_ms);
+}

@@ -79,6 +79,7 @@ impl OpenAlertV1 {
                 comments: 0,
                 reminders: 0,
                 last_reminder_ms: None,
+                group: None,
             },
             last_event_ms: self.last_event_ms,
             n_workflow: 0,

@@ -29,8 +29,8 @@ use gridpulse_domain::Reading;
 use crate::clock::Clock;
 use crate::log::{LogError, LogRecord, PartitionReader, ReadingSource};
 use crate::meter_actor::{
-    ApplyReading, CheckAlertTimers, CheckNoData, MeterActor, PartitionShared, SetThresholds,
-    TakeSnapshot,
+    ApplyReading, CheckAlertTimers, CheckNoData, LinkChanged, MeterActor, PartitionShared,
+    SetThresholds, TakeSnapshot,
 };
 use crate::metrics;
 use crate::thresholds::Thresholds;
@@ -82,6 +82,8 @@ pub struct PartitionActor {
     /// Meters with readings since the last checkpoint.
     dirty: Vec<MeterId>,
     checkpoint_running: bool,
+    /// Link changes waiting for the readings appended before them to be routed.
+    pending_links: Vec<(LinkStatus, tokio::sync::oneshot::Sender<Result<(), String>>)>,
 }
 
 impl PartitionActor {
@@ -114,7 +116,43 @@ impl PartitionActor {
             next_offset: start_offset,
             dirty: Vec::new(),
             checkpoint_running: false,
+            pending_links: Vec::new(),
         }
+    }
+
+    /// Hands a link change to its meter (behind the readings already routed to it) and
+    /// answers through `done` once the meter made it durable.
+    fn forward_link(
+        &mut self,
+        link: LinkStatus,
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    ) {
+        let now_ms = self.config.clock.now_ms();
+        let track_changes = self.shared.store.is_some();
+        let entry = self.meter_entry(link.meter, now_ms);
+        if link.online {
+            // Heard from: the silence rule counts from now.
+            entry.last_arrival_ms = now_ms;
+            entry.no_data_checked = false;
+        } else {
+            // `no_data` is open (or latched) from now on: nothing for the sweep to add.
+            entry.no_data_checked = true;
+        }
+        let request = entry.addr.send(LinkChanged {
+            online: link.online,
+            at_ms: link.at_ms,
+        });
+        if track_changes && !entry.dirty {
+            entry.dirty = true;
+            self.dirty.push(link.meter);
+        }
+        actix::spawn(async move {
+            let result = match request.await {
+                Ok(result) => result,
+                Err(error) => Err(format!("meter actor: {error}")),
+            };
+            let _ = done.send(result);
+        });
     }
 
     /// The entry of `meter`, starting its actor (which restores its snapshot) if needed.
@@ -300,6 +338,51 @@ impl Handler<RouteBatch> for PartitionActor {
             .set(self.shared.in_flight.get() + n_records);
         let n_stale = self.shared.n_stale.replace(0);
         metrics::record_readings(n_records, n_stale);
+        if !self.pending_links.is_empty() {
+            let next_offset = self.next_offset;
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_links)
+                .into_iter()
+                .partition(|(link, _)| link.after_offset <= next_offset);
+            self.pending_links = waiting;
+            for (link, done) in ready {
+                self.forward_link(link, done);
+            }
+        }
+    }
+}
+
+/// A meter's link changed (MQTT status topic or last will). Applied after every
+/// reading appended to the log before it (`after_offset`: the partition's end offset
+/// when the bridge sent it), so it never overtakes readings still in the pump; answers
+/// once the meter made the change durable.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct LinkStatus {
+    /// The meter.
+    pub meter: MeterId,
+    /// Up (`online`) or down.
+    pub online: bool,
+    /// Wall clock when the bridge received it, Unix ms.
+    pub at_ms: i64,
+    /// Apply once the partition routed every record before this offset.
+    pub after_offset: u64,
+}
+
+impl Handler<LinkStatus> for PartitionActor {
+    type Result = actix::ResponseFuture<Result<(), String>>;
+
+    fn handle(&mut self, link: LinkStatus, _ctx: &mut Self::Context) -> Self::Result {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        if link.after_offset <= self.next_offset {
+            self.forward_link(link, done);
+        } else {
+            self.pending_links.push((link, done));
+        }
+        Box::pin(async move {
+            answer
+                .await
+                .unwrap_or_else(|_| Err("the partition was dropped".to_owned()))
+        })
     }
 }
 
@@ -554,6 +637,8 @@ impl Handler<ResetPartition> for PartitionActor {
         self.meters.clear();
         self.sorted_ids = None;
         self.dirty.clear();
+        // Their answers fail: the bridge leaves those messages unacknowledged.
+        self.pending_links.clear();
         metrics::record_meters_live(-n_meters);
         metrics::record_partition_revoked();
     }

@@ -19,8 +19,8 @@ use crate::meter_actor::{
 };
 use crate::meter_state::{AlertActionError, MeterSnapshot};
 use crate::partition_actor::{
-    Checkpoint, CountMeters, EnsureMeter, FindMeter, ListMeterIds, PartitionActor, PartitionConfig,
-    SetMeterThresholds,
+    Checkpoint, CountMeters, EnsureMeter, FindMeter, LinkStatus, ListMeterIds, PartitionActor,
+    PartitionConfig, SetMeterThresholds,
 };
 use crate::thresholds::{Thresholds, ThresholdsError};
 use crate::usage::UsageSink;
@@ -338,6 +338,9 @@ impl MeterSystem {
         check_action(&action, by, now_ms)?;
         let (meter, kind, first_seen_ms) =
             parse_alert_id(alert_id).ok_or(SystemError::AlertNotOpen)?;
+        if kind == gridpulse_domain::AlertKind::NoDataGroup {
+            return self.group_command(alert_id, action, by, now_ms).await;
+        }
         let actor = self.find(meter).await.map_err(|error| match error {
             SystemError::MeterNotFound => SystemError::AlertNotOpen,
             other => other,
@@ -350,6 +353,86 @@ impl MeterSystem {
             at_ms: now_ms,
         };
         Ok(actor.send(command).await??)
+    }
+
+    /// `meter`'s link changed at wall-clock `at_ms` (the MQTT bridge: status topic, last
+    /// will): `offline` raises its `no_data` alert at once, `online` clears it. Applied
+    /// after every reading of its partition before `after_offset` (the log's end when
+    /// the bridge sent it); resolves once the change is durable. A `'static` future, so
+    /// the bridge's tasks can await it.
+    pub fn link_changed(
+        &self,
+        meter: MeterId,
+        online: bool,
+        at_ms: i64,
+        after_offset: u64,
+    ) -> impl std::future::Future<Output = Result<(), SystemError>> + Send + 'static {
+        let partition = self.partition_of(&meter).clone();
+        async move {
+            partition
+                .send(LinkStatus {
+                    meter,
+                    online,
+                    at_ms,
+                    after_offset,
+                })
+                .await?
+                .map_err(SystemError::Store)
+        }
+    }
+
+    /// The log partition of `meter`.
+    pub fn partition_index(&self, meter: &MeterId) -> u32 {
+        meter.partition(self.partitions.len() as u32)
+    }
+
+    /// A command on an open `no_data_group` alert: acknowledging it acknowledges every
+    /// open member too, resolving it resolves every open member (each latches until
+    /// its meter is heard from again) and then the group; other actions are refused
+    /// (they belong on a member). Members apply like any alert command (durable).
+    async fn group_command(
+        &self,
+        group_id: &str,
+        action: AlertAction,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<AlertRecord, SystemError> {
+        let (_, members) = self.hub.group(group_id).ok_or(SystemError::AlertNotOpen)?;
+        let resolve = match action {
+            AlertAction::Acknowledge => false,
+            AlertAction::Resolve => true,
+            _ => {
+                return Err(SystemError::BadInput {
+                    field: "id",
+                    reason: "a no_data_group alert can only be acknowledged or resolved; act on its members for the rest".into(),
+                });
+            }
+        };
+        // The group first: its members' resolves would otherwise resolve it as `system`
+        // once too few are left open.
+        let record = if resolve {
+            self.hub.resolve_group(group_id, by, now_ms)
+        } else {
+            self.hub.acknowledge_group(group_id, by, now_ms)
+        }
+        .ok_or(SystemError::AlertNotOpen)?;
+        for member in &members {
+            let member_action = if resolve {
+                AlertAction::Resolve
+            } else {
+                AlertAction::Acknowledge
+            };
+            match Box::pin(self.alert_command(member, member_action, by)).await {
+                // Resolved meanwhile by its meter: nothing left to do for it.
+                Ok(_) | Err(SystemError::AlertNotOpen) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        self.hub
+            .flush()
+            .await
+            .map_err(|error| SystemError::Store(error.to_string()))?;
+        Ok(record)
     }
 
     /// Starts (restoring from their snapshots) the actors of the meters that have an
@@ -414,6 +497,19 @@ impl MeterSystem {
             config.prepaid = prepaid;
         })
         .await
+    }
+
+    /// Puts the meter on `feeder` (`None`: none; checked by the caller with
+    /// [`check_feeder`]) for the grouping of `no_data` alerts; kept in the meter's
+    /// configuration, durable before it returns.
+    pub async fn set_feeder(
+        &self,
+        meter: MeterId,
+        feeder: Option<String>,
+    ) -> Result<(), SystemError> {
+        self.hub.set_feeder(meter, feeder.as_deref());
+        self.update_config(meter, |config| config.feeder = feeder)
+            .await
     }
 
     /// The meter's stored configuration (default without a store or document).
@@ -508,4 +604,28 @@ pub struct MeterConfig {
     /// Prepaid: a credit balance burns down by the tariff (requires a tariff).
     #[serde(default)]
     pub prepaid: bool,
+    /// The feeder (distribution circuit) that supplies the meter: many of one feeder's
+    /// meters silent at once are grouped into one `no_data_group` alert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feeder: Option<String>,
+}
+
+/// The longest feeder name, characters.
+pub const MAX_FEEDER_CHARS: usize = 40;
+
+/// Checks a feeder name: 1 to 40 of `A-Z a-z 0-9 _ . -` (it becomes part of the group
+/// alert's cause, `feeder:<name>`).
+pub fn check_feeder(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_FEEDER_CHARS {
+        return Err(format!("must be 1 to {MAX_FEEDER_CHARS} characters"));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        Some(bad) => Err(format!(
+            "may hold only letters, digits, `_`, `.` and `-`, not {bad:?}"
+        )),
+        None => Ok(()),
+    }
 }

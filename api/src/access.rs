@@ -80,6 +80,7 @@ pub fn policy(method: &Method, pattern: &str) -> Option<Policy> {
         (true, "/api/audit") => allow(OPS, Any),
         // The dashboard's system figures: staff only.
         (true, "/api/overview") => allow(&[Role::Ops, Role::Utility], Any),
+        (true, "/api/mqtt/status") => allow(&[Role::Ops, Role::Utility], Any),
         (true, pattern) if pattern.starts_with("/api/meters/{id}") => allow(READERS, Meter),
         (true, pattern) if pattern.starts_with("/api/users/{id}") => allow(READERS, User),
         (true, "/api/alerts/{id}") => allow(READERS, Alert),
@@ -406,6 +407,7 @@ mod tests {
             include_str!("routes/import.rs"),
             include_str!("routes/meters.rs"),
             include_str!("routes/money.rs"),
+            include_str!("routes/mqtt.rs"),
             include_str!("routes/overview.rs"),
             include_str!("routes/readings.rs"),
             include_str!("routes/sessions.rs"),

@@ -98,6 +98,8 @@ pub struct EmbeddedConfig {
     pub rate_limit: (f64, f64),
     /// Run the MQTT bridge into this system's log (`--mqtt`).
     pub mqtt: Option<gridpulse_ingest::mqtt::MqttBridgeConfig>,
+    /// When a feeder's `no_data` alerts are grouped into one.
+    pub groups: gridpulse_actors::grouper::GroupConfig,
 }
 
 /// Where and how the embedded system persists.
@@ -153,6 +155,7 @@ impl Default for EmbeddedConfig {
             rollup_workers: 1,
             rate_limit: (200.0, 400.0),
             mqtt: None,
+            groups: gridpulse_actors::grouper::GroupConfig::default(),
         }
     }
 }
@@ -214,6 +217,7 @@ impl EmbeddedSystem {
             config.max_resolved_alerts,
             config.replay_capacity,
         );
+        hub.set_group_config(config.groups);
         // The store (snapshots, history), when persistence is on.
         let store: Option<Arc<dyn Store>> = match &config.persistence {
             None => None,
@@ -339,6 +343,26 @@ impl EmbeddedSystem {
                     store.write_alert_events(entries)
                 }),
             ));
+            // Feeders first, so the seeded `no_data` alerts count for theirs. Not on an
+            // API replica: the processors group, the replica relays their events.
+            let meter_configs = if config.api_only {
+                Vec::new()
+            } else {
+                store
+                    .list_config(gridpulse_store::ConfigKind::Meter)
+                    .await?
+            };
+            for (id, json) in meter_configs {
+                let Ok(meter) = gridpulse_domain::MeterId::new(&id) else {
+                    continue;
+                };
+                if let Ok(meter_config) =
+                    serde_json::from_slice::<gridpulse_actors::system::MeterConfig>(&json)
+                    && let Some(feeder) = meter_config.feeder
+                {
+                    hub.set_feeder(meter, Some(&feeder));
+                }
+            }
             for state in [AlertState::Firing, AlertState::Acknowledged] {
                 let open = store
                     .query_alerts(&AlertQuery {
@@ -424,6 +448,7 @@ impl EmbeddedSystem {
             )),
             fanout,
             ws: config.ws.clone(),
+            mqtt: Arc::default(),
         };
         if let Some(store) = state.store.clone() {
             actix_web::rt::spawn(run_retention(store, Arc::clone(&state.clock)));
@@ -435,6 +460,15 @@ impl EmbeddedSystem {
             Some(mqtt) => Some(start_mqtt_bridge(mqtt, &config, &state)?),
             None => None,
         };
+        if let Some(bridge) = &mqtt {
+            state
+                .meters
+                .hub()
+                .set_bridge_feeds(Arc::new(BridgeGrouping(bridge.clone())));
+        }
+        if !config.api_only {
+            actix_web::rt::spawn(run_group_timer(state.clone()));
+        }
         let local_addr = listener.local_addr()?;
         let app_state = state.clone();
         let server = HttpServer::new(move || {
@@ -526,15 +560,85 @@ fn start_mqtt_bridge(
         (None, Some(persistence)) => DeadLetterSink::file_in(&persistence.data_dir),
         (None, None) => DeadLetterSink::LogOnly,
     };
-    let bridge = gridpulse_ingest::mqtt::MqttBridge::start(
+    // Embedded: live link changes (last wills) reach the meters through the partition
+    // that hosts them, ordered after the readings appended before them. With Kafka the
+    // meters live in the processors and only the log connects to them: the no-data
+    // timeout stands in (see ARCHITECTURE.md).
+    let links: Option<Arc<dyn gridpulse_ingest::mqtt::LinkSink>> =
+        match (&config.kafka, state.log.in_process()) {
+            (None, Some(log)) => Some(Arc::new(MeterLinks {
+                meters: state.meters.clone(),
+                log: Arc::clone(log),
+            })),
+            _ => None,
+        };
+    let bridge = gridpulse_ingest::mqtt::MqttBridge::start_with_links(
         mqtt,
         state.log.clone(),
         dead_letters,
         state.limits,
         Arc::clone(&state.clock),
+        links,
     )
     .map_err(StartError::Mqtt)?;
+    let _ = state.mqtt.set(crate::state::MqttBridgeInfo {
+        broker: format!("{}:{}", mqtt.host, mqtt.port),
+        client_id: mqtt.client_id.clone(),
+        status: bridge.status().clone(),
+    });
     Ok(bridge.status().clone())
+}
+
+/// The bridge's link changes, to the meter actors of this process.
+#[derive(Debug)]
+struct MeterLinks {
+    meters: gridpulse_actors::MeterSystem,
+    log: Arc<gridpulse_ingest::InProcessLog>,
+}
+
+impl gridpulse_ingest::mqtt::LinkSink for MeterLinks {
+    fn link_changed(
+        &self,
+        meter: gridpulse_domain::MeterId,
+        online: bool,
+        at_ms: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let partition = self.meters.partition_index(&meter);
+        let after_offset = self.log.end_offset(partition).unwrap_or(0);
+        let change = self.meters.link_changed(meter, online, at_ms, after_offset);
+        Box::pin(async move { change.await.map_err(|error| error.to_string()) })
+    }
+}
+
+/// The grouping timer: every second, a bridge group whose bridge reconnected
+/// resolves, and open groups get their coalesced member-count updates.
+async fn run_group_timer(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        state.meters.hub().tick_groups();
+    }
+}
+
+/// The bridge as the alert grouping sees it: down once it lost a connection it had.
+struct BridgeGrouping(gridpulse_ingest::mqtt::BridgeStatus);
+
+impl gridpulse_actors::grouper::BridgeProbe for BridgeGrouping {
+    fn feeds(&self, meter: &gridpulse_domain::MeterId) -> bool {
+        self.0.meter(meter).is_some()
+    }
+
+    fn down_since_ms(&self) -> Option<i64> {
+        if self.0.is_connected() {
+            return None;
+        }
+        self.0.last_disconnected_ms()
+    }
+
+    fn connected_at_ms(&self) -> Option<i64> {
+        self.0.last_connected_ms()
+    }
 }
 
 /// Feeds simulated readings into the log in real time (ticks every 100 ms). Bad

@@ -10,8 +10,8 @@ use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use crate::routes::{
-    alerts, audit, credit, import, meters, money, overview, readings, sessions, system, tariffs,
-    usage, users,
+    alerts, audit, credit, import, meters, money, mqtt, overview, readings, sessions, system,
+    tariffs, usage, users,
 };
 
 /// A JSON document (its shape is described by the operation).
@@ -93,6 +93,7 @@ impl Modify for BearerAuth {
         usage::get_meter_usage,
         audit::get_audit,
         overview::get_overview,
+        mqtt::get_mqtt_status,
         alerts::list_alerts,
         alerts::get_alert,
         alerts::ack_alert,

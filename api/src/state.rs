@@ -39,4 +39,17 @@ pub struct AppState {
     pub fanout: Arc<crate::ws::fanout::Fanout>,
     /// Websocket settings.
     pub ws: crate::ws::WsConfig,
+    /// The MQTT bridge of this process, once `--mqtt` started one.
+    pub mqtt: Arc<std::sync::OnceLock<MqttBridgeInfo>>,
+}
+
+/// The MQTT bridge running in this process: where it connects and its status.
+#[derive(Debug, Clone)]
+pub struct MqttBridgeInfo {
+    /// `host:port` of the broker.
+    pub broker: String,
+    /// Its MQTT client id.
+    pub client_id: String,
+    /// Connection, counters and meters' links.
+    pub status: gridpulse_ingest::mqtt::BridgeStatus,
 }

@@ -217,3 +217,277 @@ fn mqtt_readings_raise_alerts_backfill_does_not_and_bad_payloads_are_dead_letter
     drop(broker);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// Alert events (event, alert) for `meter` until `done` says enough, within `within`.
+async fn events_for(
+    ws: &mut Ws,
+    meter: &str,
+    within: Duration,
+    mut done: impl FnMut(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "alert" && value["alert"]["meter"] == meter {
+                    seen.push(value);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    seen
+}
+
+/// A meter client with a last will (`offline`, retained) on its status topic: online,
+/// one reading, then its TCP connection is cut without DISCONNECT. Answers the task
+/// polling its event loop, to abort (the cut).
+async fn meter_with_last_will(port: u16, meter: &str, ts_ms: i64) -> tokio::task::JoinHandle<()> {
+    let topic = format!("gridpulse/meters/{meter}/status");
+    let mut options = MqttOptions::new(format!("{meter}-client"), "127.0.0.1", port);
+    options
+        .set_keep_alive(Duration::from_secs(5))
+        .set_last_will(rumqttc::LastWill::new(
+            &topic,
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let (client, mut event_loop) = AsyncClient::new(options, 16);
+    let connected = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&connected);
+    // The task holds a client handle: with every handle dropped, rumqttc's event loop
+    // ends the session itself (a clean DISCONNECT, which cancels the will) before the
+    // cut could happen.
+    let handle = client.clone();
+    let task = tokio::spawn(async move {
+        let _handle = handle;
+        loop {
+            match event_loop.poll().await {
+                Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => notify.notify_one(),
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    client
+        .publish(&topic, QoS::AtLeastOnce, true, "online")
+        .await
+        .unwrap();
+    client
+        .publish(
+            format!("gridpulse/meters/{meter}/readings"),
+            QoS::AtLeastOnce,
+            false,
+            canonical(meter, ts_ms, 230.0),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        tokio::time::timeout(WAIT, connected.notified())
+            .await
+            .expect("the broker acknowledged the meter's messages");
+    }
+    task
+}
+
+/// Publishes one message from a short-lived client (QoS 1, acknowledged by the broker).
+async fn publish_once(port: u16, topic: &str, payload: &str, retain: bool) {
+    let mut options = MqttOptions::new("one-shot", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut event_loop) = AsyncClient::new(options, 16);
+    client
+        .publish(topic, QoS::AtLeastOnce, retain, payload.to_owned())
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) = event_loop.poll().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledged");
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), event_loop.poll()).await;
+}
+
+async fn open_no_data(addr: std::net::SocketAddr, meter: &str) -> Vec<Value> {
+    let (status, page) = http(
+        addr,
+        "GET",
+        &format!("/api/alerts?meter={meter}&kind=no_data"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    page["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|alert| alert["state"] != "resolved")
+        .cloned()
+        .collect()
+}
+
+/// The last will raises `no_data` at once (the no-data timeout is an hour), durable
+/// before the bridge acknowledges it: after a crash (no final checkpoint) and a restart
+/// the same alert is open, the retained `offline` the restarted bridge receives on
+/// subscribing raises nothing new, and `online` resolves it.
+#[test]
+fn a_last_will_raises_no_data_at_once_and_online_clears_it_across_a_crash() {
+    let broker = TestMosquitto::start().expect("mosquitto starts");
+    let port = broker.addr().port();
+    let data_dir = fresh_data_dir("mqtt", "last-will");
+    let configure = move |config: &mut gridpulse_api::EmbeddedConfig| {
+        config.default_thresholds.no_data_timeout_s = 3_600;
+        if let Some(persistence) = config.persistence.as_mut() {
+            // No checkpoint during the test: only the link change's own write counts.
+            persistence.checkpoint_interval = Duration::from_secs(3_600);
+        }
+        let mut mqtt = MqttBridgeConfig::new("127.0.0.1", port);
+        mqtt.client_id = "bridge-lwt".into();
+        mqtt.min_backoff = Duration::from_millis(50);
+        config.mqtt = Some(mqtt);
+    };
+    let alert_id = Arc::new(std::sync::Mutex::new(String::new()));
+    let first_id = Arc::clone(&alert_id);
+    with_system_config(
+        Some(data_dir.clone()),
+        Arc::new(SystemClock),
+        configure,
+        support::Shutdown::NoCheckpoint,
+        move |addr| async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts"))
+                .await
+                .expect("websocket");
+            step("waiting for the bridge to connect");
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let (_, status) = http(addr, "GET", "/api/mqtt/status", "").await;
+                if status["connected"] == true {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "bridge never connected: {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let ts_ms = SystemClock.now_ms() - 1_000;
+            let meter = meter_with_last_will(port, "lw-1", ts_ms).await;
+            // The reading reached the meter (stored) before its link drops.
+            let deadline = Instant::now() + WAIT;
+            while stored(addr, "lw-1", ts_ms - 1).await.is_empty() {
+                assert!(Instant::now() < deadline, "the reading never arrived");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            step("cutting the meter's TCP connection");
+            let cut_at = Instant::now();
+            meter.abort();
+            let events = events_for(&mut ws, "lw-1", Duration::from_secs(15), |seen| {
+                seen.iter().any(|event| event["alert"]["kind"] == "no_data")
+            })
+            .await;
+            let (_, bridge) = http(addr, "GET", "/api/mqtt/status", "").await;
+            let raised = events
+                .iter()
+                .find(|event| event["alert"]["kind"] == "no_data")
+                .unwrap_or_else(|| {
+                    panic!("no no_data alert after the last will: {events:?}; bridge {bridge}")
+                });
+            let took = cut_at.elapsed();
+            assert!(took < Duration::from_secs(10), "took {took:?}");
+            assert_eq!(raised["event"], "raised");
+            assert_eq!(raised["alert"]["first_seen_ms"], ts_ms + 1);
+            assert_eq!(raised["note"]["by"], "mqtt");
+            assert!(
+                raised["note"]["text"]
+                    .as_str()
+                    .unwrap()
+                    .contains("last will"),
+                "{raised}"
+            );
+            let open = open_no_data(addr, "lw-1").await;
+            assert_eq!(open.len(), 1, "{open:?}");
+            *first_id.lock().unwrap() = open[0]["id"].as_str().unwrap().to_owned();
+            let (status, bridge) = http(addr, "GET", "/api/mqtt/status", "").await;
+            assert_eq!(status, 200, "{bridge}");
+            assert_eq!(bridge["running"], true);
+            assert_eq!(bridge["broker"], format!("127.0.0.1:{port}"));
+            assert_eq!(bridge["client_id"], "bridge-lwt");
+            assert_eq!(bridge["meters_offline"], 1, "{bridge}");
+            assert!(
+                bridge["last_connected_ms"].as_i64().unwrap() > 0,
+                "{bridge}"
+            );
+            eprintln!("last will -> no_data on the websocket in {took:?}");
+        },
+    );
+    let expected_id = alert_id.lock().unwrap().clone();
+    assert!(expected_id.starts_with("lw-1.no_data."), "{expected_id}");
+    with_system_config(
+        Some(data_dir.clone()),
+        Arc::new(SystemClock),
+        configure,
+        support::Shutdown::Clean,
+        move |addr| async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts"))
+                .await
+                .expect("websocket");
+            step("restarted: the alert is still open, under the same id");
+            let open = open_no_data(addr, "lw-1").await;
+            assert_eq!(open.len(), 1, "{open:?}");
+            assert_eq!(open[0]["id"], expected_id.as_str());
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let (_, status) = http(addr, "GET", "/api/mqtt/status", "").await;
+                if status["connected"] == true {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "bridge never connected: {status}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // The retained `offline` came with the subscription: no second alert.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let open = open_no_data(addr, "lw-1").await;
+            assert_eq!(open.len(), 1, "{open:?}");
+            step("the meter says online");
+            publish_once(port, "gridpulse/meters/lw-1/status", "online", true).await;
+            let events = events_for(&mut ws, "lw-1", Duration::from_secs(10), |seen| {
+                seen.iter().any(|event| event["event"] == "resolved")
+            })
+            .await;
+            let resolved = events
+                .iter()
+                .find(|event| event["event"] == "resolved")
+                .unwrap_or_else(|| panic!("online did not resolve it: {events:?}"));
+            assert_eq!(resolved["alert"]["id"], expected_id.as_str());
+            assert!(open_no_data(addr, "lw-1").await.is_empty());
+        },
+    );
+    drop(broker);
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Without `--mqtt` the status route says plainly that no bridge runs.
+#[test]
+fn mqtt_status_says_when_no_bridge_runs() {
+    support::with_system(None, |addr| async move {
+        let (status, body) = http(addr, "GET", "/api/mqtt/status", "").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["running"], false);
+        assert!(
+            body["message"].as_str().unwrap().contains("--mqtt"),
+            "{body}"
+        );
+        assert!(body.get("connected").is_none(), "{body}");
+    });
+}

@@ -41,6 +41,7 @@ fn declared_routes() -> BTreeSet<(String, String)> {
         include_str!("../src/routes/import.rs"),
         include_str!("../src/routes/meters.rs"),
         include_str!("../src/routes/money.rs"),
+        include_str!("../src/routes/mqtt.rs"),
         include_str!("../src/routes/overview.rs"),
         include_str!("../src/routes/readings.rs"),
         include_str!("../src/routes/sessions.rs"),

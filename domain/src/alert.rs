@@ -24,18 +24,27 @@ pub enum AlertKind {
     NoData,
     /// The energy register went backwards without a rollover (reset or tampering).
     RegisterDecrease,
+    /// Many meters went silent for one cause (the MQTT bridge lost its broker, or a
+    /// feeder is down): one alert standing for their `no_data` alerts (its members).
+    /// Raised by the alert hub, never by a meter; its `meter` names the cause.
+    NoDataGroup,
 }
 
 impl AlertKind {
     /// Every kind, in a fixed order (metrics, docs, tests).
-    pub const ALL: [AlertKind; 6] = [
+    pub const ALL: [AlertKind; 7] = [
         AlertKind::OverVoltage,
         AlertKind::UnderVoltage,
         AlertKind::OverCurrent,
         AlertKind::PowerSpike,
         AlertKind::NoData,
         AlertKind::RegisterDecrease,
+        AlertKind::NoDataGroup,
     ];
+
+    /// The kinds a meter raises (the rest are raised by the hub): `index` of these is
+    /// below [`AlertKind::N_METER_KINDS`].
+    pub const N_METER_KINDS: usize = 6;
 
     /// The wire name, e.g. `over_voltage`.
     pub fn as_str(self) -> &'static str {
@@ -46,6 +55,7 @@ impl AlertKind {
             AlertKind::PowerSpike => "power_spike",
             AlertKind::NoData => "no_data",
             AlertKind::RegisterDecrease => "register_decrease",
+            AlertKind::NoDataGroup => "no_data_group",
         }
     }
 
@@ -59,9 +69,10 @@ impl AlertKind {
     /// The severity an alert of this kind is raised with.
     pub fn default_severity(self) -> Severity {
         match self {
-            AlertKind::OverVoltage | AlertKind::OverCurrent | AlertKind::RegisterDecrease => {
-                Severity::Critical
-            }
+            AlertKind::OverVoltage
+            | AlertKind::OverCurrent
+            | AlertKind::RegisterDecrease
+            | AlertKind::NoDataGroup => Severity::Critical,
             AlertKind::UnderVoltage | AlertKind::PowerSpike | AlertKind::NoData => {
                 Severity::Warning
             }
@@ -180,6 +191,10 @@ pub struct AlertRecord {
     /// When the latest reminder was due, Unix ms (wall clock).
     #[serde(default)]
     pub last_reminder_ms: Option<i64>,
+    /// On a `no_data` alert grouped into a `no_data_group` alert: the group's id (set
+    /// by the hub while the group is open; the member stays a real alert).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// Builds the stable id of an alert.

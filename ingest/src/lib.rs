@@ -1,9 +1,12 @@
 //! Where readings enter gridpulse: the in-process log, the shared accept path, the
-//! meter simulator and bulk import of files (`import`; the MQTT bridge joins them).
+//! meter simulator, bulk import of files (`import`), the MQTT bridge for meters
+//! (`mqtt`) and the Kafka log (`kafka`).
 //!
 //! Architecture invariant: every reading is parsed and validated by
 //! `gridpulse_domain` before it reaches a log; ingest never talks to actors directly,
-//! only through the log.
+//! only through the log — except the MQTT bridge's meter link changes (last wills),
+//! which are not readings and reach the meters through the `mqtt::LinkSink` the
+//! caller gives (the API's embedded mode wires it to the meter system).
 
 pub mod accept;
 pub mod dead_letter;

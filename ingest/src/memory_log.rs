@@ -100,6 +100,14 @@ impl InProcessLog {
         }
     }
 
+    /// The offset the next record appended to `partition` will get (`None`: no such
+    /// partition): everything appended so far lies before it.
+    pub fn end_offset(&self, partition: u32) -> Option<u64> {
+        let partition = self.partitions.get(partition as usize)?;
+        let state = partition.state.lock();
+        Some(state.base_offset + state.records.len() as u64)
+    }
+
     /// Appends readings, each to its meter's partition; all or none.
     pub fn append(&self, readings: &[Reading]) -> Result<(), LogError> {
         if readings.is_empty() {

@@ -71,6 +71,7 @@ fn alert(meter: MeterId, kind: AlertKind, first_seen_ms: i64, state: AlertState)
         comments: 0,
         reminders: 0,
         last_reminder_ms: None,
+        group: None,
     }
 }
 

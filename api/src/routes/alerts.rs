@@ -181,7 +181,8 @@ async fn find_alerts(
     Ok(alerts)
 }
 
-/// One alert with its lifecycle history (oldest first).
+/// One alert with its lifecycle history (oldest first); a `no_data_group` alert also
+/// lists its open members (`members`: their alert ids).
 #[utoipa::path(
     get,
     path = "/api/alerts/{id}",
@@ -214,7 +215,20 @@ pub async fn get_alert(
         (None, Some(stored)) => (stored.alert, stored.history),
         (None, None) => return Err(ApiError::NotFound("alert")),
     };
-    Ok(HttpResponse::Ok().json(AlertDetail { alert, history }))
+    // An open group lists its open members (their `no_data` alert ids).
+    let members = (alert.kind == AlertKind::NoDataGroup).then(|| {
+        state
+            .meters
+            .hub()
+            .group(&alert.id)
+            .map(|(_, members)| members)
+            .unwrap_or_default()
+    });
+    Ok(HttpResponse::Ok().json(AlertDetail {
+        alert,
+        history,
+        members,
+    }))
 }
 
 #[derive(Debug, Serialize)]
@@ -222,6 +236,9 @@ struct AlertDetail {
     #[serde(flatten)]
     alert: AlertRecord,
     history: Vec<AlertHistoryEntry>,
+    /// On a `no_data_group` alert: the ids of its members' open `no_data` alerts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<String>>,
 }
 
 /// The body of `ack`, `resolve` and `DELETE .../snooze` (optional as a whole).

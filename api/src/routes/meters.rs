@@ -219,10 +219,13 @@ struct MeterUpdate {
     /// The meter's thresholds (fields left out keep their defaults).
     #[serde(default)]
     thresholds: Option<Thresholds>,
+    /// The feeder that supplies it, or `null` (no feeder grouping).
+    #[serde(default)]
+    feeder: Option<String>,
 }
 
 /// `POST /api/meters`: registers a meter: `{"id", "owner", "tariff", "prepaid",
-/// "thresholds"}` (all but `id` optional).
+/// "thresholds", "feeder"}` (all but `id` optional).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MeterCreate {
@@ -235,6 +238,8 @@ struct MeterCreate {
     prepaid: bool,
     #[serde(default)]
     thresholds: Option<Thresholds>,
+    #[serde(default)]
+    feeder: Option<String>,
 }
 
 /// Checks a registration (nothing changes on a 400) and applies it; answers the
@@ -280,6 +285,10 @@ async fn register(
             .validate()
             .map_err(|error| ApiError::bad_field("thresholds", error.to_string()))?;
     }
+    if let Some(feeder) = &update.feeder {
+        gridpulse_actors::system::check_feeder(feeder)
+            .map_err(|reason| ApiError::bad_field("feeder", reason))?;
+    }
     state
         .meters
         .set_registration(meter, owner, update.tariff.clone(), update.prepaid)
@@ -287,6 +296,10 @@ async fn register(
     if let Some(thresholds) = update.thresholds.clone() {
         state.meters.set_thresholds(meter, thresholds).await?;
     }
+    state
+        .meters
+        .set_feeder(meter, update.feeder.clone())
+        .await?;
     if let (Some(users), Some(owner)) = (&state.users, owner)
         && let Err(error) = users.account_changed(owner).await
     {
@@ -297,6 +310,7 @@ async fn register(
     config.owner = owner;
     config.tariff = update.tariff;
     config.prepaid = update.prepaid;
+    config.feeder = update.feeder;
     if update.thresholds.is_some() {
         config.thresholds = update.thresholds;
     }
@@ -316,7 +330,7 @@ async fn register(
     params(
         ("id" = String, Path, description = "Meter id"),
     ),
-    request_body(content = crate::openapi::Json, description = "Registration {owner, tariff, prepaid, thresholds}", content_type = "application/json"),
+    request_body(content = crate::openapi::Json, description = "Registration {owner, tariff, prepaid, thresholds, feeder}", content_type = "application/json"),
     responses(
         (status = 200, description = "OK", body = crate::openapi::Json),
         (status = 400, description = "A parameter or body field is invalid (`error.field` names it)", body = crate::openapi::ErrorResponse),
@@ -348,7 +362,7 @@ pub async fn put_meter(
     post,
     path = "/api/meters",
     tag = "meters",
-    request_body(content = crate::openapi::Json, description = "Registration {id, owner, tariff, prepaid, thresholds}", content_type = "application/json"),
+    request_body(content = crate::openapi::Json, description = "Registration {id, owner, tariff, prepaid, thresholds, feeder}", content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = crate::openapi::Json),
         (status = 200, description = "OK", body = crate::openapi::Json),
@@ -386,6 +400,7 @@ pub async fn create_meter(
         let same = current.owner == owner
             && current.tariff == create.tariff
             && current.prepaid == create.prepaid
+            && current.feeder == create.feeder
             && (create.thresholds.is_none() || current.thresholds == create.thresholds);
         if same {
             return Ok(HttpResponse::Ok().json(current));
@@ -402,6 +417,7 @@ pub async fn create_meter(
             tariff: create.tariff,
             prepaid: create.prepaid,
             thresholds: create.thresholds,
+            feeder: create.feeder,
         },
     )
     .await?;

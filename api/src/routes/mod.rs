@@ -6,6 +6,7 @@ pub mod credit;
 pub mod import;
 pub mod meters;
 pub mod money;
+pub mod mqtt;
 pub mod overview;
 pub mod readings;
 pub mod sessions;
@@ -61,6 +62,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(usage::get_meter_usage)
         .service(audit::get_audit)
         .service(overview::get_overview)
+        .service(mqtt::get_mqtt_status)
         .service(alerts::list_alerts)
         .service(alerts::get_alert)
         .service(alerts::ack_alert)

@@ -96,9 +96,13 @@ impl Subscription {
             .is_none_or(|types| types.iter().any(|name| is_user_event_type(name)))
     }
 
-    /// Whether `alert` passes.
+    /// Whether `alert` passes. A `no_data` alert grouped into a `no_data_group` alert
+    /// (`group` set) passes only subscriptions that name its meter: the others get the
+    /// group alert instead.
     pub fn matches_alert(&self, alert: &AlertRecord) -> bool {
+        let grouped = alert.group.is_some() && alert.kind == AlertKind::NoData;
         self.wants("alert")
+            && !(grouped && self.meters.is_none())
             && self
                 .meters
                 .as_ref()

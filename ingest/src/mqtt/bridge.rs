@@ -15,7 +15,7 @@ use super::config::MqttBridgeConfig;
 use super::payload::{
     MessageOutcome, READINGS_TOPIC_FILTER, SEED_TOPIC_FILTER, STATUS_TOPIC_FILTER, decode,
 };
-use super::status::{BridgeStatus, LinkNews};
+use super::status::{BridgeStatus, LinkNews, LinkSink};
 use crate::accept::ReadingLog;
 use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::metrics;
@@ -33,6 +33,7 @@ const REQUEST_QUEUE: usize = 1 << 16;
 #[derive(Debug)]
 pub struct MqttBridge {
     status: BridgeStatus,
+    clock: Arc<dyn Clock>,
     client: AsyncClient,
     event_loop: JoinHandle<()>,
     batcher: JoinHandle<()>,
@@ -48,6 +49,19 @@ impl MqttBridge {
         dead_letters: DeadLetterSink,
         limits: Limits,
         clock: Arc<dyn Clock>,
+    ) -> Result<MqttBridge, String> {
+        MqttBridge::start_with_links(config, log, dead_letters, limits, clock, None)
+    }
+
+    /// [`MqttBridge::start`], with live link changes (status topic, last will) also
+    /// sent to `links` (the meter actors) before their messages are acknowledged.
+    pub fn start_with_links(
+        config: &MqttBridgeConfig,
+        log: ReadingLog,
+        dead_letters: DeadLetterSink,
+        limits: Limits,
+        clock: Arc<dyn Clock>,
+        links: Option<Arc<dyn LinkSink>>,
     ) -> Result<MqttBridge, String> {
         config.validate()?;
         let mut options =
@@ -76,9 +90,10 @@ impl MqttBridge {
                 log,
                 dead_letters,
                 limits,
-                clock,
+                clock: Arc::clone(&clock),
                 status: status.clone(),
                 max_batch_messages: config.max_batch_messages,
+                links,
             },
         ));
         tracing::info!(
@@ -88,6 +103,7 @@ impl MqttBridge {
         );
         Ok(MqttBridge {
             status,
+            clock,
             client,
             event_loop,
             batcher,
@@ -104,7 +120,7 @@ impl MqttBridge {
     pub fn abort(&self) {
         self.batcher.abort();
         self.event_loop.abort();
-        self.status.set_connected(false, 0);
+        self.status.set_connected(false, self.clock.now_ms());
     }
 
     /// Stops: the batch being appended finishes (and is acknowledged), then the bridge
@@ -115,7 +131,7 @@ impl MqttBridge {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.event_loop).await;
         self.batcher.abort();
         let _ = self.batcher.await;
-        self.status.set_connected(false, 0);
+        self.status.set_connected(false, self.clock.now_ms());
     }
 }
 
@@ -177,6 +193,7 @@ struct Batcher {
     clock: Arc<dyn Clock>,
     status: BridgeStatus,
     max_batch_messages: usize,
+    links: Option<Arc<dyn LinkSink>>,
 }
 
 async fn run_batcher(mut received: mpsc::Receiver<Publish>, batcher: Batcher) {
@@ -184,6 +201,8 @@ async fn run_batcher(mut received: mpsc::Receiver<Publish>, batcher: Batcher) {
     let mut readings: Vec<Reading> = Vec::with_capacity(batcher.max_batch_messages);
     let mut letters: Vec<DeadLetter> = Vec::new();
     let mut links: Vec<(gridpulse_domain::MeterId, LinkNews)> = Vec::new();
+    // Live status messages of the batch: (index in `publishes`, index in `links`).
+    let mut statuses: Vec<(usize, usize)> = Vec::new();
     loop {
         // Wait for one message, then take whatever else the event loop has ready.
         let Some(first) = received.recv().await else {
@@ -198,7 +217,7 @@ async fn run_batcher(mut received: mpsc::Receiver<Publish>, batcher: Batcher) {
         }
         let now_ms = batcher.clock.now_ms();
         let mut outcomes = [0u64; 4]; // accepted, partial, dead_letter, status
-        for publish in &publishes {
+        for (publish_idx, publish) in publishes.iter().enumerate() {
             let outcome = decode(
                 &publish.topic,
                 &publish.payload,
@@ -219,6 +238,9 @@ async fn run_batcher(mut received: mpsc::Receiver<Publish>, batcher: Batcher) {
                     refused
                 }
                 MessageOutcome::Status { meter, online } => {
+                    if !publish.retain {
+                        statuses.push((publish_idx, links.len()));
+                    }
                     links.push((meter, LinkNews::Status(online)));
                     outcomes[3] += 1;
                     None
@@ -258,17 +280,24 @@ async fn run_batcher(mut received: mpsc::Receiver<Publish>, batcher: Batcher) {
             tracing::error!(%error, "could not keep dead letters; their messages stay unacknowledged");
             publishes.clear();
             links.clear();
+            statuses.clear();
             continue;
         }
-        for publish in publishes.drain(..) {
+        batcher.status.record_links(&links, now_ms);
+        let not_durable = forward_links(batcher.links.as_deref(), &links, &statuses, now_ms).await;
+        statuses.clear();
+        links.clear();
+        for (publish_idx, publish) in publishes.drain(..).enumerate() {
+            if not_durable.contains(&publish_idx) {
+                // Redelivered after the next reconnect (persistent session).
+                continue;
+            }
             if publish.qos != QoS::AtMostOnce
                 && let Err(error) = batcher.client.ack(&publish).await
             {
                 tracing::warn!(%error, "could not queue a puback (the broker will redeliver)");
             }
         }
-        batcher.status.record_links(&links, now_ms);
-        links.clear();
         let n_messages: u64 = outcomes.iter().sum();
         batcher
             .status
@@ -280,6 +309,57 @@ async fn run_batcher(mut received: mpsc::Receiver<Publish>, batcher: Batcher) {
             metrics::record_mqtt_messages(outcome, n);
         }
     }
+}
+
+/// How long the bridge waits for the meters to make a link change durable.
+const LINK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends the batch's live status changes to `sink` — only each meter's last news of the
+/// batch (a later reading or status supersedes an earlier status) — and waits until
+/// they are durable; answers the indexes (in the batch's publishes) of those that are
+/// not, which stay unacknowledged.
+async fn forward_links(
+    sink: Option<&dyn LinkSink>,
+    links: &[(gridpulse_domain::MeterId, LinkNews)],
+    statuses: &[(usize, usize)],
+    now_ms: i64,
+) -> Vec<usize> {
+    let Some(sink) = sink else {
+        return Vec::new();
+    };
+    // Concurrently: many meters lose their link at once when a feeder goes down.
+    let mut pending = tokio::task::JoinSet::new();
+    for &(publish_idx, link_idx) in statuses {
+        let (meter, news) = links[link_idx];
+        let superseded = links[link_idx + 1..]
+            .iter()
+            .any(|(later, _)| *later == meter);
+        if let (LinkNews::Status(online), false) = (news, superseded) {
+            let change = sink.link_changed(meter, online, now_ms);
+            pending.spawn(async move {
+                match tokio::time::timeout(LINK_TIMEOUT, change).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%meter, %error, "meter link change not durable; its message stays unacknowledged");
+                        Some(publish_idx)
+                    }
+                    Err(_) => {
+                        tracing::warn!(%meter, "meter link change timed out; its message stays unacknowledged");
+                        Some(publish_idx)
+                    }
+                }
+            });
+        }
+    }
+    let mut failed = Vec::new();
+    while let Some(outcome) = pending.join_next().await {
+        match outcome {
+            Ok(Some(publish_idx)) => failed.push(publish_idx),
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "meter link change task failed"),
+        }
+    }
+    failed
 }
 
 /// Appends, retrying while the log is full or the backend fails (the messages stay

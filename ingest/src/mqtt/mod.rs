@@ -5,7 +5,8 @@
 //! * `payload`: topics and payloads to readings, dead letters and status changes (pure,
 //!   no I/O).
 //! * `status`: [`BridgeStatus`], the bridge's connection and every meter's link state,
-//!   readable from Rust and exported as metrics.
+//!   readable from Rust and exported as metrics; [`LinkSink`], where live link changes
+//!   (a last will) go to reach the meter actors.
 //! * `bridge`: the event loop and the batcher that appends, then acknowledges.
 //! * `test_broker`: a real Mosquitto on a free loopback port for tests and benchmarks.
 //!
@@ -23,4 +24,4 @@ pub mod test_broker;
 
 pub use bridge::MqttBridge;
 pub use config::{MqttBridgeConfig, parse_broker_address};
-pub use status::{BridgeStatus, MeterLink};
+pub use status::{BridgeSnapshot, BridgeStatus, LinkSink, MeterLink};

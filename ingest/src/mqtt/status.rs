@@ -6,6 +6,8 @@
 //! `last_reading_ms` (the meter actors' `no_data` alert does this for alerts).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -13,6 +15,25 @@ use gridpulse_domain::MeterId;
 use parking_lot::Mutex;
 
 use crate::metrics;
+
+/// Where a meter's live link changes go beyond [`BridgeStatus`]: in embedded mode the
+/// meter actors (an `offline` last will raises the meter's `no_data` alert at once,
+/// `online` clears it).
+///
+/// The bridge calls it after the batch's readings are in the log and acknowledges the
+/// status message only once the returned future says the change is durable, so a crash
+/// in between redelivers it (the persistent session). Only live transitions come here:
+/// a retained status delivered because the bridge (re)subscribed may be arbitrarily
+/// old and only updates [`BridgeStatus`].
+pub trait LinkSink: Send + Sync + std::fmt::Debug + 'static {
+    /// `meter`'s link went up (`online`) or down at wall-clock `at_ms`.
+    fn link_changed(
+        &self,
+        meter: MeterId,
+        online: bool,
+        at_ms: i64,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+}
 
 /// What the bridge knows of one meter's link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -44,13 +65,15 @@ pub struct BridgeStatus {
     inner: Arc<Inner>,
 }
 
-/// A serializable view of the bridge (for `/debug`-style endpoints and tests).
+/// A serializable view of the bridge (`GET /api/mqtt/status`, tests).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BridgeSnapshot {
     /// Connected to the broker now.
     pub connected: bool,
     /// Last time it connected, Unix ms.
     pub last_connected_ms: Option<i64>,
+    /// Last time it lost its connection, Unix ms.
+    pub last_disconnected_ms: Option<i64>,
     /// Readings appended since start.
     pub readings_accepted: u64,
     /// Messages acknowledged to the broker since start.
@@ -59,6 +82,8 @@ pub struct BridgeSnapshot {
     pub dead_letters: u64,
     /// Meters online now.
     pub meters_online: usize,
+    /// Meters the bridge heard of that are offline now (their last will, or `offline`).
+    pub meters_offline: usize,
     /// Meters seen since start.
     pub meters_known: usize,
 }
@@ -129,10 +154,12 @@ impl BridgeStatus {
         BridgeSnapshot {
             connected: self.is_connected(),
             last_connected_ms: self.last_connected_ms(),
+            last_disconnected_ms: self.last_disconnected_ms(),
             readings_accepted: self.readings_accepted(),
             messages_acked: self.messages_acked(),
             dead_letters: self.dead_letters(),
             meters_online: meters.values().filter(|link| link.online).count(),
+            meters_offline: meters.values().filter(|link| !link.online).count(),
             meters_known: meters.len(),
         }
     }

@@ -1191,6 +1191,7 @@ mod tests {
             comments: 0,
             reminders: 0,
             last_reminder_ms: None,
+            group: None,
         }
     }
 
@@ -1370,6 +1371,7 @@ mod tests {
                 comments: 0,
                 reminders: 0,
                 last_reminder_ms: None,
+                group: None,
             };
             let row = AlertRow::from_alert(&record).unwrap();
             prop_assert_eq!(row.day, day_bucket(first_seen_ms));

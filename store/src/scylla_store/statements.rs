@@ -874,6 +874,7 @@ mod tests {
             comments: 0,
             reminders: 0,
             last_reminder_ms: None,
+            group: None,
         }
     }
 
