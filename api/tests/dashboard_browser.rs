@@ -166,6 +166,32 @@ fn the_dashboard_works_in_a_real_browser() {
             .await;
             assert_eq!(status, 202, "{body}");
         }
+        // Three meters of feeder F1 that fall silent after 2 s: one group alert.
+        for meter in ["f1-a", "f1-b", "f1-c"] {
+            let registration =
+                json!({"id": meter, "feeder": "F1", "thresholds": {"no_data_timeout_s": 2}});
+            let (status, body) = http_as(
+                server.addr,
+                &server.utility,
+                "POST",
+                "/api/meters",
+                &registration.to_string(),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+            let now = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
+            let reading = json!([{"meter": meter, "ts_ms": now - 500, "voltage": 230.0,
+                                  "current": 1.0, "power_w": 230.0, "energy_wh": 10.0}]);
+            let (status, body) = http_as(
+                server.addr,
+                &service,
+                "POST",
+                "/api/readings",
+                &reading.to_string(),
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+        }
         // Alice's meter is prepaid with 20.00 of credit; a saving session is planned.
         let prepaid = json!({"owner": "u-alice", "tariff": "flat", "prepaid": true});
         let (status, body) = http_as(

@@ -75,6 +75,18 @@ try {
   if (stored.body?.state !== "acknowledged") fail(`API says ${JSON.stringify(stored.body?.state)}`);
   if (stored.body.acknowledged_by !== "dev-ops") fail(`acknowledged by ${stored.body.acknowledged_by}`);
   step("ack from the page: acknowledged in the page and in the API (by dev-ops)");
+  // Feeder F1's three silent meters: one group row (not three), its members in the detail.
+  const group = page.locator('#alert-rows tr[data-id^="feeder:F1.no_data_group."]');
+  await group.first().waitFor({ timeout: 15000 });
+  // Members that were shown before the group formed leave the feed once it stands.
+  await page.waitForFunction(() => document.querySelectorAll('#alert-rows tr[data-id^="f1-"]').length === 0, null, { timeout: 5000 })
+    .catch(() => fail("grouped member rows stay in the feed"));
+  await group.first().click();
+  const members = page.locator('#alert-detail [data-part="members"] a');
+  await page.waitForFunction(() => document.querySelectorAll('#alert-detail [data-part="members"] a').length === 3, null, { timeout: 10000 });
+  const memberIds = (await members.allTextContents()).sort().join(",");
+  if (memberIds !== "f1-a,f1-b,f1-c") fail(`group members ${memberIds}`);
+  step(`feeder F1: one group row, members ${memberIds}`);
   await page.screenshot({ path: `${shots}/alerts.png` });
 
   // A meter's chart gains points as readings arrive.
