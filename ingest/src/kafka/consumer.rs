@@ -829,3 +829,65 @@ impl PartitionReader for KafkaPartitionReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gridpulse_domain::{Limits, MeterId};
+    use rdkafka::ClientConfig;
+
+    use super::{Decoder, RawBatch, RecordKind, link_status};
+
+    fn reading(meter: &str, ts_ms: i64, backfill: bool) -> Vec<u8> {
+        format!(
+            r#"{{"meter":"{meter}","ts_ms":{ts_ms},"voltage":230,"current":1,"power_w":200,"energy_wh":10,"backfill":{backfill}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn status(meter: &str, online: bool) -> Vec<u8> {
+        link_status::encode(
+            &MeterId::new(meter).unwrap_or_else(|_| unreachable!()),
+            online,
+            1_764_600_000_000,
+        )
+    }
+
+    /// A link status comes out after the batch's readings, unless a later live reading
+    /// of its meter in the batch supersedes it (a backfilled one does not; another
+    /// meter's does not).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_later_live_reading_of_the_meter_supersedes_its_status_in_the_batch() {
+        // Never sent to: no record here is refused.
+        let dlq = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap_or_else(|error| unreachable!("{error}"));
+        let decoder = Decoder {
+            limits: Limits::default(),
+            topic: "readings".into(),
+            dlq,
+            dlq_topic: "readings-dlq".into(),
+        };
+        let now = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
+        let mut batch = RawBatch::default();
+        let entries: [(&str, Vec<u8>, RecordKind); 6] = [
+            ("a", reading("a", now - 3_000, false), RecordKind::Reading),
+            ("a", status("a", false), RecordKind::LinkStatus),
+            ("a", reading("a", now - 2_000, false), RecordKind::Reading),
+            ("b", status("b", false), RecordKind::LinkStatus),
+            ("b", reading("b", now - 9_000, true), RecordKind::Reading),
+            ("a", reading("a", now - 1_000, false), RecordKind::Reading),
+        ];
+        for (offset, (key, payload, kind)) in entries.iter().enumerate() {
+            batch.push(offset as i64, Some(key.as_bytes()), payload, *kind);
+        }
+        let mut links = Vec::new();
+        let records = decoder.decode(0, vec![batch], &mut links).await;
+        let offsets: Vec<u64> = records.iter().map(|record| record.offset).collect();
+        assert_eq!(offsets, vec![0, 2, 4, 5]);
+        assert_eq!(links.len(), 1, "{links:?}");
+        assert_eq!(links[0].meter.as_str(), "b");
+        assert_eq!(links[0].offset, 3);
+        assert!(!links[0].online);
+    }
+}
