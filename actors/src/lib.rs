@@ -37,7 +37,7 @@ pub mod writer;
 pub use account::{AccountBook, AccountError, TariffDocument, UserAccount};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use hub::{AlertCatchUp, AlertHub, HubEvent};
-pub use log::{LogError, LogRecord, PartitionReader, ReadingSource};
+pub use log::{LinkRecord, LogError, LogRecord, PartitionReader, ReadingSource};
 pub use meter_actor::AlertAction;
 pub use meter_state::{MeterSnapshot, MeterState};
 pub use system::{MeterSystem, SystemConfig, SystemError};

@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use gridpulse_domain::Reading;
+use gridpulse_domain::{MeterId, Reading};
 
 /// One reading at its position in a partition.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +17,20 @@ pub struct LogRecord {
     pub offset: u64,
     /// The reading.
     pub reading: Reading,
+}
+
+/// A meter's link change carried by the log itself (Kafka: a `link-status` record in
+/// `readings`, produced by a separate MQTT bridge after the meter's readings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkRecord {
+    /// Offset within the partition.
+    pub offset: u64,
+    /// The meter.
+    pub meter: MeterId,
+    /// Up (`online`) or down (`offline`, e.g. its last will).
+    pub online: bool,
+    /// Wall clock when the bridge received the status, Unix ms.
+    pub at_ms: i64,
 }
 
 /// The log could not be read.
@@ -51,6 +65,15 @@ pub trait PartitionReader: Send + std::fmt::Debug + 'static {
     fn next_batch(&mut self, max: usize) -> LocalFuture<'_, Result<Vec<LogRecord>, LogError>>;
     /// Marks every record before `next_offset` as processed.
     fn commit(&mut self, next_offset: u64);
+    /// The link changes among the records of the batch [`next_batch`] just returned, in
+    /// order; each applies after every reading of that batch (a reader drops a change
+    /// a later live reading of its meter in the same batch supersedes). Only the Kafka
+    /// reader has any: in embedded mode the bridge hands link changes over directly.
+    ///
+    /// [`next_batch`]: PartitionReader::next_batch
+    fn take_links(&mut self) -> Vec<LinkRecord> {
+        Vec::new()
+    }
     /// After [`LogError::Revoked`]: the partition has checkpointed what it applied and
     /// dropped its meters, so the log may hand it to its new owner.
     fn released(&mut self) {}

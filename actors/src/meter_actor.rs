@@ -423,12 +423,21 @@ pub struct LinkChanged {
     pub online: bool,
     /// Wall clock when the bridge received it, Unix ms.
     pub at_ms: i64,
+    /// Its offset when it came through the reading log (Kafka): at or before the
+    /// meter's applied offset it is a replay and changes nothing.
+    pub offset: Option<u64>,
 }
 
 impl Handler<LinkChanged> for MeterActor {
     type Result = actix::AtomicResponse<Self, Result<(), String>>;
 
     fn handle(&mut self, message: LinkChanged, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(offset) = message.offset {
+            if self.applied_offset.is_some_and(|applied| offset <= applied) {
+                return actix::AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+            }
+            self.applied_offset = Some(offset);
+        }
         let mut changes = AlertChanges::new();
         if message.online {
             self.state.link_up(message.at_ms, &mut changes);

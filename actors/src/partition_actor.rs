@@ -27,7 +27,7 @@ use actix::{ActorFutureExt, ResponseActFuture, WrapFuture};
 use gridpulse_domain::Reading;
 
 use crate::clock::Clock;
-use crate::log::{LogError, LogRecord, PartitionReader, ReadingSource};
+use crate::log::{LinkRecord, LogError, LogRecord, PartitionReader, ReadingSource};
 use crate::meter_actor::{
     ApplyReading, CheckAlertTimers, CheckNoData, LinkChanged, MeterActor, PartitionShared,
     SetThresholds, TakeSnapshot,
@@ -141,6 +141,7 @@ impl PartitionActor {
         let request = entry.addr.send(LinkChanged {
             online: link.online,
             at_ms: link.at_ms,
+            offset: link.offset,
         });
         if track_changes && !entry.dirty {
             entry.dirty = true;
@@ -247,23 +248,28 @@ async fn pump(
     loop {
         match reader.next_batch(max_batch).await {
             Ok(records) => {
-                let Some(next_offset) = records.last().map(|record| record.offset + 1) else {
-                    continue;
-                };
-                // History first (bounded queue: a slow store slows the pump).
-                if let Some(writer) = &readings_writer
-                    && writer
-                        .send(records.iter().map(|record| record.reading).collect())
-                        .await
-                        .is_err()
-                {
-                    tracing::error!(partition, "readings writer stopped");
+                let links = reader.take_links();
+                if let Some(next_offset) = records.last().map(|record| record.offset + 1) {
+                    // History first (bounded queue: a slow store slows the pump).
+                    if let Some(writer) = &readings_writer
+                        && writer
+                            .send(records.iter().map(|record| record.reading).collect())
+                            .await
+                            .is_err()
+                    {
+                        tracing::error!(partition, "readings writer stopped");
+                        break;
+                    }
+                    if actor.send(RouteBatch(records)).await.is_err() {
+                        break;
+                    }
+                    reader.commit(next_offset);
+                }
+                // Link changes from the log, behind the batch's readings (the actor's
+                // mailbox is FIFO) and durable before the pump reads on.
+                if !links.is_empty() && !apply_links(partition, &actor, links).await {
                     break;
                 }
-                if actor.send(RouteBatch(records)).await.is_err() {
-                    break;
-                }
-                reader.commit(next_offset);
                 if shared.in_flight.get() > shared.high_water {
                     shared.pump_waiting.set(true);
                     shared.drained.notified().await;
@@ -299,6 +305,32 @@ async fn pump(
         }
     }
     tracing::debug!(partition, "partition pump stopped");
+}
+
+/// Applies link changes read from the log, in order, each made durable by its meter
+/// (retried while the store fails: the offset after it must not be checkpointed before).
+/// `false`: the partition actor stopped.
+async fn apply_links(partition: u32, actor: &Addr<PartitionActor>, links: Vec<LinkRecord>) -> bool {
+    for link in links {
+        loop {
+            let status = LinkStatus {
+                meter: link.meter,
+                online: link.online,
+                at_ms: link.at_ms,
+                after_offset: 0,
+                offset: Some(link.offset),
+            };
+            match actor.send(status).await {
+                Ok(Ok(())) => break,
+                Ok(Err(error)) => {
+                    tracing::warn!(partition, meter = %link.meter, %error, "link change not stored, retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+    true
 }
 
 /// Route a batch of records to their meter actors.
@@ -366,6 +398,8 @@ pub struct LinkStatus {
     pub at_ms: i64,
     /// Apply once the partition routed every record before this offset.
     pub after_offset: u64,
+    /// Its own offset when it came through the reading log (Kafka), for replays.
+    pub offset: Option<u64>,
 }
 
 impl Handler<LinkStatus> for PartitionActor {

@@ -375,6 +375,7 @@ impl MeterSystem {
                     online,
                     at_ms,
                     after_offset,
+                    offset: None,
                 })
                 .await?
                 .map_err(SystemError::Store)

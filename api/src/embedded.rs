@@ -562,16 +562,18 @@ fn start_mqtt_bridge(
     };
     // Embedded: live link changes (last wills) reach the meters through the partition
     // that hosts them, ordered after the readings appended before them. With Kafka the
-    // meters live in the processors and only the log connects to them: the no-data
-    // timeout stands in (see ARCHITECTURE.md).
-    let links: Option<Arc<dyn gridpulse_ingest::mqtt::LinkSink>> =
-        match (&config.kafka, state.log.in_process()) {
-            (None, Some(log)) => Some(Arc::new(MeterLinks {
+    // meters live in the processors and only the log connects to them: the change is a
+    // link-status record in `readings`, after the meter's readings (see ARCHITECTURE.md).
+    let links: Option<Arc<dyn gridpulse_ingest::mqtt::LinkSink>> = match &state.log {
+        gridpulse_ingest::ReadingLog::InProcess(log) if config.kafka.is_none() => {
+            Some(Arc::new(MeterLinks {
                 meters: state.meters.clone(),
                 log: Arc::clone(log),
-            })),
-            _ => None,
-        };
+            }))
+        }
+        gridpulse_ingest::ReadingLog::Kafka(producer) => Some(Arc::new((**producer).clone())),
+        gridpulse_ingest::ReadingLog::InProcess(_) => None,
+    };
     let bridge = gridpulse_ingest::mqtt::MqttBridge::start_with_links(
         mqtt,
         state.log.clone(),

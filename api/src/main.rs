@@ -871,12 +871,16 @@ fn mqtt_bridge(args: &MqttBridgeArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         let dead_letters = gridpulse_ingest::dead_letter::DeadLetterSink::kafka(&kafka)
             .map_err(anyhow::Error::msg)?;
-        let bridge = gridpulse_ingest::mqtt::MqttBridge::start(
+        // Live link changes (last wills) travel in `readings` to the processors.
+        let links: std::sync::Arc<dyn gridpulse_ingest::mqtt::LinkSink> =
+            std::sync::Arc::new(producer.clone());
+        let bridge = gridpulse_ingest::mqtt::MqttBridge::start_with_links(
             &mqtt,
             gridpulse_ingest::ReadingLog::Kafka(std::sync::Arc::new(producer)),
             dead_letters,
             gridpulse_domain::Limits::default(),
             std::sync::Arc::new(gridpulse_actors::SystemClock),
+            Some(links),
         )
         .map_err(anyhow::Error::msg)?;
         println!(

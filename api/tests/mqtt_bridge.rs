@@ -3,6 +3,9 @@
 //! Seed-format and canonical readings raise live alerts on `/ws/alerts` and are stored;
 //! a backfill batch (the offline buffer, over voltage in the past) is stored but raises
 //! nothing; a bad payload between good ones lands in `dead-letters.ndjson`.
+//! A last will raises `no_data` at once; a bridge cut off from its broker (Mosquitto
+//! killed, then restarted on the same port) groups the silent meters' `no_data` into one
+//! `no_data_group` alert for `mqtt_bridge`, which resolves once the bridge is back.
 
 // Test helpers panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -475,6 +478,278 @@ fn a_last_will_raises_no_data_at_once_and_online_clears_it_across_a_crash() {
     );
     drop(broker);
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// Alert events of every meter seen within `within`, added to `seen`, until `done` holds.
+async fn collect_until(
+    ws: &mut Ws,
+    seen: &mut Vec<Value>,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done(seen) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let value: Value = serde_json::from_str(&text).unwrap();
+                if value["type"] == "alert" {
+                    seen.push(value);
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => return,
+        }
+    }
+}
+
+fn of_kind<'a>(seen: &'a [Value], kind: &str, event: &str) -> Vec<&'a Value> {
+    seen.iter()
+        .filter(|e| e["alert"]["kind"] == kind && e["event"] == event)
+        .collect()
+}
+
+async fn bridge_connected(addr: std::net::SocketAddr, connected: bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, bridge) = http(addr, "GET", "/api/mqtt/status", "").await;
+        assert_eq!(status, 200, "{bridge}");
+        if bridge["connected"] == connected {
+            return bridge;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge never got connected = {connected}: {bridge}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A publisher of live canonical readings on `port` (its event loop polled by a task).
+fn reading_publisher(port: u16, client_id: &str) -> (AsyncClient, tokio::task::JoinHandle<()>) {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut event_loop) = AsyncClient::new(options, 256);
+    let task = tokio::spawn(async move {
+        loop {
+            if event_loop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    (client, task)
+}
+
+async fn publish_live(client: &AsyncClient, meters: &[&str]) {
+    let ts_ms = SystemClock.now_ms();
+    for meter in meters {
+        client
+            .publish(
+                format!("gridpulse/meters/{meter}/readings"),
+                QoS::AtLeastOnce,
+                false,
+                canonical(meter, ts_ms, 230.0),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// The bridge loses its broker (Mosquitto killed): the meters it feeds go silent, and
+/// instead of one `no_data` per meter a subscriber without a meter filter gets one
+/// `no_data_group` alert for `mqtt_bridge` carrying the member count; a subscriber of
+/// one meter still gets that meter's `no_data` (tagged with the group). Mosquitto
+/// restarted on the same port and readings again: the group resolves, and so do the
+/// members (pushed only to the meter's subscriber).
+#[test]
+fn a_bridge_cut_off_from_its_broker_groups_the_silent_meters_into_one_alert() {
+    let broker = TestMosquitto::start().expect("mosquitto starts");
+    let port = broker.addr().port();
+    let broker = Arc::new(std::sync::Mutex::new(Some(broker)));
+    let in_test = Arc::clone(&broker);
+    let data_dir = fresh_data_dir("mqtt", "groups");
+    with_system_config(
+        Some(data_dir.clone()),
+        Arc::new(SystemClock),
+        move |config| {
+            config.default_thresholds.no_data_timeout_s = 3_600;
+            let mut mqtt = MqttBridgeConfig::new("127.0.0.1", port);
+            mqtt.client_id = "bridge-groups".into();
+            mqtt.min_backoff = Duration::from_millis(50);
+            mqtt.max_backoff = Duration::from_millis(200);
+            config.mqtt = Some(mqtt);
+        },
+        support::Shutdown::Clean,
+        move |addr| async move {
+            let broker = in_test;
+            let meters = ["mg-1", "mg-2", "mg-3"];
+            step("registering three meters with a 2 s no-data timeout");
+            for meter in meters {
+                let body = serde_json::json!({"id": meter, "thresholds": {"no_data_timeout_s": 2}});
+                let (status, answer) = http(addr, "POST", "/api/meters", &body.to_string()).await;
+                assert_eq!(status, 201, "{answer}");
+            }
+            let connect = |query: &'static str| async move {
+                let (ws, _) = tokio::time::timeout(
+                    WAIT,
+                    tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts{query}")),
+                )
+                .await
+                .expect("websocket in time")
+                .expect("websocket");
+                ws
+            };
+            let mut all = connect("").await;
+            let mut one = connect("?meter=mg-1").await;
+            let (mut seen_all, mut seen_one) = (Vec::new(), Vec::new());
+            bridge_connected(addr, true).await;
+
+            step("meters publishing through the bridge");
+            let (client, publisher) = reading_publisher(port, "meters-groups");
+            let t0 = SystemClock.now_ms();
+            let deadline = Instant::now() + WAIT;
+            loop {
+                publish_live(&client, &meters).await;
+                let mut heard = 0;
+                for meter in meters {
+                    heard += usize::from(!stored(addr, meter, t0 - 1).await.is_empty());
+                }
+                if heard == meters.len() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the bridge never delivered");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // A few more live readings (well within the 2 s timeout), then the cut.
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                publish_live(&client, &meters).await;
+            }
+            step("killing mosquitto");
+            drop(broker.lock().unwrap().take());
+            publisher.abort();
+            drop(client);
+            let bridge = bridge_connected(addr, false).await;
+            let down_since = bridge["last_disconnected_ms"].as_i64().unwrap();
+
+            step("one group alert instead of three no_data raises");
+            collect_until(&mut all, &mut seen_all, WAIT, |seen| {
+                of_kind(seen, "no_data_group", "updated")
+                    .last()
+                    .is_some_and(|e| e["alert"]["value"] == 3.0)
+            })
+            .await;
+            let raised = of_kind(&seen_all, "no_data_group", "raised");
+            assert_eq!(raised.len(), 1, "{seen_all:#?}");
+            let group = &raised[0]["alert"];
+            let group_id = group["id"].as_str().unwrap().to_owned();
+            assert_eq!(group["meter"], "mqtt_bridge");
+            assert_eq!(group["state"], "firing");
+            assert_eq!(group["threshold"], 1.0);
+            assert_eq!(
+                group_id,
+                format!("mqtt_bridge.no_data_group.{down_since}"),
+                "{group}"
+            );
+            let updated = of_kind(&seen_all, "no_data_group", "updated");
+            let last = &updated.last().unwrap()["alert"];
+            assert_eq!(
+                (&last["value"], &last["count"]),
+                (&json_f(3.0), &json_u(3)),
+                "{last}"
+            );
+            // Silence for a moment more: still no per-meter no_data on this socket.
+            collect_until(&mut all, &mut seen_all, Duration::from_secs(2), |_| false).await;
+            assert!(
+                seen_all
+                    .iter()
+                    .all(|e| e["alert"]["kind"] == "no_data_group"),
+                "the subscriber without a filter got member events: {seen_all:#?}"
+            );
+            let (status, detail) = http(addr, "GET", &format!("/api/alerts/{group_id}"), "").await;
+            assert_eq!(status, 200, "{detail}");
+            let members = detail["members"].as_array().unwrap();
+            assert_eq!(members.len(), 3, "{detail}");
+            for meter in meters {
+                let open = open_no_data(addr, meter).await;
+                assert_eq!(open.len(), 1, "{meter}: {open:?}");
+                assert_eq!(open[0]["group"], group_id.as_str(), "{meter}: {open:?}");
+            }
+
+            step("the subscriber of mg-1 gets its no_data, tagged with the group");
+            collect_until(&mut one, &mut seen_one, WAIT, |seen| {
+                !of_kind(seen, "no_data", "raised").is_empty()
+            })
+            .await;
+            let mine = of_kind(&seen_one, "no_data", "raised");
+            assert_eq!(mine.len(), 1, "{seen_one:#?}");
+            assert_eq!(mine[0]["alert"]["meter"], "mg-1");
+            assert_eq!(mine[0]["alert"]["group"], group_id.as_str());
+            assert!(
+                seen_one.iter().all(|e| e["alert"]["meter"] == "mg-1"),
+                "{seen_one:#?}"
+            );
+            let (_, bridge) = http(addr, "GET", "/api/mqtt/status", "").await;
+            assert_eq!(bridge["connected"], false, "{bridge}");
+
+            step("mosquitto back on the same port, readings again");
+            *broker.lock().unwrap() =
+                Some(TestMosquitto::start_on(port).expect("mosquitto restarts"));
+            bridge_connected(addr, true).await;
+            let (client, publisher) = reading_publisher(port, "meters-groups-2");
+            let deadline = Instant::now() + WAIT;
+            loop {
+                publish_live(&client, &meters).await;
+                let mut open = 0;
+                for meter in meters {
+                    open += open_no_data(addr, meter).await.len();
+                }
+                if open == 0 {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{open} no_data still open");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            collect_until(&mut all, &mut seen_all, WAIT, |seen| {
+                !of_kind(seen, "no_data_group", "resolved").is_empty()
+            })
+            .await;
+            let resolved = of_kind(&seen_all, "no_data_group", "resolved");
+            assert_eq!(resolved.len(), 1, "{seen_all:#?}");
+            assert_eq!(resolved[0]["alert"]["id"], group_id.as_str());
+            assert_eq!(resolved[0]["alert"]["resolved_by"], "system");
+            collect_until(&mut one, &mut seen_one, WAIT, |seen| {
+                !of_kind(seen, "no_data", "resolved").is_empty()
+            })
+            .await;
+            let mine = of_kind(&seen_one, "no_data", "resolved");
+            assert_eq!(mine.len(), 1, "{seen_one:#?}");
+            assert_eq!(mine[0]["alert"]["group"], group_id.as_str());
+            // The members' resolves stayed off the unfiltered socket.
+            collect_until(&mut all, &mut seen_all, Duration::from_secs(1), |_| false).await;
+            assert!(
+                seen_all
+                    .iter()
+                    .all(|e| e["alert"]["kind"] == "no_data_group"),
+                "{seen_all:#?}"
+            );
+            let (status, page) = http(addr, "GET", "/api/alerts?kind=no_data_group", "").await;
+            assert_eq!(status, 200, "{page}");
+            let groups = page["alerts"].as_array().unwrap();
+            assert_eq!(groups.len(), 1, "{page}");
+            assert_eq!(groups[0]["state"], "resolved", "{page}");
+            publisher.abort();
+        },
+    );
+    drop(broker.lock().unwrap().take());
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+fn json_f(value: f64) -> Value {
+    serde_json::json!(value)
+}
+
+fn json_u(value: u64) -> Value {
+    serde_json::json!(value)
 }
 
 /// Without `--mqtt` the status route says plainly that no bridge runs.

@@ -424,3 +424,139 @@ fn pause_count() -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// Link status records (`gridpulse-record: link-status`, as the MQTT bridge's
+/// `LinkSink` produces them) come out of the reader as link changes, after their
+/// meter's readings and never as readings; malformed, unknown-status and unknown-kind
+/// records are dead letters with their reason.
+#[tokio::test(flavor = "current_thread")]
+async fn link_status_records_become_link_changes_and_bad_ones_dead_letters() {
+    let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
+        "link_status_records_become_link_changes_and_bad_ones_dead_letters",
+        Duration::from_secs(180),
+    );
+    let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
+    let config = config(&broker, "link-processors");
+    create_topics(&config).await.unwrap();
+    let producer = KafkaReadingProducer::new(&config).unwrap();
+    let base = 1_739_930_000_000;
+    producer.append(&[reading("kl-1", base)]).await.unwrap();
+    producer
+        .append_link_status(MeterId::new("kl-1").unwrap(), false, base + 7_000)
+        .await
+        .unwrap();
+    let raw: FutureProducer = config.client().create().unwrap();
+    for (kind, payload) in [
+        ("link-status", b"{oops".as_slice()),
+        (
+            "link-status",
+            br#"{"meter":"kl-2","status":"asleep","at_ms":1739930000000}"#.as_slice(),
+        ),
+        ("firmware-update", b"v2".as_slice()),
+    ] {
+        let headers = rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+            key: "gridpulse-record",
+            value: Some(kind),
+        });
+        raw.send(
+            FutureRecord::to("readings")
+                .key("kl-2")
+                .payload(payload)
+                .headers(headers),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    }
+    producer.append(&[reading("kl-2", base)]).await.unwrap();
+
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let source = KafkaSource::start(&config, Limits::default())
+                .await
+                .unwrap();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let tasks: Vec<_> = (0..source.n_partitions())
+                .map(|partition| {
+                    let mut reader = source.open_partition(partition, None);
+                    let tx = tx.clone();
+                    tokio::task::spawn_local(async move {
+                        while let Ok(batch) = reader.next_batch(100).await {
+                            for record in batch {
+                                let _ = tx.send(Err((record.offset, record.reading)));
+                            }
+                            for link in reader.take_links() {
+                                let _ = tx.send(Ok(link));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let (mut readings, mut links) = (Vec::new(), Vec::new());
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while readings.len() < 2 || links.is_empty() {
+                match tokio::time::timeout_at(deadline, rx.recv()).await {
+                    Ok(Some(Ok(link))) => links.push(link),
+                    Ok(Some(Err(reading))) => readings.push(reading),
+                    _ => panic!("readings {readings:?}, links {links:?}"),
+                }
+            }
+            // Nothing more trickles in (the bad records are no readings, no links).
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            while let Ok(more) = rx.try_recv() {
+                match more {
+                    Ok(link) => links.push(link),
+                    Err(reading) => readings.push(reading),
+                }
+            }
+            for task in tasks {
+                task.abort();
+            }
+            assert_eq!(readings.len(), 2, "{readings:?}");
+            assert_eq!(links.len(), 1, "{links:?}");
+            let link = links[0];
+            assert_eq!(link.meter.as_str(), "kl-1");
+            assert!(!link.online);
+            assert_eq!(link.at_ms, base + 7_000);
+            let (reading_offset, _) = readings
+                .iter()
+                .find(|(_, reading)| reading.meter.as_str() == "kl-1")
+                .unwrap();
+            assert!(link.offset > *reading_offset, "{link:?} after {readings:?}");
+        })
+        .await;
+
+    let dlq: StreamConsumer = config
+        .client()
+        .set("group.id", "dlq-link-reader")
+        .create()
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    assignment
+        .add_partition_offset("readings-dlq", 0, rdkafka::Offset::Beginning)
+        .unwrap();
+    dlq.assign(&assignment).unwrap();
+    let mut codes = Vec::new();
+    while codes.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(20), dlq.recv())
+            .await
+            .expect("3 dead letters")
+            .unwrap();
+        let header = |name: &str| {
+            message
+                .headers()
+                .and_then(|headers| headers.iter().find(|h| h.key == name))
+                .map(|h| String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                .unwrap_or_default()
+        };
+        assert_eq!(header("source-topic"), "readings");
+        assert!(!header("reason").is_empty());
+        codes.push(header("code"));
+    }
+    codes.sort();
+    assert_eq!(
+        codes,
+        vec!["malformed_status", "unknown_record", "unknown_status"]
+    );
+}

@@ -20,7 +20,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use gridpulse_actors::log::{LocalFuture, LogError, LogRecord, PartitionReader, ReadingSource};
+use gridpulse_actors::log::{
+    LinkRecord, LocalFuture, LogError, LogRecord, PartitionReader, ReadingSource,
+};
 use gridpulse_actors::{Clock, SystemClock};
 use gridpulse_domain::{Limits, ParseError, parse_reading};
 use parking_lot::Mutex;
@@ -33,6 +35,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 
 use super::KafkaConfig;
+use super::link_status::{self, RecordKind};
 use crate::metrics;
 
 /// Most records the dispatcher gathers before handing batches over.
@@ -232,6 +235,7 @@ impl Dispatcher {
                             message.offset(),
                             message.key(),
                             message.payload().unwrap_or_default(),
+                            RecordKind::of(message.headers()),
                         );
                         if !paused[idx] {
                             n_ready += 1;
@@ -306,10 +310,11 @@ struct RawEntry {
     offset: i64,
     key: Option<(usize, usize)>,
     payload: (usize, usize),
+    kind: RecordKind,
 }
 
 impl RawBatch {
-    fn push(&mut self, offset: i64, key: Option<&[u8]>, payload: &[u8]) {
+    fn push(&mut self, offset: i64, key: Option<&[u8]>, payload: &[u8], kind: RecordKind) {
         let key = key.map(|key| {
             let start = self.bytes.len();
             self.bytes.extend_from_slice(key);
@@ -321,6 +326,7 @@ impl RawBatch {
             offset,
             key,
             payload: (start, self.bytes.len()),
+            kind,
         });
     }
 
@@ -362,15 +368,64 @@ impl std::fmt::Debug for Decoder {
 }
 
 impl Decoder {
-    /// The readings of `batches` in order; refused records go to the dead-letter topic
-    /// (awaited: their offsets are committed with the partition's).
-    async fn decode(&self, partition: u32, batches: Vec<RawBatch>) -> Vec<LogRecord> {
+    /// The readings of `batches` in order, and their link status records into `links`
+    /// (one a later live reading of its meter supersedes is dropped: applied after the
+    /// batch, it would overtake that reading); refused records go to the dead-letter
+    /// topic (awaited: their offsets are committed with the partition's).
+    async fn decode(
+        &self,
+        partition: u32,
+        batches: Vec<RawBatch>,
+        links: &mut Vec<LinkRecord>,
+    ) -> Vec<LogRecord> {
         let now_ms = SystemClock.now_ms();
         let mut records = Vec::with_capacity(batches.iter().map(RawBatch::len).sum());
         for batch in &batches {
             for entry in &batch.entries {
                 let payload = &batch.bytes[entry.payload.0..entry.payload.1];
                 let key = entry.key.map(|(start, end)| &batch.bytes[start..end]);
+                match entry.kind {
+                    RecordKind::Reading => {}
+                    RecordKind::LinkStatus => {
+                        match link_status::decode(key, payload) {
+                            Ok((meter, online, at_ms)) => links.push(LinkRecord {
+                                offset: entry.offset as u64,
+                                meter,
+                                online,
+                                at_ms,
+                            }),
+                            Err((code, reason)) => {
+                                self.dead_letter(
+                                    partition,
+                                    entry.offset,
+                                    key,
+                                    payload,
+                                    code,
+                                    &reason,
+                                )
+                                .await;
+                            }
+                        }
+                        continue;
+                    }
+                    RecordKind::Unknown => {
+                        let reason = format!(
+                            "unknown `{}` record (this version knows `{}`)",
+                            link_status::RECORD_HEADER,
+                            link_status::LINK_STATUS
+                        );
+                        self.dead_letter(
+                            partition,
+                            entry.offset,
+                            key,
+                            payload,
+                            "unknown_record",
+                            &reason,
+                        )
+                        .await;
+                        continue;
+                    }
+                }
                 let outcome = match parse_reading(payload, now_ms, &self.limits) {
                     Ok(reading) => match key {
                         Some(key) if key != reading.meter.as_str().as_bytes() => Err((
@@ -385,10 +440,15 @@ impl Decoder {
                     }
                 };
                 match outcome {
-                    Ok(reading) => records.push(LogRecord {
-                        offset: entry.offset as u64,
-                        reading,
-                    }),
+                    Ok(reading) => {
+                        if !links.is_empty() && !reading.backfill {
+                            links.retain(|link| link.meter != reading.meter);
+                        }
+                        records.push(LogRecord {
+                            offset: entry.offset as u64,
+                            reading,
+                        });
+                    }
                     Err((code, reason)) => {
                         self.dead_letter(partition, entry.offset, key, payload, code, &reason)
                             .await;
@@ -467,6 +527,7 @@ impl ReadingSource for KafkaSource {
             revoked_pending: false,
             release_ack: None,
             decoder: Arc::clone(&self.decoder),
+            links: Vec::new(),
         })
     }
 
@@ -707,6 +768,8 @@ pub struct KafkaPartitionReader {
     revoked_pending: bool,
     /// The rebalance waiting for this partition to let go (answered by `released`).
     release_ack: Option<std::sync::mpsc::SyncSender<u32>>,
+    /// Link status records of the last batch (see [`PartitionReader::take_links`]).
+    links: Vec<LinkRecord>,
 }
 
 impl PartitionReader for KafkaPartitionReader {
@@ -744,7 +807,10 @@ impl PartitionReader for KafkaPartitionReader {
                     Err(_) => break,
                 }
             }
-            Ok(self.decoder.decode(self.partition, batches).await)
+            Ok(self
+                .decoder
+                .decode(self.partition, batches, &mut self.links)
+                .await)
         })
     }
 
@@ -752,10 +818,76 @@ impl PartitionReader for KafkaPartitionReader {
         // Nothing to free: records are consumed from the channel.
     }
 
+    fn take_links(&mut self) -> Vec<LinkRecord> {
+        std::mem::take(&mut self.links)
+    }
+
     fn released(&mut self) {
         if let Some(ack) = self.release_ack.take() {
             // The rebalance may have stopped waiting: then nobody listens.
             let _ = ack.try_send(self.partition);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridpulse_domain::{Limits, MeterId};
+    use rdkafka::ClientConfig;
+
+    use super::{Decoder, RawBatch, RecordKind, link_status};
+
+    fn reading(meter: &str, ts_ms: i64, backfill: bool) -> Vec<u8> {
+        format!(
+            r#"{{"meter":"{meter}","ts_ms":{ts_ms},"voltage":230,"current":1,"power_w":200,"energy_wh":10,"backfill":{backfill}}}"#
+        )
+        .into_bytes()
+    }
+
+    fn status(meter: &str, online: bool) -> Vec<u8> {
+        link_status::encode(
+            &MeterId::new(meter).unwrap_or_else(|_| unreachable!()),
+            online,
+            1_764_600_000_000,
+        )
+    }
+
+    /// A link status comes out after the batch's readings, unless a later live reading
+    /// of its meter in the batch supersedes it (a backfilled one does not; another
+    /// meter's does not).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_later_live_reading_of_the_meter_supersedes_its_status_in_the_batch() {
+        // Never sent to: no record here is refused.
+        let dlq = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create()
+            .unwrap_or_else(|error| unreachable!("{error}"));
+        let decoder = Decoder {
+            limits: Limits::default(),
+            topic: "readings".into(),
+            dlq,
+            dlq_topic: "readings-dlq".into(),
+        };
+        let now = gridpulse_actors::Clock::now_ms(&gridpulse_actors::SystemClock);
+        let mut batch = RawBatch::default();
+        let entries: [(&str, Vec<u8>, RecordKind); 6] = [
+            ("a", reading("a", now - 3_000, false), RecordKind::Reading),
+            ("a", status("a", false), RecordKind::LinkStatus),
+            ("a", reading("a", now - 2_000, false), RecordKind::Reading),
+            ("b", status("b", false), RecordKind::LinkStatus),
+            ("b", reading("b", now - 9_000, true), RecordKind::Reading),
+            ("a", reading("a", now - 1_000, false), RecordKind::Reading),
+        ];
+        for (offset, (key, payload, kind)) in entries.iter().enumerate() {
+            batch.push(offset as i64, Some(key.as_bytes()), payload, *kind);
+        }
+        let mut links = Vec::new();
+        let records = decoder.decode(0, vec![batch], &mut links).await;
+        let offsets: Vec<u64> = records.iter().map(|record| record.offset).collect();
+        assert_eq!(offsets, vec![0, 2, 4, 5]);
+        assert_eq!(links.len(), 1, "{links:?}");
+        assert_eq!(links[0].meter.as_str(), "b");
+        assert_eq!(links[0].offset, 3);
+        assert!(!links[0].online);
     }
 }

@@ -9,6 +9,10 @@
 //!   its partition actor in order; undecodable or invalid records go to `readings-dlq`
 //!   with the original bytes and the reason; offsets are committed only at checkpoints,
 //!   when everything before them is durable.
+//! * [`link_status`]: a meter's MQTT link status as a `readings` record (header
+//!   `gridpulse-record: link-status`, key = meter id), produced by a separate bridge
+//!   ([`producer::KafkaReadingProducer`] is its `LinkSink`) and turned by the consumer
+//!   into the meter's link change, ordered after its readings.
 //! * [`dead_letters::KafkaDeadLetters`] writes the MQTT bridge's dead letters to
 //!   `readings-dlq` (same shape, `source=mqtt` and `mqtt_topic` headers).
 //! * [`test_broker::TestBroker`] runs a real Kafka-protocol broker (tansu) for tests.
@@ -21,6 +25,7 @@ pub mod alerts;
 pub mod config;
 pub mod consumer;
 pub mod dead_letters;
+pub mod link_status;
 pub mod producer;
 pub mod stream_source;
 pub mod test_broker;

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use gridpulse_actors::LogError;
-use gridpulse_domain::Reading;
+use gridpulse_domain::{MeterId, Reading};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::KafkaConfig;
@@ -44,6 +45,32 @@ impl KafkaReadingProducer {
             producer,
             topic: config.readings_topic.clone(),
         })
+    }
+
+    /// Produces a meter's link status (see [`super::link_status`]) to `readings`, keyed
+    /// by the meter, and waits for the broker's acknowledgement.
+    pub async fn append_link_status(
+        &self,
+        meter: MeterId,
+        online: bool,
+        at_ms: i64,
+    ) -> Result<(), String> {
+        let payload = super::link_status::encode(&meter, online, at_ms);
+        let headers = OwnedHeaders::new().insert(Header {
+            key: super::link_status::RECORD_HEADER,
+            value: Some(super::link_status::LINK_STATUS),
+        });
+        let record = FutureRecord::to(&self.topic)
+            .key(meter.as_str())
+            .payload(&payload)
+            .headers(headers);
+        match self.producer.send(record, Duration::from_secs(10)).await {
+            Ok(_) => Ok(()),
+            Err((error, _)) => {
+                crate::metrics::record_produce_error();
+                Err(format!("kafka produce (link status): {error}"))
+            }
+        }
     }
 
     /// Produces every reading and waits until the broker acknowledged all of them.
@@ -91,5 +118,20 @@ impl KafkaReadingProducer {
             }
         }
         Ok(())
+    }
+}
+
+/// A bridge without meters (`gridpulse mqtt-bridge --kafka-brokers`): its live link
+/// changes travel in `readings`, after the meter's readings the bridge produced before
+/// (same key, same partition, acknowledged before this is sent).
+impl crate::mqtt::LinkSink for KafkaReadingProducer {
+    fn link_changed(
+        &self,
+        meter: MeterId,
+        online: bool,
+        at_ms: i64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>> {
+        let producer = self.clone();
+        Box::pin(async move { producer.append_link_status(meter, online, at_ms).await })
     }
 }

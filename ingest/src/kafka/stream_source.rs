@@ -128,10 +128,15 @@ impl PartitionReader for KafkaPartitionReader {
                 }
                 Some(Ok(message)) => {
                     if let Ok(offset) = u64::try_from(message.offset()) {
-                        record(
-                            offset,
-                            SourceRecord::Line(message.payload().unwrap_or_default()),
-                        );
+                        // A link status (or another non-reading record) is no reading for
+                        // rollups: an empty line, skipped, its offset passed.
+                        let line = match super::link_status::RecordKind::of(message.headers()) {
+                            super::link_status::RecordKind::Reading => {
+                                message.payload().unwrap_or_default()
+                            }
+                            _ => b"",
+                        };
+                        record(offset, SourceRecord::Line(line));
                         n += 1;
                     }
                     // Take what is already fetched without waiting.

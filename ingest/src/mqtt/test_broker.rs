@@ -37,12 +37,18 @@ impl TestMosquitto {
     /// queue (so a persistent session keeps everything published while the bridge is
     /// away); waits up to 10 s for it to listen.
     pub fn start() -> Result<TestMosquitto, String> {
-        let binary = mosquitto_binary()
-            .ok_or("mosquitto not found: run `make deps` (apt-get install -y mosquitto)")?;
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .map_err(|error| format!("free port: {error}"))?
             .port();
+        TestMosquitto::start_on(port)
+    }
+
+    /// Starts Mosquitto like [`TestMosquitto::start`] on `127.0.0.1:port`, e.g. the port
+    /// of a broker killed before (a broker restart, as its clients see it).
+    pub fn start_on(port: u16) -> Result<TestMosquitto, String> {
+        let binary = mosquitto_binary()
+            .ok_or("mosquitto not found: run `make deps` (apt-get install -y mosquitto)")?;
         let dir =
             std::env::temp_dir().join(format!("gridpulse-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|error| format!("{}: {error}", dir.display()))?;
