@@ -231,6 +231,8 @@ impl EmbeddedSystem {
         };
         // Where meters send usage minutes, the user partitions' inputs and their commit.
         let mut usage: Option<UsageFlow> = None;
+        // Background tasks, ended by `shutdown` (see `AppState::background`).
+        let background: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
         // User events an API replica relays from the `user-events` topic.
         let relayed_user_events =
             UserEventHub::new(config.alert_channel_capacity, config.replay_capacity);
@@ -245,12 +247,12 @@ impl EmbeddedSystem {
                     let (hub, kafka) = (Arc::clone(&hub), kafka.clone());
                     let (events, replica) = (Arc::clone(&relayed_user_events), replica_id.clone());
                     let events_config = kafka.clone();
-                    actix_web::rt::spawn(async move {
+                    background.lock().push(actix_web::rt::spawn(async move {
                         if let Err(error) = alerts::consume_alerts(hub, kafka, replica_id).await {
                             tracing::error!(%error, "alert consumer stopped");
                         }
-                    });
-                    actix_web::rt::spawn(async move {
+                    }));
+                    background.lock().push(actix_web::rt::spawn(async move {
                         if let Err(error) =
                             gridpulse_ingest::kafka::user_events::consume_user_events(
                                 events,
@@ -261,7 +263,7 @@ impl EmbeddedSystem {
                         {
                             tracing::error!(%error, "user event consumer stopped");
                         }
-                    });
+                    }));
                     let idle = InProcessLog::new(1, 1);
                     (
                         ReadingLog::Kafka(Arc::new(producer)),
@@ -430,7 +432,9 @@ impl EmbeddedSystem {
             .map_or(relayed_user_events, |users| Arc::clone(users.events()));
         let fanout =
             crate::ws::fanout::Fanout::new(Arc::clone(meters.hub()), Arc::clone(&user_events));
-        actix_web::rt::spawn(Arc::clone(&fanout).run());
+        background
+            .lock()
+            .push(actix_web::rt::spawn(Arc::clone(&fanout).run()));
         let state = AppState {
             log,
             meters,
@@ -449,12 +453,15 @@ impl EmbeddedSystem {
             fanout,
             ws: config.ws.clone(),
             mqtt: Arc::default(),
+            background,
         };
         if let Some(store) = state.store.clone() {
-            actix_web::rt::spawn(run_retention(store, Arc::clone(&state.clock)));
+            let task = actix_web::rt::spawn(run_retention(store, Arc::clone(&state.clock)));
+            state.background.lock().push(task);
         }
         if let Some(simulator) = config.simulate.clone() {
-            actix_web::rt::spawn(run_simulator(simulator, state.clone()));
+            let task = actix_web::rt::spawn(run_simulator(simulator, state.clone()));
+            state.background.lock().push(task);
         }
         let mqtt = match &config.mqtt {
             Some(mqtt) => Some(start_mqtt_bridge(mqtt, &config, &state)?),
@@ -467,7 +474,8 @@ impl EmbeddedSystem {
                 .set_bridge_feeds(Arc::new(BridgeGrouping(bridge.clone())));
         }
         if !config.api_only {
-            actix_web::rt::spawn(run_group_timer(state.clone()));
+            let task = actix_web::rt::spawn(run_group_timer(Arc::clone(state.meters.hub())));
+            state.background.lock().push(task);
         }
         let local_addr = listener.local_addr()?;
         let app_state = state.clone();
@@ -521,6 +529,11 @@ impl EmbeddedSystem {
     /// restart replays nothing, then close the log (with Kafka: the consumer commits
     /// and leaves its group, so other processors take the partitions over at once).
     pub async fn shutdown(state: &AppState) -> Result<(), gridpulse_actors::SystemError> {
+        // The simulator stops producing, the fan-out and the timers end (and with them
+        // their hold on the hub and the store).
+        for task in std::mem::take(&mut *state.background.lock()) {
+            task.abort();
+        }
         let offsets = state.meters.checkpoint_all().await?;
         state.log.close();
         tracing::info!(?offsets, "checkpointed all partitions");
@@ -614,12 +627,12 @@ impl gridpulse_ingest::mqtt::LinkSink for MeterLinks {
 
 /// The grouping timer: every second, a bridge group whose bridge reconnected
 /// resolves, and open groups get their coalesced member-count updates.
-async fn run_group_timer(state: AppState) {
+async fn run_group_timer(hub: Arc<gridpulse_actors::hub::AlertHub>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        state.meters.hub().tick_groups();
+        hub.tick_groups();
     }
 }
 

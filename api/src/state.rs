@@ -41,6 +41,11 @@ pub struct AppState {
     pub ws: crate::ws::WsConfig,
     /// The MQTT bridge of this process, once `--mqtt` started one.
     pub mqtt: Arc<std::sync::OnceLock<MqttBridgeInfo>>,
+    /// Background tasks of the system (fan-out, timers, retention, simulator, a replica's
+    /// Kafka relays), ended by
+    /// [`EmbeddedSystem::shutdown`](crate::EmbeddedSystem::shutdown): each holds parts
+    /// of the system (the hub, the store), which must not outlive it.
+    pub background: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 /// The MQTT bridge running in this process: where it connects and its status.
