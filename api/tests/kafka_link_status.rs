@@ -146,59 +146,6 @@ async fn a_link_status_in_readings_raises_no_data_through_the_processor_and_onli
     step("done");
 }
 
-/// A meter on Mosquitto with a last will (`offline`) on its status topic: online, one
-/// reading (both acknowledged by the broker). Answers the task polling its event loop:
-/// aborting it cuts the TCP connection without DISCONNECT, so the broker publishes the
-/// will. The task holds a client handle (with every handle dropped rumqttc would end
-/// the session cleanly, which cancels the will).
-async fn meter_with_last_will(port: u16, meter: &str, ts_ms: i64) -> tokio::task::JoinHandle<()> {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let topic = format!("gridpulse/meters/{meter}/status");
-    let mut options = MqttOptions::new(format!("{meter}-client"), "127.0.0.1", port);
-    options
-        .set_keep_alive(Duration::from_secs(5))
-        .set_last_will(rumqttc::LastWill::new(
-            &topic,
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
-    let (client, mut event_loop) = AsyncClient::new(options, 16);
-    let acked = std::sync::Arc::new(tokio::sync::Notify::new());
-    let notify = std::sync::Arc::clone(&acked);
-    let handle = client.clone();
-    let task = tokio::spawn(async move {
-        let _handle = handle;
-        loop {
-            match event_loop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => notify.notify_one(),
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    });
-    client
-        .publish(&topic, QoS::AtLeastOnce, true, "online")
-        .await
-        .unwrap();
-    let payload = serde_json::to_string(&reading(meter, ts_ms)).unwrap();
-    client
-        .publish(
-            format!("gridpulse/meters/{meter}/readings"),
-            QoS::AtLeastOnce,
-            false,
-            payload,
-        )
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        tokio::time::timeout(Duration::from_secs(20), acked.notified())
-            .await
-            .expect("the broker acknowledged the meter's messages");
-    }
-    task
-}
-
 #[actix_rt::test]
 async fn a_last_will_through_a_kafka_processors_bridge_raises_no_data_at_once() {
     let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
@@ -249,7 +196,12 @@ async fn a_last_will_through_a_kafka_processors_bridge_raises_no_data_at_once() 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ts_ms = SystemClock.now_ms() - 1_000;
-    let meter = meter_with_last_will(port, "kw-1", ts_ms).await;
+    let meter = support::meter_with_last_will(
+        port,
+        "kw-1",
+        serde_json::to_string(&reading("kw-1", ts_ms)).unwrap(),
+    )
+    .await;
     step("the reading reaches the meter through Kafka");
     let deadline = Instant::now() + Duration::from_secs(60);
     while n_readings(addr, "kw-1").await != 1 {

@@ -245,58 +245,6 @@ async fn events_for(
     seen
 }
 
-/// A meter client with a last will (`offline`, retained) on its status topic: online,
-/// one reading, then its TCP connection is cut without DISCONNECT. Answers the task
-/// polling its event loop, to abort (the cut).
-async fn meter_with_last_will(port: u16, meter: &str, ts_ms: i64) -> tokio::task::JoinHandle<()> {
-    let topic = format!("gridpulse/meters/{meter}/status");
-    let mut options = MqttOptions::new(format!("{meter}-client"), "127.0.0.1", port);
-    options
-        .set_keep_alive(Duration::from_secs(5))
-        .set_last_will(rumqttc::LastWill::new(
-            &topic,
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
-    let (client, mut event_loop) = AsyncClient::new(options, 16);
-    let connected = Arc::new(tokio::sync::Notify::new());
-    let notify = Arc::clone(&connected);
-    // The task holds a client handle: with every handle dropped, rumqttc's event loop
-    // ends the session itself (a clean DISCONNECT, which cancels the will) before the
-    // cut could happen.
-    let handle = client.clone();
-    let task = tokio::spawn(async move {
-        let _handle = handle;
-        loop {
-            match event_loop.poll().await {
-                Ok(Event::Incoming(rumqttc::Packet::PubAck(_))) => notify.notify_one(),
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-            }
-        }
-    });
-    client
-        .publish(&topic, QoS::AtLeastOnce, true, "online")
-        .await
-        .unwrap();
-    client
-        .publish(
-            format!("gridpulse/meters/{meter}/readings"),
-            QoS::AtLeastOnce,
-            false,
-            canonical(meter, ts_ms, 230.0),
-        )
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        tokio::time::timeout(WAIT, connected.notified())
-            .await
-            .expect("the broker acknowledged the meter's messages");
-    }
-    task
-}
-
 /// Publishes one message from a short-lived client (QoS 1, acknowledged by the broker).
 async fn publish_once(port: u16, topic: &str, payload: &str, retain: bool) {
     let mut options = MqttOptions::new("one-shot", "127.0.0.1", port);
@@ -382,7 +330,8 @@ fn a_last_will_raises_no_data_at_once_and_online_clears_it_across_a_crash() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let ts_ms = SystemClock.now_ms() - 1_000;
-            let meter = meter_with_last_will(port, "lw-1", ts_ms).await;
+            let meter =
+                support::meter_with_last_will(port, "lw-1", canonical("lw-1", ts_ms, 230.0)).await;
             // The reading reached the meter (stored) before its link drops.
             let deadline = Instant::now() + WAIT;
             while stored(addr, "lw-1", ts_ms - 1).await.is_empty() {

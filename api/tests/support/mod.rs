@@ -300,3 +300,56 @@ pub fn with_config<Tweak, Phase, PhaseFuture>(
 {
     with_system_state(data_dir, clock, tweak, |addr, _state| phase(addr));
 }
+
+/// A meter on Mosquitto (`port`) with a last will (`offline`, retained) on its status
+/// topic: publishes `online`, then `reading` (a canonical payload) to its readings topic,
+/// both acknowledged by the broker. Answers the task polling its event loop: aborting
+/// it cuts the TCP connection without DISCONNECT, so the broker publishes the will. The
+/// task holds a client handle: with every handle dropped, rumqttc's event loop would end
+/// the session itself (a clean DISCONNECT, which cancels the will) before the cut.
+pub async fn meter_with_last_will(
+    port: u16,
+    meter: &str,
+    reading: String,
+) -> tokio::task::JoinHandle<()> {
+    use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+    use std::time::Duration;
+    let topic = format!("gridpulse/meters/{meter}/status");
+    let mut options = MqttOptions::new(format!("{meter}-client"), "127.0.0.1", port);
+    options
+        .set_keep_alive(Duration::from_secs(5))
+        .set_last_will(LastWill::new(&topic, "offline", QoS::AtLeastOnce, true));
+    let (client, mut event_loop) = AsyncClient::new(options, 16);
+    let acked = std::sync::Arc::new(tokio::sync::Notify::new());
+    let notify = std::sync::Arc::clone(&acked);
+    let handle = client.clone();
+    let task = tokio::spawn(async move {
+        let _handle = handle;
+        loop {
+            match event_loop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => notify.notify_one(),
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    });
+    client
+        .publish(&topic, QoS::AtLeastOnce, true, "online")
+        .await
+        .unwrap();
+    client
+        .publish(
+            format!("gridpulse/meters/{meter}/readings"),
+            QoS::AtLeastOnce,
+            false,
+            reading,
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(20), acked.notified())
+            .await
+            .expect("the broker acknowledged the meter's messages");
+    }
+    task
+}
