@@ -24,6 +24,10 @@ mod ws_fanout;
 
 use clap::{Parser, Subcommand};
 
+/// The allocator of the `gridpulse` binary, so the figures are the product's.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Benchmarks of gridpulse.
 #[derive(Debug, Parser)]
 #[command(name = "load-tests", about)]
