@@ -63,6 +63,38 @@ async fn n_readings(addr: std::net::SocketAddr, meter: &str) -> Value {
     state["n_readings"].clone()
 }
 
+/// Topics on `broker` for `group`, and a processor on them (no-data timeout an hour,
+/// so only link changes raise `no_data`) with `mqtt` as its own bridge if given, and a
+/// websocket on its unfiltered alerts.
+async fn start_processor(
+    broker: &TestBroker,
+    group: &str,
+    mqtt: Option<gridpulse_ingest::mqtt::MqttBridgeConfig>,
+) -> (KafkaConfig, std::net::SocketAddr, Ws) {
+    let mut kafka = KafkaConfig::new(broker.bootstrap());
+    kafka.partitions = 4;
+    kafka.group_id = group.into();
+    create_topics(&kafka).await.unwrap();
+    let mut config = EmbeddedConfig {
+        n_workers: 1,
+        n_http_workers: 1,
+        kafka: Some(kafka.clone()),
+        mqtt,
+        ..EmbeddedConfig::default()
+    };
+    config.default_thresholds.no_data_timeout_s = 3_600;
+    let system =
+        EmbeddedSystem::start_default_clock(config, TcpListener::bind("127.0.0.1:0").unwrap())
+            .await
+            .unwrap();
+    let addr = system.local_addr;
+    actix_rt::spawn(system.server);
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts?snapshot=false"))
+        .await
+        .unwrap();
+    (kafka, addr, ws)
+}
+
 #[actix_rt::test]
 async fn a_link_status_in_readings_raises_no_data_through_the_processor_and_online_clears_it() {
     let _watchdog = gridpulse_ingest::kafka::test_broker::watchdog(
@@ -71,28 +103,8 @@ async fn a_link_status_in_readings_raises_no_data_through_the_processor_and_onli
     );
     step("start broker");
     let broker = TestBroker::start().expect("a tansu broker (run `make deps`)");
-    let mut kafka = KafkaConfig::new(broker.bootstrap());
-    kafka.partitions = 4;
-    kafka.group_id = "link-status-processors".into();
-    create_topics(&kafka).await.unwrap();
-    let mut config = EmbeddedConfig {
-        n_workers: 1,
-        n_http_workers: 1,
-        kafka: Some(kafka.clone()),
-        ..EmbeddedConfig::default()
-    };
-    config.default_thresholds.no_data_timeout_s = 3_600;
     step("start processor");
-    let system =
-        EmbeddedSystem::start_default_clock(config, TcpListener::bind("127.0.0.1:0").unwrap())
-            .await
-            .unwrap();
-    let addr = system.local_addr;
-    actix_rt::spawn(system.server);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts?snapshot=false"))
-            .await
-            .unwrap();
+    let (kafka, addr, mut ws) = start_processor(&broker, "link-status-processors", None).await;
     // The bridge's side: readings, then the status, through the same producer.
     let bridge = KafkaReadingProducer::new(&kafka).unwrap();
     let meter = MeterId::new("kl-1").unwrap();
@@ -157,32 +169,11 @@ async fn a_last_will_through_a_kafka_processors_bridge_raises_no_data_at_once() 
     let mosquitto =
         gridpulse_ingest::mqtt::test_broker::TestMosquitto::start().expect("mosquitto starts");
     let port = mosquitto.addr().port();
-    let mut kafka = KafkaConfig::new(broker.bootstrap());
-    kafka.partitions = 4;
-    kafka.group_id = "last-will-processors".into();
-    create_topics(&kafka).await.unwrap();
     let mut mqtt = gridpulse_ingest::mqtt::MqttBridgeConfig::new("127.0.0.1", port);
     mqtt.client_id = "bridge-kafka-lwt".into();
     mqtt.min_backoff = Duration::from_millis(50);
-    let mut config = EmbeddedConfig {
-        n_workers: 1,
-        n_http_workers: 1,
-        kafka: Some(kafka.clone()),
-        mqtt: Some(mqtt),
-        ..EmbeddedConfig::default()
-    };
-    config.default_thresholds.no_data_timeout_s = 3_600;
     step("start processor with its bridge");
-    let system =
-        EmbeddedSystem::start_default_clock(config, TcpListener::bind("127.0.0.1:0").unwrap())
-            .await
-            .unwrap();
-    let addr = system.local_addr;
-    actix_rt::spawn(system.server);
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws/alerts?snapshot=false"))
-            .await
-            .unwrap();
+    let (_kafka, addr, mut ws) = start_processor(&broker, "last-will-processors", Some(mqtt)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, status) = http(addr, "GET", "/api/mqtt/status", "").await;
