@@ -232,7 +232,7 @@ impl EmbeddedSystem {
         // Where meters send usage minutes, the user partitions' inputs and their commit.
         let mut usage: Option<UsageFlow> = None;
         // Background tasks, ended by `shutdown` (see `AppState::background`).
-        let background: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let background = crate::state::BackgroundTasks::default();
         // User events an API replica relays from the `user-events` topic.
         let relayed_user_events =
             UserEventHub::new(config.alert_channel_capacity, config.replay_capacity);

@@ -45,8 +45,11 @@ pub struct AppState {
     /// Kafka relays), ended by
     /// [`EmbeddedSystem::shutdown`](crate::EmbeddedSystem::shutdown): each holds parts
     /// of the system (the hub, the store), which must not outlive it.
-    pub background: Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    pub background: BackgroundTasks,
 }
+
+/// Handles of the system's background tasks (see [`AppState::background`]).
+pub type BackgroundTasks = Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>;
 
 /// The MQTT bridge running in this process: where it connects and its status.
 #[derive(Debug, Clone)]

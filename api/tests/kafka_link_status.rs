@@ -174,18 +174,7 @@ async fn a_last_will_through_a_kafka_processors_bridge_raises_no_data_at_once() 
     mqtt.min_backoff = Duration::from_millis(50);
     step("start processor with its bridge");
     let (_kafka, addr, mut ws) = start_processor(&broker, "last-will-processors", Some(mqtt)).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, status) = http(addr, "GET", "/api/mqtt/status", "").await;
-        if status["connected"] == true {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bridge never connected: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    support::bridge_connected(addr, true).await;
     let ts_ms = SystemClock.now_ms() - 1_000;
     let meter = support::meter_with_last_will(
         port,

@@ -317,18 +317,7 @@ fn a_last_will_raises_no_data_at_once_and_online_clears_it_across_a_crash() {
                 .await
                 .expect("websocket");
             step("waiting for the bridge to connect");
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let (_, status) = http(addr, "GET", "/api/mqtt/status", "").await;
-                if status["connected"] == true {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "bridge never connected: {status}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            support::bridge_connected(addr, true).await;
             let ts_ms = SystemClock.now_ms() - 1_000;
             let meter =
                 support::meter_with_last_will(port, "lw-1", canonical("lw-1", ts_ms, 230.0)).await;
@@ -395,18 +384,7 @@ fn a_last_will_raises_no_data_at_once_and_online_clears_it_across_a_crash() {
             let open = open_no_data(addr, "lw-1").await;
             assert_eq!(open.len(), 1, "{open:?}");
             assert_eq!(open[0]["id"], expected_id.as_str());
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let (_, status) = http(addr, "GET", "/api/mqtt/status", "").await;
-                if status["connected"] == true {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "bridge never connected: {status}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            support::bridge_connected(addr, true).await;
             // The retained `offline` came with the subscription: no second alert.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let open = open_no_data(addr, "lw-1").await;
@@ -455,22 +433,6 @@ fn of_kind<'a>(seen: &'a [Value], kind: &str, event: &str) -> Vec<&'a Value> {
     seen.iter()
         .filter(|e| e["alert"]["kind"] == kind && e["event"] == event)
         .collect()
-}
-
-async fn bridge_connected(addr: std::net::SocketAddr, connected: bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, bridge) = http(addr, "GET", "/api/mqtt/status", "").await;
-        assert_eq!(status, 200, "{bridge}");
-        if bridge["connected"] == connected {
-            return bridge;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bridge never got connected = {connected}: {bridge}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A publisher of live canonical readings on `port` (its event loop polled by a task).
@@ -550,7 +512,7 @@ fn a_bridge_cut_off_from_its_broker_groups_the_silent_meters_into_one_alert() {
             let mut all = connect("").await;
             let mut one = connect("?meter=mg-1").await;
             let (mut seen_all, mut seen_one) = (Vec::new(), Vec::new());
-            bridge_connected(addr, true).await;
+            support::bridge_connected(addr, true).await;
 
             step("meters publishing through the bridge");
             let (client, publisher) = reading_publisher(port, "meters-groups");
@@ -577,7 +539,7 @@ fn a_bridge_cut_off_from_its_broker_groups_the_silent_meters_into_one_alert() {
             drop(broker.lock().unwrap().take());
             publisher.abort();
             drop(client);
-            let bridge = bridge_connected(addr, false).await;
+            let bridge = support::bridge_connected(addr, false).await;
             let down_since = bridge["last_disconnected_ms"].as_i64().unwrap();
 
             step("one group alert instead of three no_data raises");
@@ -643,7 +605,7 @@ fn a_bridge_cut_off_from_its_broker_groups_the_silent_meters_into_one_alert() {
             step("mosquitto back on the same port, readings again");
             *broker.lock().unwrap() =
                 Some(TestMosquitto::start_on(port).expect("mosquitto restarts"));
-            bridge_connected(addr, true).await;
+            support::bridge_connected(addr, true).await;
             let (client, publisher) = reading_publisher(port, "meters-groups-2");
             let deadline = Instant::now() + WAIT;
             loop {

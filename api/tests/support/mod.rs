@@ -353,3 +353,22 @@ pub async fn meter_with_last_will(
     }
     task
 }
+
+/// Waits (at most 20 s) until `GET /api/mqtt/status` says `connected` is `connected`;
+/// answers that status.
+pub async fn bridge_connected(addr: std::net::SocketAddr, connected: bool) -> Value {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, bridge) = http(addr, "GET", "/api/mqtt/status", "").await;
+        assert_eq!(status, 200, "{bridge}");
+        if bridge["connected"] == connected {
+            return bridge;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bridge never got connected = {connected}: {bridge}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
